@@ -1,0 +1,3 @@
+"""Tollgate: an LLM cost-control gateway."""
+
+__version__ = "0.1.0"

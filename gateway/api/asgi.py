@@ -1,0 +1,128 @@
+"""Lean ASGI plumbing for the hot path: bounded body reads, replies, streams that notice a
+vanished client at once and stop the upstream with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gateway.errors import PayloadTooLarge, TollgateError, UpstreamTimeout
+from gateway.pipeline import Reply, StreamReply
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+ErrorEvent = Callable[[TollgateError], bytes]
+
+log = logging.getLogger("gateway.api")
+
+
+async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
+    if content_length is not None and content_length > limit:
+        raise PayloadTooLarge(f"Request body of {content_length} bytes exceeds the limit of "
+                              f"{limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def raw_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def send_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]],
+                     body: bytes) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class ClientWatch:
+    """Cancels the handling task once: when the client disconnects, or at a deadline.
+
+    The handler catches the CancelledError and asks `reason` whether it was ours.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self.reason: str | None = None
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.create_task(self._watch(receive))
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._fire("disconnect")
+
+    def expire_at(self, deadline: float) -> None:
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire, "deadline")
+
+    def _fire(self, reason: str) -> None:
+        if self.reason is None and self._task is not None:
+            self.reason = reason
+            self._task.cancel()
+
+    def stop(self) -> None:
+        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+async def send_stream(send: Send, watch: ClientWatch, reply: Reply,
+                      headers: list[tuple[bytes, bytes]], error_event: ErrorEvent) -> None:
+    """Relays the stream; always closes it with what happened (done, error, gone, timed out)."""
+    stream = reply.stream
+    assert stream is not None
+    watch.expire_at(stream.deadline)
+    headers.append((b"cache-control", b"no-cache"))
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        async for chunk in stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except asyncio.CancelledError:
+        if watch.reason is None:
+            await _close_quietly(stream, disconnected=True)
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        if watch.reason == "deadline":
+            await _end_with_error(send, stream, UpstreamTimeout(
+                "The upstream stream exceeded the total timeout."), error_event)
+        else:
+            await stream.close(disconnected=True)
+        return
+    except TollgateError as err:
+        watch.stop()
+        await _end_with_error(send, stream, err, error_event)
+        return
+    watch.stop()
+    await stream.close()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _end_with_error(send: Send, stream: StreamReply, err: TollgateError,
+                          error_event: ErrorEvent) -> None:
+    await stream.close(error=err)
+    try:
+        await send({"type": "http.response.body", "body": error_event(err), "more_body": False})
+    except OSError:
+        log.debug("client gone before the stream error could be sent")
+
+
+async def _close_quietly(stream: StreamReply, *, disconnected: bool) -> None:
+    try:
+        await asyncio.shield(stream.close(disconnected=disconnected))
+    except BaseException:  # noqa: BLE001 - we are already unwinding a cancellation
+        log.debug("stream close during cancellation failed", exc_info=True)

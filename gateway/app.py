@@ -1,0 +1,70 @@
+"""create_app: the route table, the lifespan that builds and closes Services. Nothing at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.errors import openai_error_body
+from gateway.api.health import healthz, readyz
+from gateway.api.openai import ModelsEndpoint, OpenAIEndpoint
+from gateway.config.loader import LoadedConfig
+from gateway.errors import InvalidRequest, TollgateError
+from gateway.services import Services
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.app")
+
+
+def create_app(settings: Settings, loaded: LoadedConfig) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        services = await Services.start(settings, loaded)
+        try:
+            yield {"services": services}
+        finally:
+            await services.aclose()
+
+    models = ModelsEndpoint()
+    routes = [
+        Route("/v1/chat/completions", OpenAIEndpoint("chat.completions"), methods=["POST"]),
+        Route("/v1/completions", OpenAIEndpoint("completions"), methods=["POST"]),
+        Route("/v1/embeddings", OpenAIEndpoint("embeddings"), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(405, _not_allowed)
+    app.add_exception_handler(Exception, _unhandled)
+    return app
+
+
+async def _json_error(err: TollgateError) -> Response:
+    return Response(openai_error_body(err), status_code=err.status,
+                    media_type="application/json", headers=dict(err.headers))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return await _json_error(InvalidRequest(
+        f"Invalid URL ({request.method} {request.url.path})", status=404, code="not_found"))
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return await _json_error(InvalidRequest(
+        f"Method {request.method} not allowed for {request.url.path}", status=405,
+        code="method_not_allowed"))
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return await _json_error(TollgateError("Internal error in the gateway.", code="internal_error"))

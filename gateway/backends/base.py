@@ -1,0 +1,59 @@
+"""The backend adapter contract: send one request upstream, get back the response and its usage.
+
+Usage extraction is part of the contract (as in envoy's translators): an adapter always reports
+usage, from the upstream when it says, or counted by Tollgate and marked estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.call import Endpoint, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    endpoint: Endpoint
+    model: str
+    body: Mapping[str, Any]
+    stream: bool
+    client_wants_usage: bool
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class UpstreamStream(Protocol):
+    """Server-sent events to relay, each item one or more whole events, ready for the client."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def usage(self) -> Usage:
+        """Usage of what was generated so far; complete once iteration ended."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A finished non-stream response (or any error), or the head of a stream."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+    usage: Usage | None = None
+    stream: UpstreamStream | None = None
+
+
+class Backend(Protocol):
+    """One upstream. `send` raises TollgateError subclasses for transport failures (502/504);
+    upstream HTTP errors come back as an UpstreamResponse with their status and body."""
+
+    name: str
+    total_timeout: float
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,36 @@
+"""Server-sent events split at event boundaries, so a relay can act per event without buffering."""
+
+from __future__ import annotations
+
+
+class EventSplitter:
+    """Feeds raw bytes, returns the complete events seen so far (each ending in a blank line)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buffer = self._buffer + data if self._buffer else data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 2 :]
+        return [event + b"\n\n" for event in buffer[:end].split(b"\n\n") if event]
+
+    def rest(self) -> bytes:
+        """Trailing bytes of an unterminated last event (a well-behaved upstream leaves none)."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The joined `data:` payload of one event, or None for comments and data-less events."""
+    if event.startswith(b"data:") and event.count(b"\n") == 2:
+        return event[5:-2].strip()
+    parts = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(parts) if parts else None

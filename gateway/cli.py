@@ -1,0 +1,147 @@
+"""The `tollgate` command. Flags map 1:1 onto Settings; every flag also reads TOLLGATE_<NAME>."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+
+log = logging.getLogger("gateway.cli")
+_SETTINGS_ENV = "TOLLGATE_SERVE_SETTINGS"
+
+
+@click.group(context_settings={"auto_envvar_prefix": "TOLLGATE",
+                               "help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tollgate: an LLM cost-control gateway."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="tollgate.yaml; without it, the embedded simulated deployment runs.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--log-json/--log-text", default=None, help="Override logging.json from config.")
+def serve(config_path: str | None, host: str, port: int, workers: int,
+          log_json: bool | None) -> None:
+    """Run the gateway."""
+    from gateway.settings import Settings
+
+    settings = Settings(config_path=config_path, host=host, port=port, workers=workers)
+    loaded = _load_or_exit(settings.resolved_config_path())
+    config = loaded.config
+    configure_logging(json_lines=config.logging.json_lines if log_json is None else log_json,
+                      level=config.logging.level)
+    if config.auth.mode == "open":
+        if not _is_loopback(host):
+            click.echo(f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
+                       f"refusing --host {host}", err=True)
+            sys.exit(2)
+        log.warning("*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
+                    "simulated backends on %s. Configure keys before exposing real backends. ***",
+                    host)
+    import uvicorn
+
+    options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
+                               "http": "httptools", "lifespan": "on", "access_log": False,
+                               "log_level": "warning", "timeout_graceful_shutdown": 30}
+    if workers == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings, loaded), **options)
+        return
+    os.environ[_SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **options)
+
+
+def worker_app() -> Any:
+    """Entry point uvicorn's multi-worker mode imports in each worker process."""
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    settings = Settings.model_validate(orjson.loads(os.environ[_SETTINGS_ENV]))
+    loaded = _load_or_exit(settings.resolved_config_path())
+    configure_logging(json_lines=loaded.config.logging.json_lines,
+                      level=loaded.config.logging.level)
+    return create_app(settings, loaded)
+
+
+@main.group()
+def config() -> None:
+    """Configuration tools."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate FILE (and its policy files) without serving; exit 2 if invalid."""
+    loaded = _load_or_exit(file)
+    cfg = loaded.config
+    click.echo(f"{file}: OK ({len(cfg.backends)} backends, {len(cfg.models)} models, "
+               f"{len(loaded.policies)} policies, {len(loaded.files)} files)")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="sim.yaml; without it, a small two-tier deployment.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--time-scale", type=float, default=None, help="Override time_scale.")
+def sim(config_path: str | None, host: str, port: int, time_scale: float | None) -> None:
+    """Run the simulated GPU inference server (OpenAI-compatible, vLLM metrics)."""
+    from importlib.resources import files
+
+    import uvicorn
+
+    from gateway.accounting.tokens import TokenCounter
+    from gateway.config.yamlmarks import YamlProblem, load_yaml
+    from gateway.sim.config import SimConfig
+    from gateway.sim.server import SimServer
+
+    configure_logging(json_lines=False)
+    path = config_path or str(files("gateway") / "defaults" / "sim.yaml")
+    try:
+        located = load_yaml(Path(path).read_text(encoding="utf-8"), path)
+        sim_config = SimConfig.model_validate_json(orjson.dumps(located.data))
+    except (OSError, YamlProblem, ValueError) as exc:
+        click.echo(f"{path}: {exc}", err=True)
+        sys.exit(2)
+    if time_scale is not None:
+        sim_config = sim_config.model_copy(update={"time_scale": time_scale})
+    server = SimServer(sim_config, TokenCounter())
+    click.echo(f"tollgate sim: {', '.join(m.name for m in sim_config.models)} on "
+               f"http://{host}:{port}/v1 (time_scale {sim_config.time_scale:g})", err=True)
+    uvicorn.run(server.app, host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+def _load_or_exit(path: str) -> Any:
+    from gateway.config.loader import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"invalid configuration ({len(exc.problems)} problem"
+                   f"{'s' if len(exc.problems) != 1 else ''}):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,1 @@
+"""Configuration: strict schema, loader with file:line errors, runtime assembly and reload."""

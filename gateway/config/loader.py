@@ -1,0 +1,165 @@
+"""tollgate.yaml (+ policy files) -> validated, cross-checked config, or every problem with file:line.
+
+This is the one function both `tollgate config check`, `serve` and hot reload call.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.schema import Config, OpenAIBackend, PolicyConfig, PolicyFile
+from gateway.config.yamlmarks import Located, YamlProblem, load_yaml
+from gateway.errors import ConfigError
+from gateway.policies.registry import PluginLoadError, resolve
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A policy entry resolved to its plugin class and validated options, ready to build."""
+
+    plugin_cls: type[Any]
+    options: BaseModel
+    label: str
+    shadow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    config: Config
+    policies: tuple[PolicySpec, ...]
+    files: tuple[str, ...]
+    source: str
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Validates everything; raises ConfigError listing each problem as `file:line:col: path: why`."""
+    environ = os.environ if env is None else env
+    file = str(path)
+    main = _parse(file, environ)
+    config = _validate(main, Config, ())
+    problems: list[str] = []
+    files = [file]
+    entries: list[tuple[Located, tuple[str | int, ...], PolicyConfig]] = [
+        (main, ("policies", i), p) for i, p in enumerate(config.policies)
+    ]
+    base_dir = Path(file).parent
+    for i, pattern in enumerate(config.policy_files):
+        matched = sorted(glob.glob(str(base_dir / pattern)))
+        if not matched:
+            problems.append(f"{main.where(('policy_files', i))}: policy_files[{i}]: "
+                            f"no file matches {pattern!r}")
+        for policy_path in matched:
+            try:
+                located = _parse(policy_path, environ)
+                policy_file = _validate(located, PolicyFile, ())
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            files.append(policy_path)
+            entries.extend((located, ("policies", j), p) for j, p in enumerate(policy_file.policies))
+    specs: list[PolicySpec] = []
+    for located, at, policy in entries:
+        try:
+            specs.append(_policy_spec(located, at, policy))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_cross_check(main, config, environ))
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(config, tuple(specs), tuple(files), file)
+
+
+def _parse(file: str, env: Mapping[str, str]) -> Located:
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        return load_yaml(text, file, env)
+    except YamlProblem as exc:
+        raise ConfigError([str(exc)]) from exc
+
+
+def _validate(located: Located, model: type[M], at: tuple[str | int, ...]) -> M:
+    data = located.data if located.data is not None else {}
+    try:
+        return model.model_validate_json(orjson.dumps(data, default=str))
+    except ValidationError as exc:
+        raise ConfigError([_problem(located, at, err) for err in exc.errors()]) from exc
+
+
+def _problem(located: Located, at: tuple[str | int, ...], err: Any) -> str:
+    loc = (*at, *err["loc"])
+    path = _dotted(loc)
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key (not allowed here)"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    return f"{located.where(loc)}: {path or '<root>'}: {message}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _policy_spec(located: Located, at: tuple[str | int, ...], policy: PolicyConfig) -> PolicySpec:
+    try:
+        cls = resolve(policy.use)
+    except PluginLoadError as exc:
+        where = located.where((*at, "use"))
+        raise ConfigError([f"{where}: {_dotted((*at, 'use'))}: {exc}"]) from exc
+    options_located = Located(located.file, policy.options, located.marks)
+    options = _validate(options_located, cls.Options, (*at, "with"))
+    return PolicySpec(cls, options, f"{policy.use}", policy.mode == "shadow")
+
+
+def _cross_check(main: Located, config: Config, env: Mapping[str, str]) -> list[str]:
+    """References between sections: targets name real backends, secrets exist, auth mode is safe."""
+    problems: list[str] = []
+    for alias, model in config.models.items():
+        for i, target in enumerate(model.targets):
+            if target.backend not in config.backends:
+                loc = ("models", alias, "targets", i, "backend")
+                known = ", ".join(sorted(config.backends)) or "none defined"
+                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown backend "
+                                f"{target.backend!r} (backends: {known})")
+    for name, backend in config.backends.items():
+        if isinstance(backend, OpenAIBackend) and backend.api_key_env is not None:
+            if backend.api_key_env not in env:
+                loc = ("backends", name, "api_key_env")
+                problems.append(f"{main.where(loc)}: {_dotted(loc)}: environment variable "
+                                f"{backend.api_key_env} is not set")
+    for i, key in enumerate(config.auth.keys):
+        if key.key_env is not None and not env.get(key.key_env):
+            loc = ("auth", "keys", i, "key_env")
+            problems.append(f"{main.where(loc)}: {_dotted(loc)}: environment variable "
+                            f"{key.key_env} is not set")
+        for model in key.models or ():
+            if model not in config.models:
+                loc = ("auth", "keys", i, "models")
+                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {model!r}")
+    if config.auth.mode == "open":
+        real = [n for n, b in config.backends.items() if isinstance(b, OpenAIBackend)]
+        if real:
+            loc = ("auth", "mode")
+            problems.append(f"{main.where(loc)}: auth.mode: 'open' is only allowed when every "
+                            f"backend is simulated (real backends: {', '.join(real)})")
+    return problems

@@ -1,0 +1,140 @@
+"""A validated config turned into live objects: backends, router, policy chain, authenticator.
+
+A Runtime is immutable once built; reload builds a new one and swaps a single reference, so
+calls in flight finish on the Runtime they started with. Backends whose config did not change
+are carried over (their pools, semaphores and simulator state survive a reload).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.accounting.tokens import TokenCounter
+from gateway.auth import Authenticator, OpenAccess, StaticKeys, key_digest
+from gateway.backends.base import Backend
+from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.backends.sim import SimBackend as SimBackendAdapter
+from gateway.call import Principal, Target
+from gateway.config.loader import LoadedConfig
+from gateway.config.schema import AuthConfig, Config, OpenAIBackend, SimBackend, Timeouts
+from gateway.policies.base import PluginContext
+from gateway.policies.chain import ChainEntry, PolicyChain
+from gateway.routing.balancer import RoundRobin
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeDeps:
+    """Long-lived things a Runtime borrows from Services (never owns)."""
+
+    client: httpx.AsyncClient
+    tokens: TokenCounter
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    loaded: LoadedConfig
+    backends: Mapping[str, Backend]
+    backend_configs: Mapping[str, object]
+    router: RoundRobin
+    chain: PolicyChain
+    auth: Authenticator
+    generation: int
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+
+def build_runtime(
+    loaded: LoadedConfig,
+    deps: RuntimeDeps,
+    previous: Runtime | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Runtime:
+    environ = os.environ if env is None else env
+    config = loaded.config
+    backends: dict[str, Backend] = {}
+    for name, backend_config in config.backends.items():
+        if previous is not None and previous.backend_configs.get(name) == backend_config:
+            backends[name] = previous.backends[name]
+        else:
+            backends[name] = _backend(name, backend_config, deps, environ)
+    models = {
+        alias: tuple(Target(t.backend, t.model, t.tier) for t in model.targets)
+        for alias, model in config.models.items()
+    }
+    context = PluginContext(tokens=deps.tokens, models=frozenset(config.models))
+    chain = PolicyChain([
+        ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
+        for spec in loaded.policies
+    ])
+    return Runtime(
+        loaded=loaded,
+        backends=backends,
+        backend_configs=dict(config.backends),
+        router=RoundRobin(models),
+        chain=chain,
+        auth=_authenticator(config.auth, environ),
+        generation=(previous.generation + 1) if previous else 1,
+    )
+
+
+def retired_backends(old: Runtime, new: Runtime) -> list[Backend]:
+    """Backends the old runtime had that the new one no longer uses (close after draining)."""
+    kept = {id(b) for b in new.backends.values()}
+    return [b for b in old.backends.values() if id(b) not in kept]
+
+
+def _timeout(t: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
+
+
+def _backend(
+    name: str, config: OpenAIBackend | SimBackend, deps: RuntimeDeps, env: Mapping[str, str]
+) -> Backend:
+    if isinstance(config, SimBackend):
+        return SimBackendAdapter(name, config, tokens=deps.tokens,
+                                 timeout=_timeout(config.timeouts),
+                                 total_timeout=config.timeouts.total)
+    return OpenAICompatBackend(
+        name,
+        client=deps.client,
+        base_url=config.base_url,
+        tokens=deps.tokens,
+        api_key=env.get(config.api_key_env) if config.api_key_env else None,
+        headers=config.headers,
+        timeout=_timeout(config.timeouts),
+        total_timeout=config.timeouts.total,
+        max_connections=config.limits.max_connections,
+    )
+
+
+def _authenticator(auth: AuthConfig, env: Mapping[str, str]) -> Authenticator:
+    if auth.mode == "open":
+        return OpenAccess(Principal(key_id="open", name="open"))
+    principals = {}
+    for key in auth.keys:
+        digest = key.key_sha256 or key_digest(env[key.key_env or ""])
+        principals[digest] = Principal(
+            key_id=digest[:16],
+            name=key.name,
+            user=key.user,
+            team=key.team,
+            org=key.org,
+            tags=key.tags,
+            models=frozenset(key.models) if key.models is not None else None,
+        )
+    return StaticKeys(principals)
+
+
+class RuntimeRef:
+    """The one mutable reference: which Runtime new calls start on."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime

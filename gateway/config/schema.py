@@ -1,0 +1,140 @@
+"""The shape of tollgate.yaml: strict, frozen pydantic models and nothing else.
+
+Validation runs in pydantic's JSON mode so YAML lists become tuples while types stay strict
+(a quoted "5" is not an int, unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.sim.config import SimConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    """Seconds. `total` bounds a whole call, streams included."""
+
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(120.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class ConnectionLimits(Strict):
+    max_connections: int = Field(256, ge=1)
+    max_keepalive: int = Field(64, ge=0)
+    keepalive_expiry: float = Field(30.0, gt=0)
+
+
+class OpenAIBackend(Strict):
+    """Any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, Ollama, OpenAI itself."""
+
+    type: Literal["openai"]
+    base_url: str
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    limits: ConnectionLimits = ConnectionLimits()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class SimBackend(SimConfig):
+    """The built-in GPU simulator, run in-process behind the gateway (no socket)."""
+
+    type: Literal["sim"]
+    timeouts: Timeouts = Timeouts()
+
+
+Backend = Annotated[OpenAIBackend | SimBackend, Field(discriminator="type")]
+
+
+class TargetConfig(Strict):
+    backend: str
+    model: str
+    tier: str | None = None
+
+
+class ModelConfig(Strict):
+    """A model alias clients use, and the targets that can serve it."""
+
+    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    strategy: Literal["round_robin"] = "round_robin"
+    owned_by: str = "tollgate"
+
+
+class PolicyConfig(Strict):
+    """One entry of the ordered policy chain; `with` is validated by the plugin's own model."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+
+    use: str
+    mode: Literal["enforce", "shadow"] = "enforce"
+    options: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class StaticKey(Strict):
+    """A client key until virtual keys land; the secret comes from the environment or a hash."""
+
+    name: str
+    key_env: str | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    user: str | None = None
+    team: str | None = None
+    org: str | None = None
+    tags: tuple[str, ...] = ()
+    models: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> StaticKey:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError("set exactly one of key_env or key_sha256")
+        return self
+
+
+class AuthConfig(Strict):
+    """`open` accepts any bearer key; only allowed when every backend is simulated."""
+
+    mode: Literal["keys", "open"] = "keys"
+    keys: tuple[StaticKey, ...] = ()
+
+
+class ServerConfig(Strict):
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    reload_poll_seconds: float = Field(2.0, ge=0)
+    sink_queue_size: int = Field(10_000, ge=1)
+
+
+class LoggingConfig(Strict):
+    json_lines: bool = Field(False, alias="json")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    requests: bool = True
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Config(Strict):
+    version: Literal[1] = 1
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    auth: AuthConfig = AuthConfig()
+    backends: dict[str, Backend] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    policy_files: tuple[str, ...] = ()
+    policies: tuple[PolicyConfig, ...] = ()
+
+
+class PolicyFile(Strict):
+    """A file under policies/: an ordered list appended to the main chain."""
+
+    policies: tuple[PolicyConfig, ...] = ()

@@ -1,0 +1,123 @@
+"""One error tree for everything Tollgate itself raises, each class carrying its HTTP status.
+
+    TollgateError
+     ├── InvalidRequest        400  invalid_request_error
+     ├── AuthenticationFailed  401  invalid_request_error / invalid_api_key
+     ├── PermissionDenied      403  permission_error
+     ├── ModelNotFound         404  invalid_request_error / model_not_found
+     ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+     ├── PolicyDenied          4xx  policy_error (status chosen by the policy)
+     ├── UpstreamUnavailable   502  api_error / upstream_unreachable
+     ├── ServiceUnavailable    503  api_error / service_unavailable
+     ├── UpstreamTimeout       504  api_error / upstream_timeout
+     └── InternalError         500  api_error / internal_error
+
+Rendering into a vendor dialect happens at the API edge (`gateway.api.errors`), so the
+classes know nothing of JSON shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class TollgateError(Exception):
+    status: int = 500
+    error_type: str = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers: Mapping[str, str] = headers or {}
+
+
+class InvalidRequest(TollgateError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(TollgateError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(TollgateError):
+    status = 403
+    error_type = "permission_error"
+
+
+class ModelNotFound(TollgateError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(TollgateError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class PolicyDenied(TollgateError):
+    status = 403
+    error_type = "policy_error"
+    code = "policy_denied"
+
+
+class UpstreamUnavailable(TollgateError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class ServiceUnavailable(TollgateError):
+    status = 503
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(TollgateError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class InternalError(TollgateError):
+    status = 500
+    code = "internal_error"
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid; `problems` holds one `file:line:col: path: reason` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigError",
+    "InternalError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PolicyDenied",
+    "ServiceUnavailable",
+    "TollgateError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]

@@ -1,0 +1,65 @@
+"""The contract every policy plugin satisfies, built-in or third-party.
+
+Ordering: `on_request` runs in chain order; the first Deny or Answer stops the chain (a Route is
+applied and the chain goes on, so later plugins such as budgets see the chosen route).
+`on_response` runs in reverse order, only for plugins whose `on_request` ran.
+Blocking: hooks are async and must not block the event loop.
+Raising: `on_request` may raise a TollgateError to fail the call with that error; any other
+exception fails the call with a 500. `on_response` must not raise: errors are logged and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.accounting.tokens import TokenCounter
+from gateway.call import Call, Outcome, Verdict
+
+
+class PluginOptions(BaseModel):
+    """Base for a plugin's `with:` block: strict, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What a plugin may use, handed over when the runtime is built (never globals)."""
+
+    tokens: TokenCounter
+    models: frozenset[str]
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    async def on_request(self, call: Call) -> Verdict | None: ...
+
+    async def on_response(self, call: Call, outcome: Outcome) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class PolicyPlugin:
+    """Convenience base: no-op response hook and close; subclasses set name, Options, on_request."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = PluginOptions
+
+    def __init__(self, options: Any, context: PluginContext) -> None:
+        self.options = options
+        self.context = context
+
+    async def on_request(self, call: Call) -> Verdict | None:
+        return None
+
+    async def on_response(self, call: Call, outcome: Outcome) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

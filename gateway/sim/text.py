@@ -1,0 +1,64 @@
+"""Deterministic output: the same seed and request always produce the same tokens and vectors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import struct
+from collections.abc import Sequence
+
+# Each word with its leading space is one cl100k_base token (checked by a test), so a text of
+# n words is exactly n tokens, and exactly n for the fallback estimator too.
+VOCABULARY: tuple[str, ...] = tuple(
+    " " + w
+    for w in (
+        "the of and to in is you that it he was for on are as with his they at be this have "
+        "from or one had by word but not what all were we when your can said there use an each "
+        "which she do how their if will up other about out many then them these so some her "
+        "would make like him into time has look two more write go see number no way could "
+        "people my than first water been call who oil its now find long down day did get come "
+        "made may part"
+    ).split()
+)
+
+
+def seed_of(*parts: object) -> int:
+    """A process-independent seed (Python's str hash is randomized per process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def words(seed: int, count: int) -> list[str]:
+    return random.Random(seed).choices(VOCABULARY, k=count)
+
+
+def apply_stop(pieces: Sequence[str], stops: Sequence[str]) -> tuple[list[str], bool]:
+    """Pieces up to (not including) the first stop string; True if a stop string was hit."""
+    if not stops:
+        return list(pieces), False
+    text = ""
+    for i, piece in enumerate(pieces):
+        text += piece
+        for stop in stops:
+            at = text.find(stop)
+            if at >= 0:
+                kept = list(pieces[:i])
+                tail = text[len("".join(kept)) : at]
+                if tail:
+                    kept.append(tail)
+                return kept, True
+    return list(pieces), False
+
+
+def embedding(text: str, dimensions: int, seed: int) -> list[float]:
+    """A unit vector derived only from the text (and the server seed)."""
+    rng = random.Random(seed_of("embed", seed, text))
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+def pack_base64(vector: Sequence[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

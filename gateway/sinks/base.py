@@ -1,0 +1,20 @@
+"""The sink contract: where finished CallRecords go (log, audit, telemetry, rollups).
+
+Sinks are called from the background drain task, never on the request path, with batches.
+`write` may raise; the fan-out logs, counts and carries on with the next batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.call import CallRecord
+
+
+class Sink(Protocol):
+    name: str
+
+    async def write(self, records: Sequence[CallRecord]) -> None: ...
+
+    async def aclose(self) -> None: ...
