@@ -50,19 +50,30 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> Starlette:
 
 
 async def _json_error(err: TollgateError) -> Response:
-    return Response(openai_error_body(err), status_code=err.status,
-                    media_type="application/json", headers=dict(err.headers))
+    return Response(
+        openai_error_body(err),
+        status_code=err.status,
+        media_type="application/json",
+        headers=dict(err.headers),
+    )
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return await _json_error(InvalidRequest(
-        f"Invalid URL ({request.method} {request.url.path})", status=404, code="not_found"))
+    return await _json_error(
+        InvalidRequest(
+            f"Invalid URL ({request.method} {request.url.path})", status=404, code="not_found"
+        )
+    )
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return await _json_error(InvalidRequest(
-        f"Method {request.method} not allowed for {request.url.path}", status=405,
-        code="method_not_allowed"))
+    return await _json_error(
+        InvalidRequest(
+            f"Method {request.method} not allowed for {request.url.path}",
+            status=405,
+            code="method_not_allowed",
+        )
+    )
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -19,42 +19,63 @@ log = logging.getLogger("gateway.cli")
 _SETTINGS_ENV = "TOLLGATE_SERVE_SETTINGS"
 
 
-@click.group(context_settings={"auto_envvar_prefix": "TOLLGATE",
-                               "help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"auto_envvar_prefix": "TOLLGATE", "help_option_names": ["-h", "--help"]}
+)
 def main() -> None:
     """Tollgate: an LLM cost-control gateway."""
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="tollgate.yaml; without it, the embedded simulated deployment runs.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="tollgate.yaml; without it, the embedded simulated deployment runs.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--log-json/--log-text", default=None, help="Override logging.json from config.")
-def serve(config_path: str | None, host: str, port: int, workers: int,
-          log_json: bool | None) -> None:
+def serve(
+    config_path: str | None, host: str, port: int, workers: int, log_json: bool | None
+) -> None:
     """Run the gateway."""
     from gateway.settings import Settings
 
     settings = Settings(config_path=config_path, host=host, port=port, workers=workers)
     loaded = _load_or_exit(settings.resolved_config_path())
     config = loaded.config
-    configure_logging(json_lines=config.logging.json_lines if log_json is None else log_json,
-                      level=config.logging.level)
+    configure_logging(
+        json_lines=config.logging.json_lines if log_json is None else log_json,
+        level=config.logging.level,
+    )
     if config.auth.mode == "open":
         if not _is_loopback(host):
-            click.echo(f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
-                       f"refusing --host {host}", err=True)
+            click.echo(
+                f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
+                f"refusing --host {host}",
+                err=True,
+            )
             sys.exit(2)
-        log.warning("*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
-                    "simulated backends on %s. Configure keys before exposing real backends. ***",
-                    host)
+        log.warning(
+            "*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
+            "simulated backends on %s. Configure keys before exposing real backends. ***",
+            host,
+        )
     import uvicorn
 
-    options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
-                               "http": "httptools", "lifespan": "on", "access_log": False,
-                               "log_level": "warning", "timeout_graceful_shutdown": 30}
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+    }
     if workers == 1:
         from gateway.app import create_app
 
@@ -71,8 +92,9 @@ def worker_app() -> Any:
 
     settings = Settings.model_validate(orjson.loads(os.environ[_SETTINGS_ENV]))
     loaded = _load_or_exit(settings.resolved_config_path())
-    configure_logging(json_lines=loaded.config.logging.json_lines,
-                      level=loaded.config.logging.level)
+    configure_logging(
+        json_lines=loaded.config.logging.json_lines, level=loaded.config.logging.level
+    )
     return create_app(settings, loaded)
 
 
@@ -87,13 +109,20 @@ def config_check(file: str) -> None:
     """Validate FILE (and its policy files) without serving; exit 2 if invalid."""
     loaded = _load_or_exit(file)
     cfg = loaded.config
-    click.echo(f"{file}: OK ({len(cfg.backends)} backends, {len(cfg.models)} models, "
-               f"{len(loaded.policies)} policies, {len(loaded.files)} files)")
+    click.echo(
+        f"{file}: OK ({len(cfg.backends)} backends, {len(cfg.models)} models, "
+        f"{len(loaded.policies)} policies, {len(loaded.files)} files)"
+    )
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="sim.yaml; without it, a small two-tier deployment.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="sim.yaml; without it, a small two-tier deployment.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--time-scale", type=float, default=None, help="Override time_scale.")
@@ -119,10 +148,20 @@ def sim(config_path: str | None, host: str, port: int, time_scale: float | None)
     if time_scale is not None:
         sim_config = sim_config.model_copy(update={"time_scale": time_scale})
     server = SimServer(sim_config, TokenCounter())
-    click.echo(f"tollgate sim: {', '.join(m.name for m in sim_config.models)} on "
-               f"http://{host}:{port}/v1 (time_scale {sim_config.time_scale:g})", err=True)
-    uvicorn.run(server.app, host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")
+    click.echo(
+        f"tollgate sim: {', '.join(m.name for m in sim_config.models)} on "
+        f"http://{host}:{port}/v1 (time_scale {sim_config.time_scale:g})",
+        err=True,
+    )
+    uvicorn.run(
+        server.app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 def _load_or_exit(path: str) -> Any:
@@ -131,8 +170,11 @@ def _load_or_exit(path: str) -> Any:
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo(f"invalid configuration ({len(exc.problems)} problem"
-                   f"{'s' if len(exc.problems) != 1 else ''}):", err=True)
+        click.echo(
+            f"invalid configuration ({len(exc.problems)} problem"
+            f"{'s' if len(exc.problems) != 1 else ''}):",
+            err=True,
+        )
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(2)

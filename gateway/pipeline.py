@@ -73,46 +73,63 @@ class Pipeline:
             await finish()
         return reply
 
-    async def _run(self, call: Call, runtime: Runtime, outcome: Outcome,
-                   finish: _Finisher) -> Reply:
+    async def _run(
+        self, call: Call, runtime: Runtime, outcome: Outcome, finish: _Finisher
+    ) -> Reply:
         if call.model not in runtime.router or not call.principal.may_use(call.model):
             raise _model_not_found(call, runtime)
         verdict, finish.ran = await runtime.chain.on_request(call)
         if isinstance(verdict, Deny):
-            raise PolicyDenied(verdict.message, status=verdict.status, code=verdict.code,
-                               headers=verdict.headers)
+            raise PolicyDenied(
+                verdict.message, status=verdict.status, code=verdict.code, headers=verdict.headers
+            )
         if isinstance(verdict, Answer):
             outcome.status, outcome.cache = 200, verdict.cache
             outcome.first_byte_at = time.time()
-            return Reply(200, [("content-type", "application/json"),
-                               ("x-tollgate-cache", verdict.cache)], orjson.dumps(verdict.body))
+            return Reply(
+                200,
+                [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)],
+                orjson.dumps(verdict.body),
+            )
         targets = call.route.targets if call.route else runtime.router.targets(call.model)
         target = targets[0]
         backend = runtime.backends[target.backend]
         outcome.target = target
-        request = UpstreamRequest(call.endpoint, target.model, call.body, call.stream,
-                                  call.client_wants_usage, call.request_id)
+        request = UpstreamRequest(
+            call.endpoint,
+            target.model,
+            call.body,
+            call.stream,
+            call.client_wants_usage,
+            call.request_id,
+        )
         deadline = asyncio.get_running_loop().time() + backend.total_timeout
         try:
             async with asyncio.timeout_at(deadline):
                 response = await backend.send(request)
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"backend {target.backend} did not answer within "
-                                  f"{backend.total_timeout:g}s") from exc
+            raise UpstreamTimeout(
+                f"backend {target.backend} did not answer within {backend.total_timeout:g}s"
+            ) from exc
         outcome.status = response.status
         outcome.first_byte_at = time.time()
-        headers = [*response.headers, ("x-tollgate-backend", target.backend),
-                   ("x-tollgate-cache", "miss")]
+        headers = [
+            *response.headers,
+            ("x-tollgate-backend", target.backend),
+            ("x-tollgate-cache", "miss"),
+        ]
         if target.tier:
             headers.append(("x-tollgate-tier", target.tier))
         if response.stream is None:
             return self._whole(response, outcome, headers)
-        return Reply(response.status, headers,
-                     stream=StreamReply(response.stream, outcome, finish, deadline))
+        return Reply(
+            response.status, headers, stream=StreamReply(response.stream, outcome, finish, deadline)
+        )
 
     @staticmethod
-    def _whole(response: UpstreamResponse, outcome: Outcome,
-               headers: list[tuple[str, str]]) -> Reply:
+    def _whole(
+        response: UpstreamResponse, outcome: Outcome, headers: list[tuple[str, str]]
+    ) -> Reply:
         if response.status >= 400:
             outcome.error_type = "upstream_error"
         outcome.usage = response.usage
@@ -122,8 +139,9 @@ class Pipeline:
 class StreamReply:
     """Relays upstream events; `close()` (always called by the API) settles usage and records."""
 
-    def __init__(self, upstream: UpstreamStream, outcome: Outcome, finish: _Finisher,
-                 deadline: float) -> None:
+    def __init__(
+        self, upstream: UpstreamStream, outcome: Outcome, finish: _Finisher, deadline: float
+    ) -> None:
         self._upstream = upstream
         self._outcome = outcome
         self._finish = finish
@@ -132,8 +150,9 @@ class StreamReply:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._upstream.__aiter__()
 
-    async def close(self, *, disconnected: bool = False,
-                     error: TollgateError | None = None) -> None:
+    async def close(
+        self, *, disconnected: bool = False, error: TollgateError | None = None
+    ) -> None:
         outcome = self._outcome
         try:
             await self._upstream.aclose()

@@ -39,11 +39,13 @@ class Services:
         deps = RuntimeDeps(client=client, tokens=tokens)
         ref = RuntimeRef(build_runtime(loaded, deps))
         config = loaded.config
-        sinks = SinkFanout([LogSink()] if config.logging.requests else [],
-                           capacity=config.server.sink_queue_size)
+        sinks = SinkFanout(
+            [LogSink()] if config.logging.requests else [], capacity=config.server.sink_queue_size
+        )
         retired: list[Backend] = []
-        reloader = Reloader(loaded.source, ref, deps, config.server.reload_poll_seconds,
-                            on_retire=retired.extend)
+        reloader = Reloader(
+            loaded.source, ref, deps, config.server.reload_poll_seconds, on_retire=retired.extend
+        )
         services = cls(settings, client, tokens, sinks, ref, reloader, Pipeline(sinks), retired)
         sinks.start()
         reloader.start()
@@ -62,6 +64,9 @@ class Services:
 def upstream_client(max_connections: int) -> httpx.AsyncClient:
     """The one pooled client for network backends. aiohttp's transport under the httpx API:
     measured at several times less CPU per request than httpx's default (docs/benchmarks.md)."""
-    limits = httpx.Limits(max_connections=max_connections,
-                          max_keepalive_connections=max_connections, keepalive_expiry=30.0)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=30.0,
+    )
     return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)

@@ -20,8 +20,9 @@ log = logging.getLogger("gateway.api")
 
 async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
     if content_length is not None and content_length > limit:
-        raise PayloadTooLarge(f"Request body of {content_length} bytes exceeds the limit of "
-                              f"{limit} bytes.")
+        raise PayloadTooLarge(
+            f"Request body of {content_length} bytes exceeds the limit of {limit} bytes."
+        )
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -41,8 +42,9 @@ def raw_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def send_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]],
-                     body: bytes) -> None:
+async def send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -79,8 +81,13 @@ class ClientWatch:
             self._timer.cancel()
 
 
-async def send_stream(send: Send, watch: ClientWatch, reply: Reply,
-                      headers: list[tuple[bytes, bytes]], error_event: ErrorEvent) -> None:
+async def send_stream(
+    send: Send,
+    watch: ClientWatch,
+    reply: Reply,
+    headers: list[tuple[bytes, bytes]],
+    error_event: ErrorEvent,
+) -> None:
     """Relays the stream; always closes it with what happened (done, error, gone, timed out)."""
     stream = reply.stream
     assert stream is not None
@@ -98,8 +105,12 @@ async def send_stream(send: Send, watch: ClientWatch, reply: Reply,
         if task is not None:
             task.uncancel()
         if watch.reason == "deadline":
-            await _end_with_error(send, stream, UpstreamTimeout(
-                "The upstream stream exceeded the total timeout."), error_event)
+            await _end_with_error(
+                send,
+                stream,
+                UpstreamTimeout("The upstream stream exceeded the total timeout."),
+                error_event,
+            )
         else:
             await stream.close(disconnected=True)
         return
@@ -112,8 +123,9 @@ async def send_stream(send: Send, watch: ClientWatch, reply: Reply,
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _end_with_error(send: Send, stream: StreamReply, err: TollgateError,
-                          error_event: ErrorEvent) -> None:
+async def _end_with_error(
+    send: Send, stream: StreamReply, err: TollgateError, error_event: ErrorEvent
+) -> None:
     await stream.close(error=err)
     try:
         await send({"type": "http.response.body", "body": error_event(err), "more_body": False})
@@ -124,5 +136,5 @@ async def _end_with_error(send: Send, stream: StreamReply, err: TollgateError,
 async def _close_quietly(stream: StreamReply, *, disconnected: bool) -> None:
     try:
         await asyncio.shield(stream.close(disconnected=disconnected))
-    except BaseException:  # noqa: BLE001 - we are already unwinding a cancellation
+    except BaseException:
         log.debug("stream close during cancellation failed", exc_info=True)

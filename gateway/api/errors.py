@@ -8,8 +8,16 @@ from gateway.errors import TollgateError
 
 
 def openai_error_body(err: TollgateError) -> bytes:
-    return orjson.dumps({"error": {"message": err.message, "type": err.error_type,
-                                   "param": err.param, "code": err.code}})
+    return orjson.dumps(
+        {
+            "error": {
+                "message": err.message,
+                "type": err.error_type,
+                "param": err.param,
+                "code": err.code,
+            }
+        }
+    )
 
 
 def openai_error_event(err: TollgateError) -> bytes:

@@ -20,6 +20,11 @@ async def readyz(request: Request) -> Response:
     if services is None:
         return Response(b'{"status":"starting"}', 503, media_type="application/json")
     runtime = services.runtime.current
-    body = orjson.dumps({"status": "ready", "config_generation": runtime.generation,
-                         "models": runtime.router.aliases()})
+    body = orjson.dumps(
+        {
+            "status": "ready",
+            "config_generation": runtime.generation,
+            "models": runtime.router.aliases(),
+        }
+    )
     return Response(body, media_type="application/json")

@@ -74,8 +74,9 @@ class OpenAIEndpoint:
             runtime = services.runtime.current
             headers = _Headers(scope)
             principal = runtime.auth.authenticate(headers.bearer())
-            body = await read_body(receive, runtime.config.server.max_body_bytes,
-                                   headers.content_length)
+            body = await read_body(
+                receive, runtime.config.server.max_body_bytes, headers.content_length
+            )
             call = self._call(body, principal, request_id, scope, headers)
             watch = ClientWatch(receive)
             reply = await services.pipeline.handle(call, runtime)
@@ -100,8 +101,14 @@ class OpenAIEndpoint:
                 watch.stop()
             request_id_var.reset(token)
 
-    def _call(self, raw: bytes, principal: Principal, request_id: str, scope: dict[str, Any],
-              headers: _Headers) -> Call:
+    def _call(
+        self,
+        raw: bytes,
+        principal: Principal,
+        request_id: str,
+        scope: dict[str, Any],
+        headers: _Headers,
+    ) -> Call:
         body = parse_json_object(raw)
         model = body.get("model")
         if model is None:
@@ -116,10 +123,18 @@ class OpenAIEndpoint:
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         client = scope.get("client")
-        return Call(request_id=request_id, dialect="openai", endpoint=self.endpoint,
-                    model=model, body=body, stream=stream, client_wants_usage=wants_usage,
-                    principal=principal, client_ip=client[0] if client else None,
-                    user_agent=headers.user_agent)
+        return Call(
+            request_id=request_id,
+            dialect="openai",
+            endpoint=self.endpoint,
+            model=model,
+            body=body,
+            stream=stream,
+            client_wants_usage=wants_usage,
+            principal=principal,
+            client_ip=client[0] if client else None,
+            user_agent=headers.user_agent,
+        )
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -140,8 +155,10 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
             raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidRequest(f"'messages[{i}]' must be an object with a string 'role'.",
-                                     param=f"messages[{i}]")
+                raise InvalidRequest(
+                    f"'messages[{i}]' must be an object with a string 'role'.",
+                    param=f"messages[{i}]",
+                )
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
     options = body.get("stream_options")
@@ -149,14 +166,18 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
     for name in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
 
 
 async def _send_error(send: Send, err: TollgateError, request_id: str) -> None:
-    headers = [JSON, (b"x-tollgate-request-id", request_id.encode()),
-               *raw_headers(err.headers.items())]
+    headers = [
+        JSON,
+        (b"x-tollgate-request-id", request_id.encode()),
+        *raw_headers(err.headers.items()),
+    ]
     try:
         await send_whole(send, err.status, headers, openai_error_body(err))
     except (OSError, RuntimeError):
@@ -174,18 +195,24 @@ class ModelsEndpoint:
             principal = runtime.auth.authenticate(_Headers(scope).bearer())
             config = runtime.config
             allowed = [a for a in runtime.router.aliases() if principal.may_use(a)]
-            cards = {a: {"id": a, "object": "model", "created": 0,
-                         "owned_by": config.models[a].owned_by} for a in allowed}
+            cards = {
+                a: {"id": a, "object": "model", "created": 0, "owned_by": config.models[a].owned_by}
+                for a in allowed
+            }
             model_id = scope.get("path_params", {}).get("model_id")
             if model_id is None:
                 body = orjson.dumps({"object": "list", "data": list(cards.values())})
             elif model_id in cards:
                 body = orjson.dumps(cards[model_id])
             else:
-                raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have "
-                                    f"access to it. Available models: "
-                                    f"{', '.join(allowed) or 'none'}.", param="model")
-            await send_whole(send, 200, [JSON, (b"x-tollgate-request-id",
-                                                request_id.encode())], body)
+                raise ModelNotFound(
+                    f"The model '{model_id}' does not exist or you do not have "
+                    f"access to it. Available models: "
+                    f"{', '.join(allowed) or 'none'}.",
+                    param="model",
+                )
+            await send_whole(
+                send, 200, [JSON, (b"x-tollgate-request-id", request_id.encode())], body
+            )
         except TollgateError as err:
             await _send_error(send, err, request_id)

@@ -44,8 +44,9 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             raise
-        return httpx.Response(status, headers=headers, stream=_Body(exchange, task),
-                              request=request)
+        return httpx.Response(
+            status, headers=headers, stream=_Body(exchange, task), request=request
+        )
 
 
 class _Exchange:
@@ -54,7 +55,8 @@ class _Exchange:
         self._body_sent = False
         self._disconnected = asyncio.Event()
         self._start: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] = (
-            asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().create_future()
+        )
         self.chunks: asyncio.Queue[object] = asyncio.Queue()
 
     async def run(self, app: Any, scope: dict[str, Any]) -> None:

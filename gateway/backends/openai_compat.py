@@ -24,9 +24,18 @@ _PATHS = {
     "embeddings": "/embeddings",
 }
 # Upstream response headers worth relaying; hop-by-hop and length headers are the server's job.
-_RELAY = frozenset({"content-type", "retry-after", "x-request-id", "openai-processing-ms",
-                    "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                    "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"})
+_RELAY = frozenset(
+    {
+        "content-type",
+        "retry-after",
+        "x-request-id",
+        "openai-processing-ms",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+    }
+)
 
 
 class OpenAICompatBackend:
@@ -61,8 +70,10 @@ class OpenAICompatBackend:
         body["model"] = request.model
         if request.stream and request.endpoint != "embeddings":
             options = body.get("stream_options")
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                      "include_usage": True}
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         http_request = self._client.build_request(
             "POST",
             self._base_url + _PATHS[request.endpoint],
@@ -73,7 +84,7 @@ class OpenAICompatBackend:
         await self._slots.acquire()
         try:
             response = await self._client.send(http_request, stream=True)
-        except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
             self._slots.release()
             raise map_transport_error(exc, self.name) from exc
         except BaseException:

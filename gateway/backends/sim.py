@@ -13,13 +13,26 @@ from gateway.sim.server import SimServer
 
 
 class SimBackend(OpenAICompatBackend):
-    def __init__(self, name: str, config: SimConfig, *, tokens: TokenCounter,
-                 timeout: httpx.Timeout, total_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: SimConfig,
+        *,
+        tokens: TokenCounter,
+        timeout: httpx.Timeout,
+        total_timeout: float,
+    ) -> None:
         self.server = SimServer(config, tokens)
         self._own_client = httpx.AsyncClient(transport=StreamingASGITransport(self.server.app))
-        super().__init__(name, client=self._own_client, base_url=f"http://sim.{name}/v1",
-                         tokens=tokens, timeout=timeout, total_timeout=total_timeout,
-                         max_connections=1_000_000)
+        super().__init__(
+            name,
+            client=self._own_client,
+            base_url=f"http://sim.{name}/v1",
+            tokens=tokens,
+            timeout=timeout,
+            total_timeout=total_timeout,
+            max_connections=1_000_000,
+        )
 
     async def aclose(self) -> None:
         await self._own_client.aclose()

@@ -1,4 +1,4 @@
-"""tollgate.yaml (+ policy files) -> validated, cross-checked config, or every problem with file:line.
+"""tollgate.yaml (+ policy files) -> a validated, cross-checked config, or every problem found.
 
 This is the one function both `tollgate config check`, `serve` and hot reload call.
 """
@@ -19,7 +19,6 @@ from gateway.config.schema import Config, OpenAIBackend, PolicyConfig, PolicyFil
 from gateway.config.yamlmarks import Located, YamlProblem, load_yaml
 from gateway.errors import ConfigError
 from gateway.policies.registry import PluginLoadError, resolve
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,7 +42,7 @@ class LoadedConfig:
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Validates everything; raises ConfigError listing each problem as `file:line:col: path: why`."""
+    """Validates everything; a ConfigError lists each problem as `file:line:col: path: why`."""
     environ = os.environ if env is None else env
     file = str(path)
     main = _parse(file, environ)
@@ -57,8 +56,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     for i, pattern in enumerate(config.policy_files):
         matched = sorted(glob.glob(str(base_dir / pattern)))
         if not matched:
-            problems.append(f"{main.where(('policy_files', i))}: policy_files[{i}]: "
-                            f"no file matches {pattern!r}")
+            problems.append(
+                f"{main.where(('policy_files', i))}: policy_files[{i}]: no file matches {pattern!r}"
+            )
         for policy_path in matched:
             try:
                 located = _parse(policy_path, environ)
@@ -67,7 +67,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
                 problems.extend(exc.problems)
                 continue
             files.append(policy_path)
-            entries.extend((located, ("policies", j), p) for j, p in enumerate(policy_file.policies))
+            entries.extend(
+                (located, ("policies", j), p) for j, p in enumerate(policy_file.policies)
+            )
     specs: list[PolicySpec] = []
     for located, at, policy in entries:
         try:
@@ -100,14 +102,15 @@ def _validate(located: Located, model: type[M], at: tuple[str | int, ...]) -> M:
 
 
 def _problem(located: Located, at: tuple[str | int, ...], err: Any) -> str:
-    loc = (*at, *err["loc"])
+    loc = located.real_path((*at, *err["loc"]))
     path = _dotted(loc)
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown key (not allowed here)"
     elif err["type"] == "missing":
         message = "required key is missing"
-    return f"{located.where(loc)}: {path or '<root>'}: {message}"
+    at_key = err["type"] == "extra_forbidden"
+    return f"{located.where(loc, at_key=at_key)}: {path or '<root>'}: {message}"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -126,7 +129,7 @@ def _policy_spec(located: Located, at: tuple[str | int, ...], policy: PolicyConf
     except PluginLoadError as exc:
         where = located.where((*at, "use"))
         raise ConfigError([f"{where}: {_dotted((*at, 'use'))}: {exc}"]) from exc
-    options_located = Located(located.file, policy.options, located.marks)
+    options_located = Located(located.file, policy.options, located.marks, located.key_marks)
     options = _validate(options_located, cls.Options, (*at, "with"))
     return PolicySpec(cls, options, f"{policy.use}", policy.mode == "shadow")
 
@@ -134,32 +137,43 @@ def _policy_spec(located: Located, at: tuple[str | int, ...], policy: PolicyConf
 def _cross_check(main: Located, config: Config, env: Mapping[str, str]) -> list[str]:
     """References between sections: targets name real backends, secrets exist, auth mode is safe."""
     problems: list[str] = []
+    loc: tuple[str | int, ...]
     for alias, model in config.models.items():
         for i, target in enumerate(model.targets):
             if target.backend not in config.backends:
                 loc = ("models", alias, "targets", i, "backend")
                 known = ", ".join(sorted(config.backends)) or "none defined"
-                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown backend "
-                                f"{target.backend!r} (backends: {known})")
+                problems.append(
+                    f"{main.where(loc)}: {_dotted(loc)}: unknown backend "
+                    f"{target.backend!r} (backends: {known})"
+                )
     for name, backend in config.backends.items():
-        if isinstance(backend, OpenAIBackend) and backend.api_key_env is not None:
-            if backend.api_key_env not in env:
-                loc = ("backends", name, "api_key_env")
-                problems.append(f"{main.where(loc)}: {_dotted(loc)}: environment variable "
-                                f"{backend.api_key_env} is not set")
+        if (
+            isinstance(backend, OpenAIBackend)
+            and backend.api_key_env is not None
+            and backend.api_key_env not in env
+        ):
+            loc = ("backends", name, "api_key_env")
+            problems.append(
+                f"{main.where(loc)}: {_dotted(loc)}: environment variable "
+                f"{backend.api_key_env} is not set"
+            )
     for i, key in enumerate(config.auth.keys):
         if key.key_env is not None and not env.get(key.key_env):
             loc = ("auth", "keys", i, "key_env")
-            problems.append(f"{main.where(loc)}: {_dotted(loc)}: environment variable "
-                            f"{key.key_env} is not set")
-        for model in key.models or ():
-            if model not in config.models:
+            problems.append(
+                f"{main.where(loc)}: {_dotted(loc)}: environment variable {key.key_env} is not set"
+            )
+        for alias in key.models or ():
+            if alias not in config.models:
                 loc = ("auth", "keys", i, "models")
-                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {model!r}")
+                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {alias!r}")
     if config.auth.mode == "open":
         real = [n for n, b in config.backends.items() if isinstance(b, OpenAIBackend)]
         if real:
             loc = ("auth", "mode")
-            problems.append(f"{main.where(loc)}: auth.mode: 'open' is only allowed when every "
-                            f"backend is simulated (real backends: {', '.join(real)})")
+            problems.append(
+                f"{main.where(loc)}: auth.mode: 'open' is only allowed when every "
+                f"backend is simulated (real backends: {', '.join(real)})"
+            )
     return problems

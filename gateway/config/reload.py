@@ -22,8 +22,14 @@ Stamp = tuple[tuple[str, int, int], ...]
 
 
 class Reloader:
-    def __init__(self, path: str, ref: RuntimeRef, deps: RuntimeDeps, poll_seconds: float,
-                 on_retire: Callable[[list[Backend]], None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        ref: RuntimeRef,
+        deps: RuntimeDeps,
+        poll_seconds: float,
+        on_retire: Callable[[list[Backend]], None],
+    ) -> None:
         self._path = path
         self._ref = ref
         self._deps = deps
@@ -79,8 +85,11 @@ class Reloader:
                 runtime = build_runtime(loaded, self._deps, previous=self._ref.current)
             except ConfigError as exc:
                 self.failures += 1
-                log.error("configuration reload rejected, keeping the running config:\n%s", exc,
-                          extra={"problems": exc.problems})
+                log.error(
+                    "configuration reload rejected, keeping the running config:\n%s",
+                    exc,
+                    extra={"problems": exc.problems},
+                )
                 return False
             old, self._ref.current = self._ref.current, runtime
             self._stamp = _stamp(loaded.files)

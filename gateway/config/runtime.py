@@ -68,10 +68,12 @@ def build_runtime(
         for alias, model in config.models.items()
     }
     context = PluginContext(tokens=deps.tokens, models=frozenset(config.models))
-    chain = PolicyChain([
-        ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
-        for spec in loaded.policies
-    ])
+    chain = PolicyChain(
+        [
+            ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
+            for spec in loaded.policies
+        ]
+    )
     return Runtime(
         loaded=loaded,
         backends=backends,
@@ -97,9 +99,13 @@ def _backend(
     name: str, config: OpenAIBackend | SimBackend, deps: RuntimeDeps, env: Mapping[str, str]
 ) -> Backend:
     if isinstance(config, SimBackend):
-        return SimBackendAdapter(name, config, tokens=deps.tokens,
-                                 timeout=_timeout(config.timeouts),
-                                 total_timeout=config.timeouts.total)
+        return SimBackendAdapter(
+            name,
+            config,
+            tokens=deps.tokens,
+            timeout=_timeout(config.timeouts),
+            total_timeout=config.timeouts.total,
+        )
     return OpenAICompatBackend(
         name,
         client=deps.client,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -26,10 +26,20 @@ class Located:
 
     file: str
     data: Any
-    marks: Mapping[Path, Mark]
+    marks: Mapping[Path, Mark]  # where each value starts
+    key_marks: Mapping[Path, Mark] = field(default_factory=dict)  # where each mapping key is
 
-    def where(self, path: Path) -> str:
-        """`file:line:col` of the deepest known node on `path` (pydantic may add union tags)."""
+    def real_path(self, path: Path) -> Path:
+        """`path` without the parts pydantic adds that the file does not have (union tags),
+        keeping the last part (a missing key is not in the file either)."""
+        out: Path = ()
+        for i, part in enumerate(path):
+            if (*out, part) in self.marks or i == len(path) - 1:
+                out = (*out, part)
+        return out
+
+    def where(self, path: Path, *, at_key: bool = False) -> str:
+        """`file:line:col` of the deepest node of `path` in the file: its value, or its key."""
         best = self.marks.get((), Mark(1, 1))
         found: Path = ()
         for part in path:
@@ -37,6 +47,8 @@ class Located:
             if candidate in self.marks:
                 found = candidate
                 best = self.marks[candidate]
+        if at_key and found == path and path in self.key_marks:
+            best = self.key_marks[path]
         return f"{self.file}:{best.line}:{best.column}"
 
 
@@ -58,7 +70,7 @@ def load_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Loc
         return Located(file, {}, {})
     builder = _Builder(file, environ)
     data = builder.build(node, ())
-    return Located(file, data, builder.marks)
+    return Located(file, data, builder.marks, builder.key_marks)
 
 
 def _mark(node: yaml.Node) -> Mark:
@@ -72,6 +84,7 @@ class _Builder:
         self.file = file
         self.env = env
         self.marks: dict[Path, Mark] = {}
+        self.key_marks: dict[Path, Mark] = {}
         self._scalars = yaml.SafeLoader("")
 
     def build(self, node: yaml.Node, path: Path) -> Any:
@@ -85,7 +98,7 @@ class _Builder:
                 if key in result:
                     raise YamlProblem(_where(self.file, key_node), f"duplicate key {key!r}")
                 result[key] = self.build(value_node, (*path, key))
-                self.marks[(*path, key)] = _mark(key_node)
+                self.key_marks[(*path, key)] = _mark(key_node)
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
@@ -96,7 +109,7 @@ class _Builder:
 
 
 def _interpolate(node: yaml.ScalarNode, file: str, env: Mapping[str, str]) -> Any:
-    """`${VAR}` / `${VAR:-default}`; `$${` escapes. A plain scalar is re-typed (`${PORT}` -> int)."""
+    """`${VAR}`, `${VAR:-default}`, `$${` escapes; a plain scalar is re-typed (`${PORT}` -> int)."""
 
     def substitute(match: re.Match[str]) -> str:
         if match.group(0) == "$${":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.call import Answer, Call, Decision, Deny, Outcome, Route, Verdict
 from gateway.errors import InternalError, TollgateError
@@ -21,7 +22,7 @@ class ChainEntry:
 
 
 class PolicyChain:
-    """First Deny or Answer wins; Routes apply and the chain continues; shadow entries only record."""
+    """First Deny or Answer wins; a Route applies and the chain goes on; shadow only records."""
 
     def __init__(self, entries: Sequence[ChainEntry]) -> None:
         self._entries = tuple(entries)
@@ -53,7 +54,7 @@ class PolicyChain:
         for entry in reversed(self._entries[:ran]):
             try:
                 await entry.plugin.on_response(call, outcome)
-            except Exception:  # noqa: BLE001 - a response hook must never fail the call
+            except Exception:
                 self.response_errors += 1
                 log.exception("policy %s on_response failed", entry.label)
 
@@ -61,7 +62,7 @@ class PolicyChain:
         for entry in self._entries:
             try:
                 await entry.plugin.aclose()
-            except Exception:  # noqa: BLE001 - closing one plugin must not stop the others
+            except Exception:
                 log.exception("policy %s failed to close", entry.label)
 
     @staticmethod
@@ -75,7 +76,7 @@ class PolicyChain:
             raise InternalError(f"policy {entry.label} failed") from exc
 
 
-def _action(verdict: Deny | Answer) -> str:
+def _action(verdict: Deny | Answer) -> Literal["deny", "answer"]:
     return "deny" if isinstance(verdict, Deny) else "answer"
 
 

@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.sim.config import SimModel
 from gateway.sim.kvcache import PrefixCache, block_hashes
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                   7.5, 10.0, 20.0, 40.0, 80.0)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 
 
 @dataclass(slots=True)
@@ -71,10 +89,15 @@ class Replica:
         return self.stats.running + self.stats.waiting
 
     async def generate(
-        self, prompt_ids: Sequence[int], salt: str | None, output_tokens: int, step: int
-    ) -> AsyncIterator[tuple[int, Timing]]:
-        """Yields (tokens generated so far, timing): once after prefill (0), then every `step`
-        tokens. Closing the generator early aborts the request and frees its slot."""
+        self,
+        prompt_ids: Sequence[int],
+        salt: str | None,
+        output_tokens: int,
+        step: int,
+        timing: Timing,
+    ) -> AsyncGenerator[int, None]:
+        """Yields the tokens generated so far: once after prefill (0), then every `step` tokens,
+        filling in `timing` as it goes. Closing it early aborts the request and frees its slot."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         stats = self.stats
@@ -84,7 +107,7 @@ class Replica:
         finally:
             stats.waiting -= 1
         stats.running += 1
-        timing = Timing(queue_s=(loop.time() - began) / self.time_scale if self.time_scale else 0)
+        timing.queue_s = (loop.time() - began) / self.time_scale if self.time_scale else 0.0
         done = 0
         try:
             clock = _Deadline(loop, self.time_scale)
@@ -93,7 +116,7 @@ class Replica:
             timing.prefill_s = uncached * self.model.prefill_ms_per_token / 1000 / self.model.speed
             await clock.advance(timing.prefill_s)
             stats.ttft.observe(loop.time() - began)
-            yield 0, timing
+            yield 0
             while done < output_tokens:
                 batch = min(step, output_tokens - done)
                 per_token = self._decode_seconds_per_token()
@@ -101,7 +124,7 @@ class Replica:
                 await clock.advance(per_token * batch)
                 done += batch
                 stats.generation_tokens += batch
-                yield done, timing
+                yield done
             stats.e2e.observe(loop.time() - began)
         except (GeneratorExit, asyncio.CancelledError):
             stats.aborted += 1

@@ -24,25 +24,37 @@ class ReplicaCollector(Collector):
         self._replicas = tuple(replicas)
 
     def collect(self) -> Iterator[Metric]:
-        running = GaugeMetricFamily("vllm:num_requests_running",
-                                    "Requests currently in a batch slot.", labels=_LABELS)
-        waiting = GaugeMetricFamily("vllm:num_requests_waiting",
-                                    "Requests queued for a batch slot.", labels=_LABELS)
-        kv_usage = GaugeMetricFamily("vllm:kv_cache_usage_perc",
-                                     "Fraction of KV cache blocks in use (0-1).", labels=_LABELS)
-        queries = CounterMetricFamily("vllm:prefix_cache_queries",
-                                      "Prompt tokens looked up in the prefix cache.", labels=_LABELS)
-        hits = CounterMetricFamily("vllm:prefix_cache_hits",
-                                   "Prompt tokens found in the prefix cache.", labels=_LABELS)
-        prompt = CounterMetricFamily("vllm:prompt_tokens", "Prefill tokens processed.",
-                                     labels=_LABELS)
-        generation = CounterMetricFamily("vllm:generation_tokens", "Tokens generated.",
-                                         labels=_LABELS)
-        success = CounterMetricFamily("vllm:request_success", "Finished requests.",
-                                      labels=[*_LABELS, "finished_reason"])
-        aborted = CounterMetricFamily("vllm:request_aborted",
-                                      "Requests abandoned by the client before finishing.",
-                                      labels=_LABELS)
+        running = GaugeMetricFamily(
+            "vllm:num_requests_running", "Requests currently in a batch slot.", labels=_LABELS
+        )
+        waiting = GaugeMetricFamily(
+            "vllm:num_requests_waiting", "Requests queued for a batch slot.", labels=_LABELS
+        )
+        kv_usage = GaugeMetricFamily(
+            "vllm:kv_cache_usage_perc", "Fraction of KV cache blocks in use (0-1).", labels=_LABELS
+        )
+        queries = CounterMetricFamily(
+            "vllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            labels=_LABELS,
+        )
+        hits = CounterMetricFamily(
+            "vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", labels=_LABELS
+        )
+        prompt = CounterMetricFamily(
+            "vllm:prompt_tokens", "Prefill tokens processed.", labels=_LABELS
+        )
+        generation = CounterMetricFamily(
+            "vllm:generation_tokens", "Tokens generated.", labels=_LABELS
+        )
+        success = CounterMetricFamily(
+            "vllm:request_success", "Finished requests.", labels=[*_LABELS, "finished_reason"]
+        )
+        aborted = CounterMetricFamily(
+            "vllm:request_aborted",
+            "Requests abandoned by the client before finishing.",
+            labels=_LABELS,
+        )
         ttft = _histograms("vllm:time_to_first_token_seconds", "Time to first token.")
         e2e = _histograms("vllm:e2e_request_latency_seconds", "End-to-end request latency.")
         for replica in self._replicas:
@@ -60,8 +72,19 @@ class ReplicaCollector(Collector):
                 success.add_metric([*labels, reason], count)
             _add_histogram(ttft, labels, s.ttft)
             _add_histogram(e2e, labels, s.e2e)
-        yield from (running, waiting, kv_usage, queries, hits, prompt, generation, success,
-                    aborted, ttft, e2e)
+        yield from (
+            running,
+            waiting,
+            kv_usage,
+            queries,
+            hits,
+            prompt,
+            generation,
+            success,
+            aborted,
+            ttft,
+            e2e,
+        )
 
 
 def _histograms(name: str, doc: str) -> HistogramMetricFamily:

@@ -34,15 +34,16 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, 
     }
 
 
-def error_body(message: str, error_type: str, code: str | int | None = None,
-               param: str | None = None) -> bytes:
+def error_body(
+    message: str, error_type: str, code: str | int | None = None, param: str | None = None
+) -> bytes:
     return orjson.dumps(
         {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     )
 
 
 def tool_call_for(tools: Any, tool_choice: Any, seed: int) -> dict[str, Any] | None:
-    """A deterministic call of the forced tool ('required' picks the first), args from its schema."""
+    """A deterministic call of the forced tool ('required': the first), args from its schema."""
     if not isinstance(tools, list) or not tools:
         return None
     function: dict[str, Any] | None = None
@@ -73,17 +74,36 @@ def chat_body(rid: str, model: str, choices: list[Choice], use: dict[str, Any]) 
         message: dict[str, Any] = {"role": "assistant", "content": c.text or None}
         if c.tool_call is not None:
             message = {"role": "assistant", "content": None, "tool_calls": [c.tool_call]}
-        out.append({"index": i, "message": message, "logprobs": None,
-                    "finish_reason": c.finish_reason})
-    return orjson.dumps({"id": rid, "object": "chat.completion", "created": int(time.time()),
-                         "model": model, "choices": out, "usage": use})
+        out.append(
+            {"index": i, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
+        )
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": out,
+            "usage": use,
+        }
+    )
 
 
 def completion_body(rid: str, model: str, choices: list[Choice], use: dict[str, Any]) -> bytes:
-    out = [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-           for i, c in enumerate(choices)]
-    return orjson.dumps({"id": rid, "object": "text_completion", "created": int(time.time()),
-                         "model": model, "choices": out, "usage": use})
+    out = [
+        {"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+        for i, c in enumerate(choices)
+    ]
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": out,
+            "usage": use,
+        }
+    )
 
 
 class ChunkWriter:
@@ -98,9 +118,14 @@ class ChunkWriter:
         self._object = "chat.completion.chunk" if chat else "text_completion"
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        payload: dict[str, Any] = {"id": self.rid, "object": self._object,
-                                   "created": self.created, "model": self.model,
-                                   "choices": choices, **extra}
+        payload: dict[str, Any] = {
+            "id": self.rid,
+            "object": self._object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
         if self.include_usage and "usage" not in extra:
             payload["usage"] = None
         return b"data: " + orjson.dumps(payload) + b"\n\n"
@@ -109,22 +134,40 @@ class ChunkWriter:
         if not self.chat:
             return b""
         return b"".join(
-            self._event([{"index": i, "delta": {"role": "assistant", "content": ""},
-                          "logprobs": None, "finish_reason": None}])
+            self._event(
+                [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
             for i in range(n)
         )
 
     def piece(self, index: int, text: str) -> bytes:
         if self.chat:
-            return self._event([{"index": index, "delta": {"content": text}, "logprobs": None,
-                                 "finish_reason": None}])
-        return self._event([{"index": index, "text": text, "logprobs": None,
-                             "finish_reason": None}])
+            return self._event(
+                [
+                    {
+                        "index": index,
+                        "delta": {"content": text},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        return self._event(
+            [{"index": index, "text": text, "logprobs": None, "finish_reason": None}]
+        )
 
     def tool_call(self, index: int, call: dict[str, Any]) -> bytes:
         delta = {"tool_calls": [{"index": 0, **call}]}
-        return self._event([{"index": index, "delta": delta, "logprobs": None,
-                             "finish_reason": None}])
+        return self._event(
+            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
+        )
 
     def finish(self, index: int, reason: str) -> bytes:
         if self.chat:

@@ -37,8 +37,14 @@ class StreamDropped(Exception):
 
 
 class SimError(Exception):
-    def __init__(self, status: int, message: str, error_type: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type, self.code = status, message, error_type, code
         self.headers = headers or {}
@@ -57,14 +63,16 @@ class SimServer:
         }
         self._tiebreak = itertools.count()
         self._faults = random.Random(config.seed)
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/completions", self._completions, methods=["POST"]),
-            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-            Route("/health", self._health, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/health", self._health, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+            ]
+        )
 
     def all_replicas(self) -> list[Replica]:
         return [r for group in self.replicas.values() for r in group]
@@ -81,20 +89,31 @@ class SimServer:
         return await self._guarded(request, self._embed, False)
 
     async def _models(self, request: Request) -> Response:
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "tollgate-sim",
-                 "tier": m.tier, "kind": m.kind, "replicas": m.replicas,
-                 "input_price_per_mtok": m.input_price_per_mtok,
-                 "output_price_per_mtok": m.output_price_per_mtok}
-                for m in self.models.values()]
-        return Response(orjson.dumps({"object": "list", "data": data}),
-                        media_type="application/json")
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "tollgate-sim",
+                "tier": m.tier,
+                "kind": m.kind,
+                "replicas": m.replicas,
+                "input_price_per_mtok": m.input_price_per_mtok,
+                "output_price_per_mtok": m.output_price_per_mtok,
+            }
+            for m in self.models.values()
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
+        )
 
     async def _health(self, request: Request) -> Response:
         return Response(b"", status_code=200)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(render(self.all_replicas()),
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            render(self.all_replicas()), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -112,15 +131,20 @@ class SimServer:
             response: Response = await handler(body, model, replica, chat)
             return response
         except SimError as exc:
-            return Response(error_body(exc.message, exc.error_type, exc.code), exc.status,
-                            headers=exc.headers, media_type="application/json")
+            return Response(
+                error_body(exc.message, exc.error_type, exc.code),
+                exc.status,
+                headers=exc.headers,
+                media_type="application/json",
+            )
 
     def _model(self, body: dict[str, Any]) -> SimModel:
         name = body.get("model")
         model = self.models.get(name) if isinstance(name, str) else None
         if model is None:
-            raise SimError(404, f"The model `{name}` does not exist.", "NotFoundError",
-                           "model_not_found")
+            raise SimError(
+                404, f"The model `{name}` does not exist.", "NotFoundError", "model_not_found"
+            )
         return model
 
     async def _inject_faults(self) -> None:
@@ -137,8 +161,9 @@ class SimServer:
         group = self.replicas[model.name]
         if pinned is not None:
             if not pinned.isdigit() or int(pinned) >= len(group):
-                raise SimError(400, f"no replica {pinned} (0..{len(group) - 1})",
-                               "invalid_request_error")
+                raise SimError(
+                    400, f"no replica {pinned} (0..{len(group) - 1})", "invalid_request_error"
+                )
             return group[int(pinned)]
         least = min(r.load for r in group)
         idle = [r for r in group if r.load == least]
@@ -146,8 +171,9 @@ class SimServer:
 
     # -- generation ------------------------------------------------------------------------
 
-    async def _generate(self, body: dict[str, Any], model: SimModel, replica: Replica,
-                        chat: bool) -> Response:
+    async def _generate(
+        self, body: dict[str, Any], model: SimModel, replica: Replica, chat: bool
+    ) -> Response:
         if model.kind != "chat":
             raise SimError(400, f"{model.name} is an embedding model", "invalid_request_error")
         prompt = _chat_prompt(body) if chat else _completion_prompt(body)
@@ -157,42 +183,58 @@ class SimServer:
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(
-            stream_options.get("include_usage"))
+            stream_options.get("include_usage")
+        )
         if body.get("stream") is True:
             writer = ChunkWriter(rid, model.name, chat, include_usage)
             headers = {"x-sim-replica": str(replica.index), "x-sim-tier": model.tier}
-            return StreamingResponse(self._stream(writer, replica, ids, salt, choices),
-                                     media_type="text/event-stream", headers=headers)
+            return StreamingResponse(
+                self._stream(writer, replica, ids, salt, choices),
+                media_type="text/event-stream",
+                headers=headers,
+            )
         longest = max(len(c.pieces) for c in choices)
         timing = Timing()
-        async for _, timing in replica.generate(ids, salt, longest, step=max(longest, 1)):
+        async for _ in replica.generate(ids, salt, longest, max(longest, 1), timing):
             pass
         for c in choices:
             replica.finish(c.finish_reason)
         use = usage(len(ids), self._completion_tokens(choices), timing.cached_tokens)
         make = chat_body if chat else completion_body
-        return Response(make(rid, model.name, choices, use), media_type="application/json",
-                        headers=timing_headers(replica.index, model.tier, timing))
+        return Response(
+            make(rid, model.name, choices, use),
+            media_type="application/json",
+            headers=timing_headers(replica.index, model.tier, timing),
+        )
 
-    async def _stream(self, writer: ChunkWriter, replica: Replica, ids: Sequence[int],
-                      salt: str | None, choices: list[Choice]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self,
+        writer: ChunkWriter,
+        replica: Replica,
+        ids: Sequence[int],
+        salt: str | None,
+        choices: list[Choice],
+    ) -> AsyncIterator[bytes]:
         longest = max(len(c.pieces) for c in choices)
         drop_at = -1
         if self.config.faults.drop_rate and self._faults.random() < self.config.faults.drop_rate:
             drop_at = longest // 2
         sent = 0
         timing = Timing()
-        generation = replica.generate(ids, salt, longest, step=1)
+        generation = replica.generate(ids, salt, longest, 1, timing)
         try:
-            async for done, timing in generation:
+            async for done in generation:
                 if done == 0:
                     yield writer.start(len(choices)) + self._tool_calls(writer, choices)
                     continue
                 if sent >= drop_at >= 0:
                     raise StreamDropped(f"injected fault: stream dropped after {sent} tokens")
-                out = [writer.piece(i, c.pieces[t])
-                       for t in range(sent, done) for i, c in enumerate(choices)
-                       if t < len(c.pieces)]
+                out = [
+                    writer.piece(i, c.pieces[t])
+                    for t in range(sent, done)
+                    for i, c in enumerate(choices)
+                    if t < len(c.pieces)
+                ]
                 sent = done
                 yield b"".join(out)
         finally:
@@ -205,16 +247,20 @@ class SimServer:
 
     @staticmethod
     def _tool_calls(writer: ChunkWriter, choices: list[Choice]) -> bytes:
-        return b"".join(writer.tool_call(i, c.tool_call)
-                        for i, c in enumerate(choices) if c.tool_call is not None)
+        return b"".join(
+            writer.tool_call(i, c.tool_call)
+            for i, c in enumerate(choices)
+            if c.tool_call is not None
+        )
 
     def _plan(self, body: dict[str, Any], model: SimModel, prompt: str) -> list[Choice]:
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         natural = not isinstance(max_tokens, int) or max_tokens < 1
-        count = model.default_max_tokens if natural else int(max_tokens)  # type: ignore[arg-type]
+        count = model.default_max_tokens if natural else int(max_tokens or 0)
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
-        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+        requested_n = body.get("n")
+        n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
         choices = []
         for index in range(n):
             seed = seed_of(self.config.seed, body.get("seed"), prompt, index)
@@ -230,14 +276,18 @@ class SimServer:
     def _completion_tokens(self, choices: list[Choice]) -> int:
         total = 0
         for c in choices:
-            total += len(c.pieces) if not c.tool_call else self.tokens.count(
-                c.tool_call["function"]["arguments"])
+            total += (
+                len(c.pieces)
+                if not c.tool_call
+                else self.tokens.count(c.tool_call["function"]["arguments"])
+            )
         return total
 
     # -- embeddings ------------------------------------------------------------------------
 
-    async def _embed(self, body: dict[str, Any], model: SimModel, replica: Replica,
-                     chat: bool) -> Response:
+    async def _embed(
+        self, body: dict[str, Any], model: SimModel, replica: Replica, chat: bool
+    ) -> Response:
         if model.kind != "embedding":
             raise SimError(400, f"{model.name} is not an embedding model", "invalid_request_error")
         texts = _embedding_inputs(body.get("input"))
@@ -245,17 +295,26 @@ class SimServer:
         dimensions = dims if isinstance(dims, int) and 0 < dims <= 8192 else model.dimensions
         ids = [self.tokens.encode(t) for t in texts]
         flat = [i for group in ids for i in group]
-        async for _, _timing in replica.generate(flat, None, 0, step=1):
+        async for _ in replica.generate(flat, None, 0, 1, Timing()):
             pass
         replica.finish("stop")
         as_b64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
             vector = embedding(text, dimensions, self.config.seed)
-            data.append({"object": "embedding", "index": index,
-                         "embedding": pack_base64(vector) if as_b64 else vector})
-        payload = {"object": "list", "data": data, "model": model.name,
-                   "usage": {"prompt_tokens": len(flat), "total_tokens": len(flat)}}
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": pack_base64(vector) if as_b64 else vector,
+                }
+            )
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": model.name,
+            "usage": {"prompt_tokens": len(flat), "total_tokens": len(flat)},
+        }
         return Response(orjson.dumps(payload), media_type="application/json")
 
 
@@ -263,8 +322,14 @@ def _chat_prompt(body: dict[str, Any]) -> str:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise SimError(400, "messages must be a non-empty list", "invalid_request_error")
-    return "".join(f"<|{m.get('role', '')}|>{content_text(m.get('content'))}\n"
-                   for m in messages if isinstance(m, dict)) + "<|assistant|>"
+    return (
+        "".join(
+            f"<|{m.get('role', '')}|>{content_text(m.get('content'))}\n"
+            for m in messages
+            if isinstance(m, dict)
+        )
+        + "<|assistant|>"
+    )
 
 
 def _completion_prompt(body: dict[str, Any]) -> str:
@@ -286,6 +351,6 @@ def _embedding_inputs(value: Any) -> list[str]:
             return [" ".join(map(str, value))]
         if all(isinstance(v, list) for v in value):
             return [" ".join(map(str, v)) for v in value]
-    raise SimError(400, "input must be a string, a list of strings or token arrays",
-                   "invalid_request_error")
-
+    raise SimError(
+        400, "input must be a string, a list of strings or token arrays", "invalid_request_error"
+    )

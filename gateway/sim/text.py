@@ -11,17 +11,14 @@ from collections.abc import Sequence
 
 # Each word with its leading space is one cl100k_base token (checked by a test), so a text of
 # n words is exactly n tokens, and exactly n for the fallback estimator too.
-VOCABULARY: tuple[str, ...] = tuple(
-    " " + w
-    for w in (
-        "the of and to in is you that it he was for on are as with his they at be this have "
-        "from or one had by word but not what all were we when your can said there use an each "
-        "which she do how their if will up other about out many then them these so some her "
-        "would make like him into time has look two more write go see number no way could "
-        "people my than first water been call who oil its now find long down day did get come "
-        "made may part"
-    ).split()
-)
+_WORDS = """
+    the of and to in is you that it he was for on are as with his they at be this have from or
+    one had by word but not what all were we when your can said there use an each which she do
+    how their if will up other about out many then them these so some her would make like him
+    into time has look two more write go see number no way could people my than first water
+    been call who oil its now find long down day did get come made may part
+"""
+VOCABULARY: tuple[str, ...] = tuple(" " + w for w in _WORDS.split())
 
 
 def seed_of(*parts: object) -> int:

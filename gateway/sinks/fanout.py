@@ -48,16 +48,16 @@ class SinkFanout:
         for sink in self._sinks:
             try:
                 await sink.write(batch)
-            except Exception:  # noqa: BLE001 - one failing sink must not starve the others
+            except Exception:
                 self.failures += 1
                 log.exception("sink %s failed to write %d records", sink.name, len(batch))
         self.written += len(batch)
 
-    async def aclose(self, timeout: float = 10.0) -> None:
-        """Flushes what is queued (bounded by `timeout`), then closes every sink."""
+    async def aclose(self, flush_seconds: float = 10.0) -> None:
+        """Flushes what is queued (for at most `flush_seconds`), then closes every sink."""
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._queue.join(), timeout)
+                await asyncio.wait_for(self._queue.join(), flush_seconds)
             except TimeoutError:
                 log.error("sink flush timed out with %d records left", self._queue.qsize())
             self._task.cancel()
@@ -66,5 +66,5 @@ class SinkFanout:
         for sink in self._sinks:
             try:
                 await sink.aclose()
-            except Exception:  # noqa: BLE001 - close the rest regardless
+            except Exception:
                 log.exception("sink %s failed to close", sink.name)

@@ -65,13 +65,17 @@ models:
 """
 
 
-GATEWAY_ENV = {"TG_TEST_KEY": KEY, "TG_NARROW_KEY": NARROW_KEY,
-               "TG_UPSTREAM_KEY": "sk-upstream-secret"}
+GATEWAY_ENV = {
+    "TG_TEST_KEY": KEY,
+    "TG_NARROW_KEY": NARROW_KEY,
+    "TG_UPSTREAM_KEY": "sk-upstream-secret",
+}
 
 
 @pytest.fixture(scope="module")
-def gateway_proc(upstream: tuple[FakeUpstream, str],
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway_proc(
+    upstream: tuple[FakeUpstream, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     tmp: Path = tmp_path_factory.mktemp("gw")
     config = tmp / "tollgate.yaml"
     config.write_text(gateway_config(upstream[1]))

@@ -19,7 +19,8 @@ def client(gw: GatewayProcess, key: str = KEY) -> openai.OpenAI:
 
 def test_chat_non_stream_sync(gateway_proc: GatewayProcess) -> None:
     raw = client(gateway_proc).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}])
+        model="chat", messages=[{"role": "user", "content": "hi"}]
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello from the fake."
     assert completion.usage is not None and completion.usage.prompt_tokens == 11
@@ -28,26 +29,34 @@ def test_chat_non_stream_sync(gateway_proc: GatewayProcess) -> None:
 
 
 async def test_chat_non_stream_async(gateway_proc: GatewayProcess) -> None:
-    async with openai.AsyncOpenAI(base_url=gateway_proc.url + "/v1", api_key=KEY,
-                                  max_retries=0) as aclient:
+    async with openai.AsyncOpenAI(
+        base_url=gateway_proc.url + "/v1", api_key=KEY, max_retries=0
+    ) as aclient:
         completion = await aclient.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}])
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
     assert completion.choices[0].message.content == "Hello from the fake."
 
 
 async def test_chat_stream_async(gateway_proc: GatewayProcess) -> None:
-    async with openai.AsyncOpenAI(base_url=gateway_proc.url + "/v1", api_key=KEY,
-                                  max_retries=0) as aclient:
+    async with openai.AsyncOpenAI(
+        base_url=gateway_proc.url + "/v1", api_key=KEY, max_retries=0
+    ) as aclient:
         stream = await aclient.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "one two three four five"
 
 
 def test_stream_without_include_usage_hides_usage_chunk(
-        gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]) -> None:
-    chunks = list(client(gateway_proc).chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True))
+    gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]
+) -> None:
+    chunks = list(
+        client(gateway_proc).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
     assert all(c.usage is None for c in chunks)
     assert all(c.choices for c in chunks), "the usage-only chunk must not reach the client"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "one two three four five"
@@ -57,18 +66,27 @@ def test_stream_without_include_usage_hides_usage_chunk(
 
 
 def test_stream_with_include_usage_keeps_usage_chunk(gateway_proc: GatewayProcess) -> None:
-    chunks = list(client(gateway_proc).chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client(gateway_proc).chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
 
 def test_unreported_usage_is_counted_and_marked_estimated(gateway_proc: GatewayProcess) -> None:
     client(gateway_proc).chat.completions.create(
-        model="nousage", messages=[{"role": "user", "content": "count me"}])
-    list(client(gateway_proc).chat.completions.create(
-        model="nousage", messages=[{"role": "user", "content": "count me"}], stream=True))
+        model="nousage", messages=[{"role": "user", "content": "count me"}]
+    )
+    list(
+        client(gateway_proc).chat.completions.create(
+            model="nousage", messages=[{"role": "user", "content": "count me"}], stream=True
+        )
+    )
     lines = _access_lines(gateway_proc, "nousage", 2)
     for line in lines:
         assert line["usage_estimated"] is True
@@ -94,13 +112,29 @@ def test_models_list_and_retrieve(gateway_proc: GatewayProcess) -> None:
 
 
 def test_passthrough_fields_reach_upstream_untouched(
-        gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]) -> None:
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]
+) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+    ]
     client(gateway_proc).chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], tools=tools,  # type: ignore[arg-type]
-        tool_choice="auto", seed=7, user="u-1", logprobs=True, n=1,
-        response_format={"type": "json_object"}, extra_body={"vendor_knob": {"x": 1}})
+        model="chat",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="auto",
+        seed=7,
+        user="u-1",
+        logprobs=True,
+        n=1,
+        response_format={"type": "json_object"},
+        extra_body={"vendor_knob": {"x": 1}},
+    )
     sent = upstream[0].requests[-1]
     assert sent["model"] == "fake-chat"
     assert sent["tools"] == tools and sent["tool_choice"] == "auto"
@@ -111,13 +145,17 @@ def test_passthrough_fields_reach_upstream_untouched(
 
 
 def test_400_malformed_json_and_invalid_field(gateway_proc: GatewayProcess) -> None:
-    r = httpx.post(gateway_proc.url + "/v1/chat/completions", content=b"{not json",
-                   headers={"authorization": f"Bearer {KEY}"})
+    r = httpx.post(
+        gateway_proc.url + "/v1/chat/completions",
+        content=b"{not json",
+        headers={"authorization": f"Bearer {KEY}"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as info:
         client(gateway_proc).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=-3)
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=-3
+        )
     assert info.value.body["param"] == "max_tokens"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as info:
         client(gateway_proc).chat.completions.create(model="chat", messages="nope")  # type: ignore[arg-type]
@@ -127,7 +165,8 @@ def test_400_malformed_json_and_invalid_field(gateway_proc: GatewayProcess) -> N
 def test_401_missing_and_invalid_key(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.AuthenticationError):
         client(gateway_proc, "wrong-key").chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}])
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
     r = httpx.post(gateway_proc.url + "/v1/chat/completions", json={"model": "chat"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
 
@@ -135,21 +174,24 @@ def test_401_missing_and_invalid_key(gateway_proc: GatewayProcess) -> None:
 def test_404_unknown_model_lists_what_the_caller_may_use(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client(gateway_proc, NARROW_KEY).chat.completions.create(
-            model="emb", messages=[{"role": "user", "content": "hi"}])
+            model="emb", messages=[{"role": "user", "content": "hi"}]
+        )
     assert "Available models: chat." in info.value.message
 
 
 def test_413_body_over_limit(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.APIStatusError) as info:
         client(gateway_proc).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "x" * 10_000}])
+            model="chat", messages=[{"role": "user", "content": "x" * 10_000}]
+        )
     assert info.value.status_code == 413
 
 
 def test_502_upstream_unreachable(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.InternalServerError) as info:
         client(gateway_proc).chat.completions.create(
-            model="down", messages=[{"role": "user", "content": "hi"}])
+            model="down", messages=[{"role": "user", "content": "hi"}]
+        )
     assert info.value.status_code == 502
     assert info.value.body["code"] == "upstream_unreachable"  # type: ignore[index]
 
@@ -157,14 +199,16 @@ def test_502_upstream_unreachable(gateway_proc: GatewayProcess) -> None:
 def test_504_upstream_timeout(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.InternalServerError) as info:
         client(gateway_proc).chat.completions.create(
-            model="slow", messages=[{"role": "user", "content": "hi"}])
+            model="slow", messages=[{"role": "user", "content": "hi"}]
+        )
     assert info.value.status_code == 504
 
 
 def test_upstream_error_relayed_with_status_and_body(gateway_proc: GatewayProcess) -> None:
     with pytest.raises(openai.RateLimitError) as info:
         client(gateway_proc).chat.completions.create(
-            model="limited", messages=[{"role": "user", "content": "hi"}])
+            model="limited", messages=[{"role": "user", "content": "hi"}]
+        )
     assert info.value.response.headers["retry-after"] == "7"
     assert info.value.body["message"] == "slow down"  # type: ignore[index]
 
@@ -177,11 +221,13 @@ def test_unknown_route_is_json_not_html(gateway_proc: GatewayProcess) -> None:
 
 
 def test_client_disconnect_cancels_upstream(
-        gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]) -> None:
+    gateway_proc: GatewayProcess, upstream: tuple[FakeUpstream, str]
+) -> None:
     fake = upstream[0]
     fake.cancelled.clear()
     stream = client(gateway_proc).chat.completions.create(
-        model="endless", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="endless", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     for i, _chunk in enumerate(stream):
         if i == 3:
             break
@@ -197,8 +243,11 @@ def _access_lines(gw: GatewayProcess, model: str, count: int) -> list[dict[str, 
 
     deadline = time.monotonic() + 5
     while True:
-        lines = [json.loads(line) for line in gw.logs().splitlines()
-                 if line.startswith("{") and '"gateway.access"' in line]
+        lines = [
+            json.loads(line)
+            for line in gw.logs().splitlines()
+            if line.startswith("{") and '"gateway.access"' in line
+        ]
         found = [line for line in lines if line.get("model") == model]
         if len(found) >= count or time.monotonic() > deadline:
             assert len(found) >= count, f"expected {count} access lines for {model}"

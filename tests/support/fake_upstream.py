@@ -27,11 +27,13 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.cancelled = threading.Event()
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/completions", self._completions, methods=["POST"]),
-            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            ]
+        )
 
     async def _record(self, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = orjson.loads(await request.body())
@@ -43,9 +45,21 @@ class FakeUpstream:
         body = await self._record(request)
         model = body["model"]
         if model == "rate-limited":
-            return Response(orjson.dumps({"error": {"message": "slow down", "type": "requests",
-                                                    "param": None, "code": "rate_limit_exceeded"}}),
-                            429, headers={"retry-after": "7"}, media_type="application/json")
+            return Response(
+                orjson.dumps(
+                    {
+                        "error": {
+                            "message": "slow down",
+                            "type": "requests",
+                            "param": None,
+                            "code": "rate_limit_exceeded",
+                        }
+                    }
+                ),
+                429,
+                headers={"retry-after": "7"},
+                media_type="application/json",
+            )
         if model == "slow":
             await asyncio.sleep(3)
         if model == "endless":
@@ -53,37 +67,72 @@ class FakeUpstream:
         if body.get("stream"):
             return StreamingResponse(self._stream(body), media_type="text/event-stream")
         answer: dict[str, Any] = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Hello from the fake."}}],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello from the fake."},
+                }
+            ],
         }
         if model != "no-usage":
-            answer["usage"] = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
-                               "prompt_tokens_details": {"cached_tokens": 3}}
+            answer["usage"] = {
+                "prompt_tokens": 11,
+                "completion_tokens": 5,
+                "total_tokens": 16,
+                "prompt_tokens_details": {"cached_tokens": 3},
+            }
         return Response(orjson.dumps(answer), media_type="application/json")
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         include = (body.get("stream_options") or {}).get("include_usage") is True
         usage_field = {"usage": None} if include else {}
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                "model": body["model"]}
-        yield _event({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                  "content": ""}}], **usage_field})
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": body["model"],
+        }
+        yield _event(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+                **usage_field,
+            }
+        )
         for word in ["one", " two", " three", " four", " five"]:
             await asyncio.sleep(0)
-            yield _event({**base, "choices": [{"index": 0, "delta": {"content": word},
-                                               "finish_reason": None}], **usage_field})
-        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                      **usage_field})
+            yield _event(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                    **usage_field,
+                }
+            )
+        yield _event(
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **usage_field}
+        )
         if include and body["model"] != "no-usage":
-            yield _event({**base, "choices": [], "usage": {
-                "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}})
+            yield _event(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+                }
+            )
         yield b"data: [DONE]\n\n"
 
     async def _endless(self) -> AsyncIterator[bytes]:
-        base = {"id": "chatcmpl-endless", "object": "chat.completion.chunk", "created": 1,
-                "model": "endless"}
+        base = {
+            "id": "chatcmpl-endless",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "endless",
+        }
         try:
             while True:
                 yield _event({**base, "choices": [{"index": 0, "delta": {"content": " tick"}}]})
@@ -94,18 +143,24 @@ class FakeUpstream:
 
     async def _completions(self, request: Request) -> Response:
         body = await self._record(request)
-        answer = {"id": "cmpl-fake", "object": "text_completion", "created": 1,
-                  "model": body["model"],
-                  "choices": [{"index": 0, "text": " done", "finish_reason": "stop",
-                               "logprobs": None}],
-                  "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}
+        answer = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [{"index": 0, "text": " done", "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+        }
         return Response(orjson.dumps(answer), media_type="application/json")
 
     async def _embeddings(self, request: Request) -> Response:
         body = await self._record(request)
-        answer = {"object": "list", "model": body["model"],
-                  "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],
-                  "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+        answer = {
+            "object": "list",
+            "model": body["model"],
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],
+            "usage": {"prompt_tokens": 2, "total_tokens": 2},
+        }
         return Response(orjson.dumps(answer), media_type="application/json")
 
 

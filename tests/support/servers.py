@@ -29,8 +29,15 @@ class ThreadServer:
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
-                                lifespan="off", loop="asyncio", http="h11")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -55,8 +62,14 @@ class ThreadServer:
 class GatewayProcess:
     """`tollgate serve` as users run it, on a free port; ready once /readyz answers 200."""
 
-    def __init__(self, config: Path | None, *, workers: int = 1, env: dict[str, str] | None = None,
-                 log: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path | None,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.config = config
         self.workers = workers
@@ -70,8 +83,17 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> GatewayProcess:
-        cmd = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port),
-               "--workers", str(self.workers), "--log-json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--log-json",
+        ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         if self.log_path:

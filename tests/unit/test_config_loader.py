@@ -1,0 +1,156 @@
+"""Broken config files must be reported as file:line:col, the key path and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config.loader import load_config
+from gateway.errors import ConfigError
+
+VALID = """\
+version: 1
+backends:
+  up:
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+models:
+  chat:
+    targets:
+      - backend: up
+        model: m
+"""
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env or {})
+    return [p.replace(str(tmp_path) + "/", "") for p in info.value.problems]
+
+
+def test_valid_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(VALID)
+    loaded = load_config(path, env={})
+    assert loaded.config.models["chat"].targets[0].backend == "up"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            VALID.replace("    type: openai", "    type: openai\n    colour: red"),
+            "tollgate.yaml:5:5: backends.up.colour: unknown key (not allowed here)",
+        ),
+        (
+            VALID + "server:\n  max_body_bytes: '5'\n",
+            "tollgate.yaml:12:19: server.max_body_bytes: Input should be a valid integer",
+        ),
+        (
+            VALID.replace("        model: m\n", ""),
+            "tollgate.yaml:9:9: models.chat.targets[0].model: required key is missing",
+        ),
+        (
+            VALID.replace("backend: up", "backend: nowhere"),
+            "tollgate.yaml:9:18: models.chat.targets[0].backend: unknown backend 'nowhere' "
+            "(backends: up)",
+        ),
+        (
+            VALID.replace("http://127.0.0.1:9/v1", "ftp://x"),
+            "tollgate.yaml:5:15: backends.up.base_url: Value error, must start with http:// or "
+            "https://",
+        ),
+        (VALID + "models:\n  again: {}\n", "tollgate.yaml:11:1: duplicate key 'models'"),
+        ("version: 1\nbackends: [1\n", "tollgate.yaml:3:1: invalid YAML"),
+        (
+            VALID.replace("    base_url:", "    api_key_env: NOPE_KEY\n    base_url:"),
+            "tollgate.yaml:5:18: backends.up.api_key_env: environment variable NOPE_KEY is not set",
+        ),
+        (
+            VALID.replace("http://127.0.0.1:9/v1", "${UPSTREAM_URL}"),
+            "tollgate.yaml:5:15: environment variable UPSTREAM_URL is not set",
+        ),
+        (
+            VALID + "policies:\n  - use: no_such_plugin\n",
+            "tollgate.yaml:12:10: policies[0].use: unknown policy plugin 'no_such_plugin'",
+        ),
+        (
+            VALID + "policies:\n  - use: max_tokens\n    with: {limit: 10, colour: 1}\n",
+            "tollgate.yaml:13:23: policies[0].with.colour: unknown key (not allowed here)",
+        ),
+        (
+            VALID + "policies:\n  - use: max_tokens\n    with:\n      limit: zero\n",
+            "tollgate.yaml:14:14: policies[0].with.limit: Input should be a valid integer",
+        ),
+        (
+            VALID + "auth:\n  mode: open\n",
+            "tollgate.yaml:12:9: auth.mode: 'open' is only allowed when every backend is simulated",
+        ),
+        (
+            VALID + "auth:\n  keys:\n    - name: k\n",
+            "tollgate.yaml:13:7: auth.keys[0]: Value error, set exactly one of key_env or "
+            "key_sha256",
+        ),
+    ],
+)
+def test_broken_file_reports_where_and_why(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        VALID.replace("backend: up", "backend: a")
+        + "auth:\n  keys:\n    - {name: k, key_env: K1}\n"
+    )
+    found = problems(tmp_path, text)
+    assert len(found) == 2
+
+
+def test_env_interpolation_is_typed_and_defaulted(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(
+        VALID.replace("http://127.0.0.1:9/v1", "${URL:-http://127.0.0.1:7/v1}")
+        + "server:\n  max_body_bytes: ${LIMIT}\n  reload_poll_seconds: 0\n"
+    )
+    loaded = load_config(path, env={"LIMIT": "4096"})
+    assert loaded.config.server.max_body_bytes == 4096
+    assert loaded.config.backends["up"].base_url == "http://127.0.0.1:7/v1"  # type: ignore[union-attr]
+
+
+def test_policy_files_are_loaded_in_order_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "10-cap.yaml").write_text(
+        "policies:\n  - use: max_tokens\n    with: {limit: 100}\n"
+    )
+    (tmp_path / "policies" / "20-bad.yaml").write_text(
+        "policies:\n  - use: max_tokens\n    with: {limit: -1}\n"
+    )
+    text = VALID + "policy_files: [policies/*.yaml]\n"
+    found = problems(tmp_path, text)
+    assert found == [
+        "policies/20-bad.yaml:3:19: policies[0].with.limit: Input should be greater than or "
+        "equal to 1"
+    ]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", env={})
+
+
+def test_shipped_configs_are_valid() -> None:
+    from gateway.settings import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    load_config(Settings().resolved_config_path(), env={})
+    for policy_file in sorted((root / "policies").glob("*.yaml")):
+        probe = root / "policies" / ".probe.yaml"
+        try:
+            probe.write_text(VALID + f"policy_files: [{policy_file.name}]\n")
+            assert load_config(probe, env={}).policies, policy_file
+        finally:
+            probe.unlink()
