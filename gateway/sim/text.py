@@ -32,21 +32,22 @@ def words(seed: int, count: int) -> list[str]:
 
 
 def apply_stop(pieces: Sequence[str], stops: Sequence[str]) -> tuple[list[str], bool]:
-    """Pieces up to (not including) the first stop string; True if a stop string was hit."""
-    if not stops:
+    """Pieces up to (not including) the earliest stop string; True if a stop string was hit."""
+    text = "".join(pieces)
+    hits = [at for stop in stops if stop and (at := text.find(stop)) >= 0]
+    if not hits:
         return list(pieces), False
-    text = ""
-    for i, piece in enumerate(pieces):
-        text += piece
-        for stop in stops:
-            at = text.find(stop)
-            if at >= 0:
-                kept = list(pieces[:i])
-                tail = text[len("".join(kept)) : at]
-                if tail:
-                    kept.append(tail)
-                return kept, True
-    return list(pieces), False
+    cut = min(hits)
+    kept: list[str] = []
+    length = 0
+    for piece in pieces:
+        if length + len(piece) > cut:
+            if cut > length:
+                kept.append(piece[: cut - length])
+            break
+        kept.append(piece)
+        length += len(piece)
+    return kept, True
 
 
 def embedding(text: str, dimensions: int, seed: int) -> list[float]:

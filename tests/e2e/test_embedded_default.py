@@ -1,0 +1,109 @@
+"""`tollgate serve` with no config: the newcomer's first run, through the official SDK."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.servers import GatewayProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    log = tmp_path_factory.mktemp("embedded") / "gateway.log"
+    with GatewayProcess(None, log=log) as gw:
+        yield gw
+
+
+def test_any_key_works_and_start_up_says_so(embedded: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=embedded.url + "/v1", api_key="anything", max_retries=0)
+    reply = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Hello"}], max_tokens=16
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 16
+    assert "OPEN ACCESS" in embedded.logs()
+
+
+def test_streams_through_the_sdk(embedded: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=embedded.url + "/v1", api_key="x", max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 8
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_tiers_are_spread_and_labelled(embedded: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=embedded.url + "/v1", api_key="x", max_retries=0)
+    tiers = set()
+    for _ in range(4):
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
+        tiers.add(raw.headers["x-tollgate-tier"])
+    assert tiers == {"fp16", "int4"}
+
+
+def test_embeddings(embedded: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=embedded.url + "/v1", api_key="x", max_retries=0)
+    result = client.embeddings.create(model="embed", input=["same", "same"])
+    assert result.data[0].embedding == result.data[1].embedding
+    assert len(result.data[0].embedding) == 384
+
+
+def test_standalone_sim_server(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sim", "--port", str(port), "--time-scale", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        ids = [m.id for m in client.models.list()]
+        assert "llama-3.1-8b-instruct-int4" in ids
+        reply = client.chat.completions.create(
+            model=ids[0], max_tokens=3, messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 3
+        families = {
+            f.name for f in text_string_to_metric_families(httpx.get(url + "/metrics").text)
+        }
+        assert {
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:prefix_cache_queries",
+            "vllm:prefix_cache_hits",
+            "vllm:kv_cache_usage_perc",
+            "vllm:time_to_first_token_seconds",
+            "vllm:e2e_request_latency_seconds",
+        } <= families
+    finally:
+        proc.terminate()
+        proc.wait(10)
