@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import orjson
@@ -38,13 +38,31 @@ def main() -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--log-json/--log-text", default=None, help="Override logging.json from config.")
+@click.option(
+    "--upstream-transport",
+    type=click.Choice(["aiohttp", "httpx"]),
+    default="aiohttp",
+    show_default=True,
+    help="HTTP transport for network backends (httpx's own, e.g. for comparison).",
+)
 def serve(
-    config_path: str | None, host: str, port: int, workers: int, log_json: bool | None
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_json: bool | None,
+    upstream_transport: Literal["aiohttp", "httpx"],
 ) -> None:
     """Run the gateway."""
     from gateway.settings import Settings
 
-    settings = Settings(config_path=config_path, host=host, port=port, workers=workers)
+    settings = Settings(
+        config_path=config_path,
+        host=host,
+        port=port,
+        workers=workers,
+        upstream_transport=upstream_transport,
+    )
     loaded = _load_or_exit(settings.resolved_config_path())
     config = loaded.config
     configure_logging(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 import orjson
@@ -26,6 +25,7 @@ from gateway.services import Services
 
 log = logging.getLogger("gateway.api")
 JSON = (b"content-type", b"application/json")
+DISCONNECT_GRACE_S = 0.02
 
 # Field that must be present per endpoint, beyond `model`.
 _REQUIRED: dict[Endpoint, str] = {
@@ -67,7 +67,7 @@ class OpenAIEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         services: Services = scope["state"]["services"]
-        request_id = uuid.uuid4().hex
+        request_id = services.request_ids()
         token = request_id_var.set(request_id)
         watch: ClientWatch | None = None
         try:
@@ -78,7 +78,7 @@ class OpenAIEndpoint:
                 receive, runtime.config.server.max_body_bytes, headers.content_length
             )
             call = self._call(body, principal, request_id, scope, headers)
-            watch = ClientWatch(receive)
+            watch = ClientWatch(receive, DISCONNECT_GRACE_S)
             reply = await services.pipeline.handle(call, runtime)
             out = raw_headers(reply.headers)
             out.append((b"x-tollgate-request-id", request_id.encode()))
@@ -189,7 +189,7 @@ class ModelsEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         services: Services = scope["state"]["services"]
-        request_id = uuid.uuid4().hex
+        request_id = services.request_ids()
         try:
             runtime = services.runtime.current
             principal = runtime.auth.authenticate(_Headers(scope).bearer())

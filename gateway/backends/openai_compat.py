@@ -59,7 +59,8 @@ class OpenAICompatBackend:
         self._client = client
         self._base_url = base_url
         self._tokens = tokens
-        self._timeout = timeout
+        self._urls = {e: httpx.URL(base_url + path) for e, path in _PATHS.items()}
+        self._extensions = {"timeout": timeout.as_dict()}
         self._slots = asyncio.Semaphore(max_connections)
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
@@ -74,12 +75,14 @@ class OpenAICompatBackend:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        http_request = self._client.build_request(
+        # A plain httpx.Request with a pre-parsed URL: build_request's merging of client
+        # defaults (cookies, params, headers) is per-call work this proxy never needs.
+        http_request = httpx.Request(
             "POST",
-            self._base_url + _PATHS[request.endpoint],
+            self._urls[request.endpoint],
             content=orjson.dumps(body),
-            headers={**self._headers, **request.headers},
-            timeout=self._timeout,
+            headers={**self._headers, **request.headers} if request.headers else self._headers,
+            extensions=self._extensions,
         )
         await self._slots.acquire()
         try:

@@ -1,0 +1,306 @@
+"""Gateway overhead benchmark: the gateway against a direct connection, measured in one run.
+
+Layout on this 2-core machine: the gateway (one worker) pinned to core 0; the mock upstreams,
+the load generators (wrk, and this script) on core 1. Every figure is reported next to the same
+measurement taken directly against the mock, so the ratio is what matters, not absolute times.
+
+    python bench/run.py [--duration 10] [--transport aiohttp|httpx] [--out FILE]
+
+Needs `wrk` (Debian: apt-get install wrk) for the max-throughput runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key-0123456789"
+BODY = {
+    "model": "fast",
+    "messages": [{"role": "user", "content": "Say something short."}],
+    "max_tokens": 16,
+}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+@contextmanager
+def process(
+    cmd: list[str], core: int, url: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(core), *cmd],
+        stdout=out,
+        stderr=out,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        wait_ready(url, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk(
+    url: str, body: dict[str, object], duration: int, connections: int = 32
+) -> dict[str, float]:
+    script = f"""
+wrk.method = "POST"
+wrk.body = [[{json.dumps(body)}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {KEY}"
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                "1",
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "-s",
+                f.name,
+                url + "/v1/chat/completions",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        raise RuntimeError(f"wrk saw failures against {url}:\n{out}")
+    return {"rps": rps, "requests": total}
+
+
+async def fixed_rate(url: str, rate: float, seconds: float, stream: bool) -> list[float]:
+    """Open-loop load: one request every 1/rate s; returns each one's latency (or TTFB) in ms."""
+    latencies: list[float] = []
+    body = {**BODY, "model": "slow" if not stream else "fast", "stream": stream}
+    headers = {"authorization": f"Bearer {KEY}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            start = time.perf_counter()
+            async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as r:
+                if stream:
+                    await r.content.readany()
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    await r.read()
+                else:
+                    await r.read()
+                    latencies.append((time.perf_counter() - start) * 1000)
+                assert r.status == 200, r.status
+
+        for _ in range(20):  # warm the pools
+            await one()
+        latencies.clear()
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+def gateway_config(fast_port: int, slow_port: int) -> str:
+    return f"""
+version: 1
+server: {{reload_poll_seconds: 0}}
+logging: {{json: true}}
+auth:
+  keys: [{{name: bench, key_env: BENCH_KEY, team: bench}}]
+backends:
+  fast: {{type: openai, base_url: "http://127.0.0.1:{fast_port}/v1"}}
+  slow: {{type: openai, base_url: "http://127.0.0.1:{slow_port}/v1"}}
+models:
+  fast: {{targets: [{{backend: fast, model: bench}}]}}
+  slow: {{targets: [{{backend: slow, model: bench}}]}}
+policies:
+  - use: max_tokens
+    with: {{limit: 4096}}
+"""
+
+
+def run(duration: int, transport: str) -> dict[str, object]:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is required: apt-get install wrk")
+    os.sched_setaffinity(0, {1})
+    work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    fast, slow, gw = free_port(), free_port(), free_port()
+    (work / "tollgate.yaml").write_text(gateway_config(fast, slow))
+    py = sys.executable
+    mock = str(ROOT / "bench" / "mock_upstream.py")
+    results: dict[str, object] = {"transport": transport, "duration_s": duration}
+    with (
+        process([py, mock, "--port", str(fast)], 1, f"http://127.0.0.1:{fast}"),
+        process([py, mock, "--port", str(slow), "--delay-ms", "50"], 1, f"http://127.0.0.1:{slow}"),
+        process(
+            [
+                py,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(work / "tollgate.yaml"),
+                "--port",
+                str(gw),
+                "--upstream-transport",
+                transport,
+            ],
+            0,
+            f"http://127.0.0.1:{gw}",
+            env={"BENCH_KEY": KEY},
+            log=work / "gateway.log",
+        ) as gateway,
+    ):
+        direct, via = f"http://127.0.0.1:{fast}", f"http://127.0.0.1:{gw}"
+        wrk(via, BODY, 2)  # warm-up
+        results["direct_rps"] = wrk(direct, BODY, duration)["rps"]
+        cpu0 = cpu_seconds(gateway.pid)
+        run_via = wrk(via, BODY, duration)
+        cpu1 = cpu_seconds(gateway.pid)
+        results["gateway_rps"] = run_via["rps"]
+        results["gateway_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / run_via["requests"]
+        stream_body = {**BODY, "stream": True}
+        results["direct_stream_rps"] = wrk(direct, stream_body, duration)["rps"]
+        results["gateway_stream_rps"] = wrk(via, stream_body, duration)["rps"]
+        direct_slow = asyncio.run(fixed_rate(f"http://127.0.0.1:{slow}", 200, duration, False))
+        via_slow = asyncio.run(fixed_rate(via, 200, duration, False))
+        for q, name in ((0.5, "p50"), (0.99, "p99")):
+            results[f"direct_{name}_ms"] = pct(direct_slow, q)
+            results[f"gateway_{name}_ms"] = pct(via_slow, q)
+            results[f"added_{name}_ms"] = pct(via_slow, q) - pct(direct_slow, q)
+        direct_ttfb = asyncio.run(fixed_rate(direct, 100, duration / 2, True))
+        via_ttfb = asyncio.run(fixed_rate(via, 100, duration / 2, True))
+        results["direct_ttfb_p50_ms"] = pct(direct_ttfb, 0.5)
+        results["gateway_ttfb_p50_ms"] = pct(via_ttfb, 0.5)
+        results["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def table(r: dict[str, object]) -> str:
+    def f(key: str, digits: int = 1) -> str:
+        return f"{float(r[key]):,.{digits}f}"  # type: ignore[arg-type]
+
+    rows = [
+        (
+            "max req/s, non-stream, c=32, 0 ms upstream",
+            f("direct_rps", 0),
+            f("gateway_rps", 0),
+            f"{float(r['gateway_rps']) / float(r['direct_rps']):.2f}x",
+        ),  # type: ignore[arg-type]
+        (
+            "max req/s, stream 20 chunks, c=32",
+            f("direct_stream_rps", 0),
+            f("gateway_stream_rps", 0),
+            f"{float(r['gateway_stream_rps']) / float(r['direct_stream_rps']):.2f}x",
+        ),  # type: ignore[arg-type]
+        (
+            "p50 latency @200 req/s, 50 ms upstream (ms)",
+            f("direct_p50_ms", 2),
+            f("gateway_p50_ms", 2),
+            f"+{f('added_p50_ms', 2)} ms",
+        ),
+        (
+            "p99 latency @200 req/s, 50 ms upstream (ms)",
+            f("direct_p99_ms", 2),
+            f("gateway_p99_ms", 2),
+            f"+{f('added_p99_ms', 2)} ms",
+        ),
+        (
+            "stream time to first byte p50 (ms)",
+            f("direct_ttfb_p50_ms", 2),
+            f("gateway_ttfb_p50_ms", 2),
+            "",
+        ),
+        ("gateway CPU per request (ms)", "", f("gateway_cpu_ms_per_request", 3), ""),
+        ("gateway peak RSS (MB)", "", f("gateway_peak_rss_mb", 1), ""),
+    ]
+    lines = ["| measure | direct | via Tollgate | ratio / added |", "|---|---:|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results = run(args.duration, args.transport)
+    print(table(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
