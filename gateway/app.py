@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,16 +62,30 @@ class HotPaths:
 
     def __init__(self, app: Starlette, hot: dict[str, Any]) -> None:
         self.app = app
-        self.router = app.router
         self._hot = hot
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":
             handler = self._hot.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        services = scope.get("state", {}).get("services")
+        if services is None or scope["path"].startswith("/v1/models"):
+            await self.app(scope, receive, send)  # the models endpoint stamps its own id
+            return
+        request_id = services.request_ids().encode()
+
+        async def stamped(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-tollgate-request-id", request_id)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, stamped)
 
 
 async def _json_error(err: TollgateError) -> Response:

@@ -63,10 +63,16 @@ class Pipeline:
             outcome.error_type = err.error_type
             await finish()
             raise
-        except BaseException:
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping): record it, then unwind.
             outcome.status = 499
-            outcome.error_type = "cancelled"
+            outcome.error_type = "client_disconnected"
             outcome.disconnected = True
+            await finish()
+            raise
+        except Exception:
+            outcome.status = 500
+            outcome.error_type = "internal_error"
             await finish()
             raise
         if reply.stream is None:

@@ -216,6 +216,8 @@ def test_upstream_error_relayed_with_status_and_body(gateway_proc: GatewayProces
 def test_unknown_route_is_json_not_html(gateway_proc: GatewayProcess) -> None:
     r = httpx.get(gateway_proc.url + "/v1/nothing-here")
     assert r.status_code == 404 and r.json()["error"]["message"]
+    assert len(r.headers["x-tollgate-request-id"]) == 32
+    assert len(httpx.get(gateway_proc.url + "/healthz").headers["x-tollgate-request-id"]) == 32
     r = httpx.get(gateway_proc.url + "/v1/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 

@@ -1,0 +1,101 @@
+"""Every call, whatever its outcome, ends in exactly one CallRecord."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.accounting.tokens import TokenCounter
+from gateway.call import Call, CallRecord, Principal
+from gateway.config.loader import load_config
+from gateway.config.runtime import Runtime, RuntimeDeps, build_runtime
+from gateway.errors import ModelNotFound, PolicyDenied
+from gateway.pipeline import Pipeline
+
+CONFIG = """
+version: 1
+auth: {mode: open}
+backends:
+  sim:
+    type: sim
+    time_scale: 0
+    models: [{name: m, tier: int4}]
+models:
+  chat: {targets: [{backend: sim, model: m, tier: int4}]}
+policies:
+  - use: max_tokens
+    with: {limit: 50, action: deny}
+"""
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    def submit(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, tokens: TokenCounter) -> Runtime:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(CONFIG)
+    async with httpx.AsyncClient() as client:
+        yield build_runtime(load_config(path, env={}), RuntimeDeps(client, tokens))
+
+
+def call(max_tokens: int = 5, model: str = "chat", stream: bool = False) -> Call:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+    return Call(
+        "r",
+        "openai",
+        "chat.completions",
+        model,
+        body,
+        stream,
+        False,
+        principal=Principal(key_id="k", name="k", team="t"),
+    )
+
+
+async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None:
+    sink = Recorder()
+    reply = await Pipeline(sink).handle(call(), runtime)  # type: ignore[arg-type]
+    assert reply.status == 200
+    (record,) = sink.records
+    assert (record.status, record.backend, record.tier) == (200, "sim", "int4")
+    assert record.usage is not None and record.usage.output_tokens == 5
+    assert record.principal.team == "t"
+
+
+async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> None:
+    sink = Recorder()
+    pipeline = Pipeline(sink)  # type: ignore[arg-type]
+    with pytest.raises(PolicyDenied):
+        await pipeline.handle(call(max_tokens=500), runtime)
+    with pytest.raises(ModelNotFound):
+        await pipeline.handle(call(model="nope"), runtime)
+    assert [(r.status, r.error_type) for r in sink.records] == [
+        (400, "policy_error"),
+        (404, "invalid_request_error"),
+    ]
+    assert sink.records[0].decisions[0].plugin == "max_tokens"
+
+
+async def test_stream_is_recorded_when_closed(runtime: Runtime) -> None:
+    sink = Recorder()
+    reply = await Pipeline(sink).handle(call(stream=True), runtime)  # type: ignore[arg-type]
+    assert reply.stream is not None and sink.records == []
+    body = b"".join([chunk async for chunk in reply.stream])
+    await reply.stream.close()
+    await reply.stream.close()  # idempotent
+    assert body.endswith(b"data: [DONE]\n\n")
+    (record,) = sink.records
+    assert record.stream and record.usage is not None and record.usage.output_tokens == 5
