@@ -204,11 +204,17 @@ class _StreamRelay:
         data = event_data(event)
         if data is None or data == b"[DONE]":
             return event
-        if b'"usage"' in data:
-            if _USAGE_NULL.search(data):
+        at = data.find(b'"usage"')
+        if at >= 0:
+            if data.startswith(b'"usage":null', at) or _USAGE_NULL.match(data, at):
                 if not self._request.client_wants_usage:
-                    # We asked for usage on the client's behalf: hide the null it adds.
-                    event = _USAGE_NULL_FIELD.sub(b"", event, count=1)
+                    # We asked for usage on the client's behalf: hide the null it adds
+                    # (compact JSON, as vLLM and OpenAI send it, skips the regex).
+                    compact = event.replace(b',"usage":null', b"", 1)
+                    if len(compact) < len(event):
+                        event = compact
+                    else:
+                        event = _USAGE_NULL_FIELD.sub(b"", event, count=1)
             else:
                 try:
                     chunk = orjson.loads(data)

@@ -157,3 +157,22 @@ async def test_transport_failure_maps_to_502(tokens: TokenCounter) -> None:
 
     with pytest.raises(UpstreamUnavailable):
         await backend(handler, tokens).send(request(False))
+
+
+async def test_spaced_usage_null_is_hidden_too(tokens: TokenCounter) -> None:
+    body = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": null}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=pieces())
+
+    response = await backend(handler, tokens).send(request(True))
+    assert response.stream is not None
+    out = b"".join([part async for part in response.stream])
+    assert b"usage" not in out
+    assert b'"content": "hi"' in out
