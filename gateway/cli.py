@@ -62,11 +62,12 @@ def serve(
         port=port,
         workers=workers,
         upstream_transport=upstream_transport,
+        log_json=log_json,
     )
     loaded = _load_or_exit(settings.resolved_config_path())
     config = loaded.config
     configure_logging(
-        json_lines=config.logging.json_lines if log_json is None else log_json,
+        json_lines=settings.json_logs(config.logging.json_lines),
         level=config.logging.level,
     )
     if config.auth.mode == "open":
@@ -111,7 +112,8 @@ def worker_app() -> Any:
     settings = Settings.model_validate(orjson.loads(os.environ[_SETTINGS_ENV]))
     loaded = _load_or_exit(settings.resolved_config_path())
     configure_logging(
-        json_lines=loaded.config.logging.json_lines, level=loaded.config.logging.level
+        json_lines=settings.json_logs(loaded.config.logging.json_lines),
+        level=loaded.config.logging.level,
     )
     return create_app(settings, loaded)
 

@@ -21,6 +21,11 @@ class Settings(BaseModel):
     # httpx's own transport stays available (HTTP/2 upstreams, or to compare, see bench/).
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
+    log_json: bool | None = None  # None: as the config's logging.json says
+
+    def json_logs(self, configured: bool) -> bool:
+        return configured if self.log_json is None else self.log_json
+
     @property
     def embedded(self) -> bool:
         return self.config_path is None

@@ -22,10 +22,11 @@ def map_transport_error(exc: BaseException, backend: str) -> TollgateError:
     cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc
     if isinstance(cause, aiohttp.ClientConnectorError):
         return UpstreamUnavailable(f"backend {backend} is unreachable: {cause.os_error}")
-    if isinstance(cause, _TIMEOUTS) or isinstance(exc, _TIMEOUTS):
-        return UpstreamTimeout(f"backend {backend} did not answer in time")
+    # Before timeouts: httpx-aiohttp reports a dropped connection as a ConnectTimeout.
     if isinstance(cause, _CLOSED):
         return UpstreamUnavailable(f"backend {backend} closed the connection")
+    if isinstance(cause, _TIMEOUTS) or isinstance(exc, _TIMEOUTS):
+        return UpstreamTimeout(f"backend {backend} did not answer in time")
     if isinstance(exc, httpx.ConnectError | OSError):
         return UpstreamUnavailable(f"backend {backend} is unreachable: {exc}")
     return UpstreamUnavailable(f"backend {backend} failed: {type(cause).__name__}")

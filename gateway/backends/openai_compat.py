@@ -45,7 +45,7 @@ class OpenAICompatBackend:
         self,
         name: str,
         *,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         base_url: str,
         tokens: TokenCounter,
         api_key: str | None = None,
@@ -56,7 +56,7 @@ class OpenAICompatBackend:
     ) -> None:
         self.name = name
         self.total_timeout = total_timeout
-        self._client = client
+        self._transport = transport
         self._base_url = base_url
         self._tokens = tokens
         self._urls = {e: httpx.URL(base_url + path) for e, path in _PATHS.items()}
@@ -75,8 +75,7 @@ class OpenAICompatBackend:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        # A plain httpx.Request with a pre-parsed URL: build_request's merging of client
-        # defaults (cookies, params, headers) is per-call work this proxy never needs.
+        # A plain httpx.Request with a pre-parsed URL, straight to the shared transport.
         http_request = httpx.Request(
             "POST",
             self._urls[request.endpoint],
@@ -86,7 +85,7 @@ class OpenAICompatBackend:
         )
         await self._slots.acquire()
         try:
-            response = await self._client.send(http_request, stream=True)
+            response = await self._transport.handle_async_request(http_request)
         except (TimeoutError, httpx.HTTPError, OSError) as exc:
             self._slots.release()
             raise map_transport_error(exc, self.name) from exc

@@ -23,10 +23,10 @@ class SimBackend(OpenAICompatBackend):
         total_timeout: float,
     ) -> None:
         self.server = SimServer(config, tokens)
-        self._own_client = httpx.AsyncClient(transport=StreamingASGITransport(self.server.app))
+        self._own_transport = StreamingASGITransport(self.server.app)
         super().__init__(
             name,
-            client=self._own_client,
+            transport=self._own_transport,
             base_url=f"http://sim.{name}/v1",
             tokens=tokens,
             timeout=timeout,
@@ -35,4 +35,4 @@ class SimBackend(OpenAICompatBackend):
         )
 
     async def aclose(self) -> None:
-        await self._own_client.aclose()
+        await self._own_transport.aclose()

@@ -30,7 +30,7 @@ from gateway.routing.balancer import RoundRobin
 class RuntimeDeps:
     """Long-lived things a Runtime borrows from Services (never owns)."""
 
-    client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     tokens: TokenCounter
 
 
@@ -108,7 +108,7 @@ def _backend(
         )
     return OpenAICompatBackend(
         name,
-        client=deps.client,
+        transport=deps.transport,
         base_url=config.base_url,
         tokens=deps.tokens,
         api_key=env.get(config.api_key_env) if config.api_key_env else None,

@@ -17,10 +17,9 @@ from gateway.errors import UpstreamUnavailable
 def backend(
     handler: Callable[[httpx.Request], httpx.Response], tokens: TokenCounter
 ) -> OpenAICompatBackend:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return OpenAICompatBackend(
         "mock",
-        client=client,
+        transport=httpx.MockTransport(handler),
         base_url="http://up/v1",
         tokens=tokens,
         api_key="sk-x",

@@ -42,8 +42,9 @@ class Recorder:
 async def runtime(tmp_path: Path, tokens: TokenCounter) -> Runtime:
     path = tmp_path / "tollgate.yaml"
     path.write_text(CONFIG)
-    async with httpx.AsyncClient() as client:
-        yield build_runtime(load_config(path, env={}), RuntimeDeps(client, tokens))
+    transport = httpx.AsyncHTTPTransport()
+    yield build_runtime(load_config(path, env={}), RuntimeDeps(transport, tokens))
+    await transport.aclose()
 
 
 def call(max_tokens: int = 5, model: str = "chat", stream: bool = False) -> Call:
