@@ -62,9 +62,10 @@ class OpenAICompatBackend:
         self._urls = {e: httpx.URL(base_url + path) for e, path in _PATHS.items()}
         self._extensions = {"timeout": timeout.as_dict()}
         self._slots = asyncio.Semaphore(max_connections)
-        self._headers = {"content-type": "application/json", **(headers or {})}
+        fixed = {"content-type": "application/json", **(headers or {})}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            fixed["authorization"] = f"Bearer {api_key}"
+        self._headers = httpx.Headers(fixed)  # normalised once, copied cheaply per request
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         body = dict(request.body)
@@ -80,7 +81,7 @@ class OpenAICompatBackend:
             "POST",
             self._urls[request.endpoint],
             content=orjson.dumps(body),
-            headers={**self._headers, **request.headers} if request.headers else self._headers,
+            headers=self._headers_for(request),
             extensions=self._extensions,
         )
         await self._slots.acquire()
@@ -107,6 +108,13 @@ class OpenAICompatBackend:
         if response.status_code < 400:
             usage = _usage_of_body(content, request, self._tokens)
         return UpstreamResponse(response.status_code, headers, content, usage)
+
+    def _headers_for(self, request: UpstreamRequest) -> httpx.Headers:
+        if not request.headers:
+            return self._headers
+        merged = self._headers.copy()
+        merged.update(request.headers)
+        return merged
 
     async def aclose(self) -> None:
         return None
@@ -186,7 +194,11 @@ class _StreamRelay:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         splitter = EventSplitter()
         try:
-            async for raw in self._response.aiter_raw():
+            # The transport's stream itself: aiter_raw adds a context manager and a re-chunker
+            # per chunk, which a relay that splits on event boundaries does not need.
+            stream = self._response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
+            async for raw in stream:
                 events = splitter.feed(raw)
                 if events:
                     out = [kept for e in events if (kept := self._filter(e)) is not None]
