@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -188,16 +189,18 @@ policies:
 """
 
 
-def run(duration: int, transport: str) -> dict[str, object]:
+def run(duration: int, transport: str) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         sys.exit("wrk is required: apt-get install wrk")
     os.sched_setaffinity(0, {1})
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     fast, slow, gw = free_port(), free_port(), free_port()
+    floor_fast, floor_slow = free_port(), free_port()
+    minimal = str(ROOT / "bench" / "minimal_proxy.py")
     (work / "tollgate.yaml").write_text(gateway_config(fast, slow))
     py = sys.executable
     mock = str(ROOT / "bench" / "mock_upstream.py")
-    results: dict[str, object] = {"transport": transport, "duration_s": duration}
+    results: dict[str, Any] = {"transport": transport, "duration_s": duration}
     with (
         process([py, mock, "--port", str(fast)], 1, f"http://127.0.0.1:{fast}"),
         process([py, mock, "--port", str(slow), "--delay-ms", "50"], 1, f"http://127.0.0.1:{slow}"),
@@ -219,10 +222,21 @@ def run(duration: int, transport: str) -> dict[str, object]:
             env={"BENCH_KEY": KEY},
             log=work / "gateway.log",
         ) as gateway,
+        process(
+            [py, minimal, "--port", str(floor_fast), "--upstream", f"http://127.0.0.1:{fast}"],
+            0,
+            f"http://127.0.0.1:{floor_fast}",
+        ),
+        process(
+            [py, minimal, "--port", str(floor_slow), "--upstream", f"http://127.0.0.1:{slow}"],
+            0,
+            f"http://127.0.0.1:{floor_slow}",
+        ),
     ):
         direct, via = f"http://127.0.0.1:{fast}", f"http://127.0.0.1:{gw}"
         wrk(via, BODY, 2)  # warm-up
         results["direct_rps"] = wrk(direct, BODY, duration)["rps"]
+        results["floor_rps"] = wrk(f"http://127.0.0.1:{floor_fast}", BODY, duration)["rps"]
         cpu0 = cpu_seconds(gateway.pid)
         run_via = wrk(via, BODY, duration)
         cpu1 = cpu_seconds(gateway.pid)
@@ -233,10 +247,14 @@ def run(duration: int, transport: str) -> dict[str, object]:
         results["gateway_stream_rps"] = wrk(via, stream_body, duration)["rps"]
         direct_slow = asyncio.run(fixed_rate(f"http://127.0.0.1:{slow}", 200, duration, False))
         via_slow = asyncio.run(fixed_rate(via, 200, duration, False))
+        floor_slow_lat = asyncio.run(
+            fixed_rate(f"http://127.0.0.1:{floor_slow}", 200, duration, False)
+        )
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             results[f"direct_{name}_ms"] = pct(direct_slow, q)
             results[f"gateway_{name}_ms"] = pct(via_slow, q)
             results[f"added_{name}_ms"] = pct(via_slow, q) - pct(direct_slow, q)
+            results[f"floor_added_{name}_ms"] = pct(floor_slow_lat, q) - pct(direct_slow, q)
         direct_ttfb = asyncio.run(fixed_rate(direct, 100, duration / 2, True))
         via_ttfb = asyncio.run(fixed_rate(via, 100, duration / 2, True))
         results["direct_ttfb_p50_ms"] = pct(direct_ttfb, 0.5)
@@ -246,46 +264,59 @@ def run(duration: int, transport: str) -> dict[str, object]:
     return results
 
 
-def table(r: dict[str, object]) -> str:
-    def f(key: str, digits: int = 1) -> str:
-        return f"{float(r[key]):,.{digits}f}"  # type: ignore[arg-type]
+def table(r: dict[str, Any]) -> str:
+    """Markdown: direct, the minimal-proxy floor and Tollgate side by side."""
+
+    def v(key: str, digits: int = 0) -> str:
+        return f"{float(r[key]):,.{digits}f}" if key in r else ""
+
+    def ratio(key: str, base: str) -> str:
+        return f"{float(r[key]) / float(r[base]):.2f}x"
 
     rows = [
         (
             "max req/s, non-stream, c=32, 0 ms upstream",
-            f("direct_rps", 0),
-            f("gateway_rps", 0),
-            f"{float(r['gateway_rps']) / float(r['direct_rps']):.2f}x",
-        ),  # type: ignore[arg-type]
-        (
-            "max req/s, stream 20 chunks, c=32",
-            f("direct_stream_rps", 0),
-            f("gateway_stream_rps", 0),
-            f"{float(r['gateway_stream_rps']) / float(r['direct_stream_rps']):.2f}x",
-        ),  # type: ignore[arg-type]
-        (
-            "p50 latency @200 req/s, 50 ms upstream (ms)",
-            f("direct_p50_ms", 2),
-            f("gateway_p50_ms", 2),
-            f"+{f('added_p50_ms', 2)} ms",
+            v("direct_rps"),
+            v("floor_rps"),
+            v("gateway_rps"),
+            ratio("gateway_rps", "direct_rps"),
         ),
         (
-            "p99 latency @200 req/s, 50 ms upstream (ms)",
-            f("direct_p99_ms", 2),
-            f("gateway_p99_ms", 2),
-            f"+{f('added_p99_ms', 2)} ms",
+            "max req/s, stream 20 chunks, c=32",
+            v("direct_stream_rps"),
+            "",
+            v("gateway_stream_rps"),
+            ratio("gateway_stream_rps", "direct_stream_rps"),
+        ),
+        (
+            "added p50 @200 req/s, 50 ms upstream (ms)",
+            "0",
+            v("floor_added_p50_ms", 2),
+            v("added_p50_ms", 2),
+            "",
+        ),
+        (
+            "added p99 @200 req/s, 50 ms upstream (ms)",
+            "0",
+            v("floor_added_p99_ms", 2),
+            v("added_p99_ms", 2),
+            "",
         ),
         (
             "stream time to first byte p50 (ms)",
-            f("direct_ttfb_p50_ms", 2),
-            f("gateway_ttfb_p50_ms", 2),
+            v("direct_ttfb_p50_ms", 2),
+            "",
+            v("gateway_ttfb_p50_ms", 2),
             "",
         ),
-        ("gateway CPU per request (ms)", "", f("gateway_cpu_ms_per_request", 3), ""),
-        ("gateway peak RSS (MB)", "", f("gateway_peak_rss_mb", 1), ""),
+        ("gateway CPU per request (ms)", "", "", v("gateway_cpu_ms_per_request", 3), ""),
+        ("gateway peak RSS (MB)", "", "", v("gateway_peak_rss_mb", 1), ""),
     ]
-    lines = ["| measure | direct | via Tollgate | ratio / added |", "|---|---:|---:|---:|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines = [
+        "| measure | direct | minimal proxy | Tollgate | Tollgate / direct |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
