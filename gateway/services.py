@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, field
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from gateway.accounting.tokens import TokenCounter
+from gateway.backends.aiohttp_transport import AiohttpTransport
 from gateway.backends.base import Backend
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
@@ -95,4 +95,4 @@ def upstream_transport(max_connections: int, kind: str = "aiohttp") -> httpx.Asy
     )
     if kind == "httpx":
         return httpx.AsyncHTTPTransport(limits=limits)
-    return AiohttpTransport(limits=limits)
+    return AiohttpTransport(limits)
