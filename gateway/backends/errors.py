@@ -22,7 +22,7 @@ def map_transport_error(exc: BaseException, backend: str) -> TollgateError:
     cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc
     if isinstance(cause, aiohttp.ClientConnectorError):
         return UpstreamUnavailable(f"backend {backend} is unreachable: {cause.os_error}")
-    # Before timeouts: httpx-aiohttp reports a dropped connection as a ConnectTimeout.
+    # Before timeouts: a dropped connection must read as "closed", whatever wraps it.
     if isinstance(cause, _CLOSED):
         return UpstreamUnavailable(f"backend {backend} closed the connection")
     if isinstance(cause, _TIMEOUTS) or isinstance(exc, _TIMEOUTS):
