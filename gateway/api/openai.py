@@ -25,7 +25,7 @@ from gateway.services import Services
 
 log = logging.getLogger("gateway.api")
 JSON = (b"content-type", b"application/json")
-DISCONNECT_GRACE_S = 0.02
+DISCONNECT_GRACE_S = 0.25
 
 # Field that must be present per endpoint, beyond `model`.
 _REQUIRED: dict[Endpoint, str] = {
