@@ -54,6 +54,8 @@ models:
     targets: [{{backend: fake, model: no-usage}}]
   slow:
     targets: [{{backend: fake-slow, model: slow}}]
+  slowlong:
+    targets: [{{backend: fake, model: slow}}]
   endless:
     targets: [{{backend: fake, model: endless}}]
   limited:

@@ -239,6 +239,21 @@ def test_client_disconnect_cancels_upstream(
     assert line["disconnected"] is True and line["output_tokens"] >= 3
 
 
+def test_client_giving_up_on_a_non_stream_call_cancels_it(gateway_proc: GatewayProcess) -> None:
+    """The upstream takes 3 s; the client leaves after 0.6 s; the gateway stops waiting."""
+    body = {"model": "slowlong", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            gateway_proc.url + "/v1/chat/completions",
+            json=body,
+            timeout=0.6,
+            headers={"authorization": f"Bearer {KEY}"},
+        )
+    line = _access_lines(gateway_proc, "slowlong", 1)[0]
+    assert line["disconnected"] is True and line["status"] == 499
+    assert line["latency_ms"] < 2000, "the upstream call was not abandoned"
+
+
 def _access_lines(gw: GatewayProcess, model: str, count: int) -> list[dict[str, object]]:
     """The gateway's access-log lines for `model`, once `count` of them are flushed."""
     import json
