@@ -16,9 +16,6 @@ class Authenticator(Protocol):
 
     def authenticate(self, token: str | None) -> Principal: ...
 
-    @property
-    def open(self) -> bool: ...
-
 
 def key_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -29,10 +26,6 @@ class StaticKeys:
 
     def __init__(self, principals: Mapping[str, Principal]) -> None:
         self._by_digest = dict(principals)
-
-    @property
-    def open(self) -> bool:
-        return False
 
     def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -46,14 +39,10 @@ class StaticKeys:
 
 
 class OpenAccess:
-    """Accepts any key (embedded simulated deployment only); the key name becomes the principal."""
+    """Accepts any key (simulated deployments only): every caller is the one `open` principal."""
 
     def __init__(self, principal: Principal) -> None:
         self._principal = principal
-
-    @property
-    def open(self) -> bool:
-        return True
 
     def authenticate(self, token: str | None) -> Principal:
         return self._principal

@@ -11,7 +11,7 @@ exception fails the call with a 500. `on_response` must not raise: errors are lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,7 +33,6 @@ class PluginContext:
     models: frozenset[str]
 
 
-@runtime_checkable
 class Plugin(Protocol):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
