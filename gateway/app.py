@@ -28,10 +28,13 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await Services.start(settings, loaded)
-        # Long-lived start-up objects move out of the collector's way: a full collection then
-        # walks only what requests allocate (measured: ~10% of CPU per request otherwise).
+        # Start-up objects move out of the collector's way, and young-generation collections
+        # run every 20,000 net allocations instead of 700: measured under load, GC time fell
+        # from ~46 us to ~4 us per request (almost everything a call allocates is freed by
+        # reference counting long before a collection).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(20_000, 10, 10)
         try:
             yield {"services": services}
         finally:

@@ -98,7 +98,7 @@ class OpenAICompatBackend:
             relay = _StreamRelay(response, request, self._tokens, self.name, self._slots)
             return UpstreamResponse(response.status_code, headers, stream=relay)
         try:
-            content = await response.aread()
+            content = await _read_all(response)
         except (httpx.HTTPError, OSError) as exc:
             raise map_transport_error(exc, self.name) from exc
         finally:
@@ -118,6 +118,23 @@ class OpenAICompatBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _read_all(response: httpx.Response) -> bytes:
+    """The body straight from the transport's stream: `aread` adds a decoder, a re-chunker and
+    a context manager per chunk that an identity-encoded body does not need."""
+    chunks = [chunk async for chunk in body_chunks(response)]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """Decoded body chunks: the raw stream when the upstream did not compress (we never ask it
+    to), httpx's decoding iterator when it did anyway."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    stream = response.stream
+    if encoding in ("", "identity") and isinstance(stream, httpx.AsyncByteStream):
+        return stream.__aiter__()
+    return response.aiter_bytes()
 
 
 def _relayed(headers: httpx.Headers) -> tuple[tuple[str, str], ...]:
@@ -204,11 +221,7 @@ class _StreamRelay:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         splitter = EventSplitter()
         try:
-            # The transport's stream itself: aiter_raw adds a context manager and a re-chunker
-            # per chunk, which a relay that splits on event boundaries does not need.
-            stream = self._response.stream
-            assert isinstance(stream, httpx.AsyncByteStream)
-            async for raw in stream:
+            async for raw in body_chunks(self._response):
                 events = splitter.feed(raw)
                 if events:
                     out = [kept for e in events if (kept := self._filter(e)) is not None]

@@ -175,3 +175,18 @@ async def test_spaced_usage_null_is_hidden_too(tokens: TokenCounter) -> None:
     out = b"".join([part async for part in response.stream])
     assert b"usage" not in out
     assert b'"content": "hi"' in out
+
+
+async def test_compressed_upstream_bodies_are_decoded(tokens: TokenCounter) -> None:
+    import gzip
+
+    payload = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=gzip.compress(payload), headers={"content-encoding": "gzip"}
+        )
+
+    response = await backend(handler, tokens).send(request(False))
+    assert response.body == payload
+    assert response.usage is not None and response.usage.input_tokens == 2
