@@ -94,6 +94,7 @@ def serve(
         "access_log": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 30,
+        "server_header": False,  # do not advertise the server software
     }
     if workers == 1:
         from gateway.app import create_app
