@@ -190,3 +190,30 @@ async def test_compressed_upstream_bodies_are_decoded(tokens: TokenCounter) -> N
     response = await backend(handler, tokens).send(request(False))
     assert response.body == payload
     assert response.usage is not None and response.usage.input_tokens == 2
+
+
+@pytest.mark.parametrize("wants_usage", [False, True])
+async def test_usage_chunk_in_the_same_read_as_content(
+    tokens: TokenCounter, wants_usage: bool
+) -> None:
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    async def one_read() -> AsyncIterator[bytes]:
+        yield body
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=one_read())
+
+    response = await backend(handler, tokens).send(request(True, wants_usage))
+    assert response.stream is not None
+    out = b"".join([part async for part in response.stream])
+    assert (
+        out == body
+        if wants_usage
+        else out == (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: [DONE]\n\n')
+    )
+    assert response.stream.usage().input_tokens == 3

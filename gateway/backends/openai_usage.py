@@ -1,0 +1,80 @@
+"""Usage in the OpenAI dialect: read it from a response, or count it when the upstream is silent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from gateway.accounting.tokens import TokenCounter, content_text
+from gateway.backends.base import UpstreamRequest
+from gateway.call import Usage
+
+
+def usage_from_openai(usage: Any) -> Usage | None:
+    """OpenAI's usage object (incl. prompt_tokens_details.cached_tokens) in internal form."""
+    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+        return None
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
+
+
+def usage_of_body(content: bytes, request: UpstreamRequest, tokens: TokenCounter) -> Usage:
+    """A whole (non-stream) response's usage: reported, else estimated from its choices."""
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        reported = usage_from_openai(payload.get("usage"))
+        if reported is not None:
+            return reported
+        texts = [choice_text(c, "message") for c in payload.get("choices") or ()]
+        return estimate(request, tokens, "".join(texts))
+    return estimate(request, tokens, "")
+
+
+def usage_of_chunks(
+    payloads: Iterable[bytes], request: UpstreamRequest, tokens: TokenCounter
+) -> Usage:
+    """Estimated usage of a stream from its chunks' `data:` payloads (deltas and tool args)."""
+    text: list[str] = []
+    for data in payloads:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(chunk, dict):
+            text.extend(choice_text(c, "delta") for c in chunk.get("choices") or ())
+    return estimate(request, tokens, "".join(text))
+
+
+def estimate(request: UpstreamRequest, tokens: TokenCounter, completion: str) -> Usage:
+    body = request.body
+    if request.endpoint == "chat.completions":
+        prompt = tokens.count_messages(body.get("messages") or ())
+    else:
+        prompt = tokens.count_prompt(body.get("prompt", body.get("input")))
+    return Usage(prompt, tokens.count(completion), estimated=True)
+
+
+def choice_text(choice: Any, key: str) -> str:
+    """The generated text of one choice (`message` or `delta`), tool-call arguments included."""
+    if not isinstance(choice, dict):
+        return ""
+    if "text" in choice:
+        return str(choice.get("text") or "")
+    part = choice.get(key)
+    if not isinstance(part, dict):
+        return ""
+    text = content_text(part.get("content"))
+    for call in part.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            text += str(function.get("arguments") or "")
+    return text
