@@ -12,15 +12,20 @@ class EventSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        block = self.feed_block(data)
+        return [event + b"\n\n" for event in block[:-2].split(b"\n\n") if event] if block else []
+
+    def feed_block(self, data: bytes) -> bytes:
+        """The complete events seen so far as one block (ending in a blank line), or b""."""
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         buffer = self._buffer + data if self._buffer else data
         end = buffer.rfind(b"\n\n")
         if end < 0:
             self._buffer = buffer
-            return []
+            return b""
         self._buffer = buffer[end + 2 :]
-        return [event + b"\n\n" for event in buffer[:end].split(b"\n\n") if event]
+        return buffer[: end + 2]
 
     def rest(self) -> bytes:
         """Trailing bytes of an unterminated last event (a well-behaved upstream leaves none)."""
