@@ -54,9 +54,9 @@ class ClientWatch:
     """Cancels the handling task once: when the client disconnects, or at a deadline.
 
     Listening for a disconnect costs a task and a pending read per request, about a third of
-    the gateway's CPU for a fast upstream, so it starts only once a call has lasted
-    `grace` seconds (streams start it at once). A client that leaves within the grace period
-    is noticed at its end; the upstream work that can burn GPU time is the long kind.
+    the gateway's CPU for a fast upstream, so it starts only once a call (stream or not) has
+    lasted `grace` seconds. A client that leaves within the grace period is noticed then; the
+    upstream work that burns GPU time is the long kind.
     The handler catches the CancelledError and asks `reason` whether it was ours.
     """
 
@@ -111,7 +111,6 @@ async def send_stream(
     """Relays the stream; always closes it with what happened (done, error, gone, timed out)."""
     stream = reply.stream
     assert stream is not None
-    watch.listen()
     watch.expire_at(stream.deadline)
     headers.append((b"cache-control", b"no-cache"))
     try:
