@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -20,14 +20,23 @@ from gateway.errors import ModelNotFound, PolicyDenied, TollgateError, UpstreamT
 from gateway.sinks.fanout import SinkFanout
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass(slots=True)
 class Reply:
-    """A response ready for the wire: a whole body, or a stream the API must `close()`."""
+    """A response ready for the wire: a whole body, or a stream the API must `close()`.
+
+    For a whole body the API awaits `done()` once it has been sent: recording the call (policy
+    response hooks, the CallRecord) then happens after the client has its answer, not before.
+    """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
     stream: StreamReply | None = None
+    done: Callable[[], Awaitable[None]] = field(default=_nothing)
 
 
 @dataclass(slots=True)
@@ -76,7 +85,7 @@ class Pipeline:
             await finish()
             raise
         if reply.stream is None:
-            await finish()
+            reply.done = finish
         return reply
 
     async def _run(

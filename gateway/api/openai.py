@@ -86,7 +86,10 @@ class OpenAIEndpoint:
                 await send_stream(send, watch, reply, out, openai_error_event)
             else:
                 watch.stop()
-                await send_whole(send, reply.status, out, reply.body)
+                try:
+                    await send_whole(send, reply.status, out, reply.body)
+                finally:
+                    await reply.done()
         except TollgateError as err:
             await _send_error(send, err, request_id)
         except asyncio.CancelledError:

@@ -70,6 +70,8 @@ async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None
     sink = Recorder()
     reply = await Pipeline(sink).handle(call(), runtime)  # type: ignore[arg-type]
     assert reply.status == 200
+    assert sink.records == [], "recorded only once the response is on its way"
+    await reply.done()
     (record,) = sink.records
     assert (record.status, record.backend, record.tier) == (200, "sim", "int4")
     assert record.usage is not None and record.usage.output_tokens == 5
