@@ -68,15 +68,9 @@ class ClientWatch:
         self._task = asyncio.current_task()
         self._watcher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        loop = asyncio.get_running_loop()
-        self._starter: asyncio.TimerHandle | None = (
-            loop.call_later(grace, self.listen) if grace > 0 else None
-        )
-        if grace <= 0:
-            self.listen()
+        self._starter = asyncio.get_running_loop().call_later(grace, self._listen)
 
-    def listen(self) -> None:
-        """Start listening for the disconnect now (idempotent)."""
+    def _listen(self) -> None:
         if self._watcher is None and self.reason is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -94,9 +88,9 @@ class ClientWatch:
             self._task.cancel()
 
     def stop(self) -> None:
-        for handle in (self._starter, self._timer):
-            if handle is not None:
-                handle.cancel()
+        self._starter.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
 
