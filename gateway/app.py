@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.api.admin import admin_routes
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
 from gateway.api.openai import ModelsEndpoint, OpenAIEndpoint
@@ -49,6 +50,7 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *admin_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_exception_handler(404, _not_found)

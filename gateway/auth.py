@@ -4,11 +4,13 @@ depend on how much of a guessed key is right."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from gateway.call import Principal
 from gateway.errors import AuthenticationFailed
+from gateway.stores.keys import SECRET_PREFIX, KeyRow, digest
 
 
 class Authenticator(Protocol):
@@ -46,3 +48,66 @@ class OpenAccess:
 
     def authenticate(self, token: str | None) -> Principal:
         return self._principal
+
+
+class KeyRing:
+    """Virtual keys (SQL), held in memory by HMAC digest and replaced wholesale when the table
+    changes (a background poll), so a lookup is one HMAC and one dict probe, and a revocation
+    reaches every process within one poll interval."""
+
+    def __init__(self, server_secret: bytes, clock: Callable[[], float] = time.time) -> None:
+        self._secret = server_secret
+        self._clock = clock
+        self._by_digest: dict[str, tuple[KeyRow, Principal]] = {}
+
+    @property
+    def secret(self) -> bytes:
+        """The HMAC key new keys are hashed with (never logged, never stored in SQL)."""
+        return self._secret
+
+    def replace(self, rows: Iterable[KeyRow]) -> None:
+        self._by_digest = {row.secret_hash: (row, _principal(row)) for row in rows}
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def lookup(self, token: str) -> Principal | None:
+        """The key's principal; None if it is not a virtual key; 401 if revoked or expired."""
+        if not token.startswith(SECRET_PREFIX):
+            return None
+        found = self._by_digest.get(digest(self._secret, token))
+        if found is None:
+            return None
+        row, principal = found
+        if row.revoked_at is not None:
+            raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+        if row.expires_at is not None and row.expires_at <= self._clock():
+            raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        return principal
+
+
+class WithVirtualKeys:
+    """Virtual keys first, then the configured static keys (or open access)."""
+
+    def __init__(self, ring: KeyRing, fallback: Authenticator) -> None:
+        self._ring = ring
+        self._fallback = fallback
+
+    def authenticate(self, token: str | None) -> Principal:
+        if token:
+            principal = self._ring.lookup(token)
+            if principal is not None:
+                return principal
+        return self._fallback.authenticate(token)
+
+
+def _principal(row: KeyRow) -> Principal:
+    return Principal(
+        key_id=row.id,
+        name=row.name,
+        user=row.user,
+        team=row.team,
+        org=row.org,
+        tags=row.tags,
+        models=frozenset(row.models) if row.models is not None else None,
+    )

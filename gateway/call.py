@@ -48,6 +48,7 @@ class Deny:
     status: int = 403
     code: str = "policy_denied"
     headers: Mapping[str, str] = field(default_factory=dict)
+    error_type: str = "policy_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,10 @@ class Call:
     route: Route | None = None
     client_ip: str | None = None
     user_agent: str | None = None
+    # Annotations policies leave for later policies and sinks (e.g. a soft budget passed).
+    labels: dict[str, str] = field(default_factory=dict)
+    # A policy's own per-call state between its request and response hooks, keyed by plugin.
+    state: dict[str, Any] = field(default_factory=dict)
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import click
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.cli_accounts import load_or_exit, register
 from gateway.logs import configure_logging
 
 log = logging.getLogger("gateway.cli")
@@ -64,7 +64,7 @@ def serve(
         upstream_transport=upstream_transport,
         log_json=log_json,
     )
-    loaded = _load_or_exit(settings.resolved_config_path())
+    loaded = load_or_exit(settings.resolved_config_path())
     config = loaded.config
     configure_logging(
         json_lines=settings.json_logs(config.logging.json_lines),
@@ -111,7 +111,7 @@ def worker_app() -> Any:
     from gateway.settings import Settings
 
     settings = Settings.model_validate(orjson.loads(os.environ[_SETTINGS_ENV]))
-    loaded = _load_or_exit(settings.resolved_config_path())
+    loaded = load_or_exit(settings.resolved_config_path())
     configure_logging(
         json_lines=settings.json_logs(loaded.config.logging.json_lines),
         level=loaded.config.logging.level,
@@ -128,7 +128,7 @@ def config() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
     """Validate FILE (and its policy files) without serving; exit 2 if invalid."""
-    loaded = _load_or_exit(file)
+    loaded = load_or_exit(file)
     cfg = loaded.config
     click.echo(
         f"{file}: OK ({len(cfg.backends)} backends, {len(cfg.models)} models, "
@@ -185,22 +185,6 @@ def sim(config_path: str | None, host: str, port: int, time_scale: float | None)
     )
 
 
-def _load_or_exit(path: str) -> Any:
-    from gateway.config.loader import load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(
-            f"invalid configuration ({len(exc.problems)} problem"
-            f"{'s' if len(exc.problems) != 1 else ''}):",
-            err=True,
-        )
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(2)
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -208,3 +192,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+register(main)

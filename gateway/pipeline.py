@@ -95,9 +95,11 @@ class Pipeline:
             raise _model_not_found(call, runtime)
         verdict, finish.ran = await runtime.chain.on_request(call)
         if isinstance(verdict, Deny):
-            raise PolicyDenied(
+            denied = PolicyDenied(
                 verdict.message, status=verdict.status, code=verdict.code, headers=verdict.headers
             )
+            denied.error_type = verdict.error_type
+            raise denied
         if isinstance(verdict, Answer):
             outcome.status, outcome.cache = 200, verdict.cache
             outcome.first_byte_at = time.time()

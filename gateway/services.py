@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 import httpx
+from sqlalchemy import Engine
 
+from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
+from gateway.accounts import Accounts
+from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
 from gateway.backends.base import Backend
+from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.runtime import RuntimeDeps, RuntimeRef, build_runtime
@@ -19,6 +26,12 @@ from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.sinks.fanout import SinkFanout
 from gateway.sinks.logsink import LogSink
+from gateway.stores.counters import CounterStore
+from gateway.stores.memory import MemoryCounters
+from gateway.stores.migrate import check_current, upgrade
+from gateway.stores.redis_counters import RedisCounters
+from gateway.stores.secret import data_dir_of, server_secret
+from gateway.stores.sql import make_engine
 
 log = logging.getLogger("gateway.services")
 
@@ -32,16 +45,33 @@ class Services:
     runtime: RuntimeRef
     reloader: Reloader
     pipeline: Pipeline
+    ledger: Ledger
+    accounts: Accounts
+    admin_key: str | None = None
     retired: list[Backend] = field(default_factory=list)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
 
     @classmethod
     async def start(cls, settings: Settings, loaded: LoadedConfig) -> Services:
+        config = loaded.config
         transport = upstream_transport(settings.pool_connections, settings.upstream_transport)
         tokens = TokenCounter()
-        deps = RuntimeDeps(transport=transport, tokens=tokens)
+        url = os.environ.get("TOLLGATE_DATABASE_URL") or config.database.url
+        engine = await asyncio.to_thread(prepare_database, url, config.database.auto_upgrade)
+        ring = KeyRing(server_secret(config.keys.secret_env, data_dir_of(url)))
+        store = counter_store(config.limits)
+        ledger = Ledger(store, config.limits.on_store_failure, ZoneInfo(config.limits.timezone))
+        persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
+        accounts = Accounts(engine, ring, config.keys.refresh_seconds, persisted)
+        await accounts.start()
+        deps = RuntimeDeps(
+            transport=transport,
+            tokens=tokens,
+            ring=ring,
+            ledger=ledger,
+            sql_budgets=accounts.current_budgets,
+        )
         ref = RuntimeRef(build_runtime(loaded, deps))
-        config = loaded.config
         sinks = SinkFanout(
             [LogSink(json_lines=settings.json_logs(config.logging.json_lines))]
             if config.logging.requests
@@ -52,7 +82,19 @@ class Services:
         reloader = Reloader(
             loaded.source, ref, deps, config.server.reload_poll_seconds, on_retire=retired.extend
         )
-        services = cls(settings, transport, tokens, sinks, ref, reloader, Pipeline(sinks), retired)
+        services = cls(
+            settings,
+            transport,
+            tokens,
+            sinks,
+            ref,
+            reloader,
+            Pipeline(sinks),
+            ledger,
+            accounts,
+            os.environ.get(config.admin.key_env) or None,
+            retired,
+        )
         sinks.start()
         reloader.start()
         return services
@@ -65,6 +107,8 @@ class Services:
         for backend in [*runtime.backends.values(), *self.retired]:
             await backend.aclose()
         await self.transport.aclose()
+        await self.accounts.aclose()
+        await self.ledger.aclose()
 
 
 class RequestIds:
@@ -79,6 +123,28 @@ class RequestIds:
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def counter_store(limits: LimitsConfig) -> CounterStore:
+    if limits.store == "redis":
+        return RedisCounters(
+            limits.redis_url,
+            limits.key_prefix,
+            limits.store_timeout_ms / 1000,
+            limits.redis_max_connections,
+        )
+    return MemoryCounters()
+
+
+def prepare_database(url: str, auto_upgrade: bool | None) -> Engine:
+    """The engine, with the schema brought up to date where that is safe to do unasked
+    (SQLite, the embedded default); a shared database is upgraded by `tollgate db upgrade`."""
+    engine = make_engine(url)
+    if auto_upgrade if auto_upgrade is not None else engine.dialect.name == "sqlite":
+        upgrade(engine)
+    else:
+        check_current(engine)
+    return engine
 
 
 def upstream_transport(max_connections: int, kind: str = "aiohttp") -> httpx.AsyncBaseTransport:

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.services import Services
+from gateway.stores.counters import StoreUnavailable
 
 
 async def healthz(request: Request) -> Response:
@@ -15,16 +16,24 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready: a config is loaded and serving. (Stores join this check as they land.)"""
+    """Ready: a config is loaded and the counter store answers (or failing open is allowed)."""
     services: Services | None = getattr(request.state, "services", None)
     if services is None:
         return Response(b'{"status":"starting"}', 503, media_type="application/json")
     runtime = services.runtime.current
+    store = "ok"
+    try:
+        await services.ledger.store.ping()
+    except StoreUnavailable:
+        store = "unreachable"
+    # Failing closed, a gateway without its store would deny every budgeted call: not ready.
+    ready = store == "ok" or services.ledger.on_failure == "open"
     body = orjson.dumps(
         {
-            "status": "ready",
+            "status": "ready" if ready else "store_unreachable",
             "config_generation": runtime.generation,
             "models": runtime.router.aliases(),
+            "counter_store": {"kind": services.ledger.store.name, "status": store},
         }
     )
-    return Response(body, media_type="application/json")
+    return Response(body, 200 if ready else 503, media_type="application/json")

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from gateway.call import Target
+from gateway.config.prices import price_table
 from gateway.config.schema import Config, OpenAIBackend, PolicyConfig, PolicyFile
 from gateway.config.yamlmarks import Located, YamlProblem, load_yaml
 from gateway.errors import ConfigError
@@ -77,6 +79,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_cross_check(main, config, environ))
+    problems.extend(_check_money(main, config))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(config, tuple(specs), tuple(files), file)
@@ -176,4 +179,29 @@ def _cross_check(main: Located, config: Config, env: Mapping[str, str]) -> list[
                 f"{main.where(loc)}: auth.mode: 'open' is only allowed when every "
                 f"backend is simulated (real backends: {', '.join(real)})"
             )
+    return problems
+
+
+def _check_money(main: Located, config: Config) -> list[str]:
+    """Every target has a price (or is marked free); limits name models that exist."""
+    problems: list[str] = []
+    loc: tuple[str | int, ...]
+    table = price_table(config)
+    for alias, model in config.models.items():
+        for i, target in enumerate(model.targets):
+            known = target.backend in config.backends
+            if known and table.unpriced([Target(target.backend, target.model)]):
+                loc = ("models", alias, "targets", i)
+                problems.append(
+                    f"{main.where(loc)}: {_dotted(loc)}: no price for backend "
+                    f"{target.backend!r} model {target.model!r}: add a `pricing:` entry "
+                    "(or mark it `free: true`)"
+                )
+    for i, rate in enumerate(config.limits.rate_limits):
+        for field, value in (("model", rate.model), ("subject", rate.subject)):
+            if field == "subject" and rate.scope != "model":
+                continue
+            if value not in (None, "*") and value not in config.models:
+                loc = ("limits", "rate_limits", i, field)
+                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {value!r}")
     return problems

@@ -7,23 +7,42 @@ are carried over (their pools, semaphores and simulator state survive a reload).
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import httpx
 
+from gateway.accounting.context import LimitsContext
+from gateway.accounting.ledger import Ledger
+from gateway.accounting.limits import RateRule
+from gateway.accounting.pricing import nanos_of_usd
 from gateway.accounting.tokens import TokenCounter
-from gateway.auth import Authenticator, OpenAccess, StaticKeys, key_digest
+from gateway.auth import (
+    Authenticator,
+    KeyRing,
+    OpenAccess,
+    StaticKeys,
+    WithVirtualKeys,
+    key_digest,
+)
 from gateway.backends.base import Backend
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.backends.sim import SimBackend as SimBackendAdapter
 from gateway.call import Principal, Target
+from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
+from gateway.config.prices import price_table
 from gateway.config.schema import AuthConfig, Config, OpenAIBackend, SimBackend, Timeouts
 from gateway.policies.base import PluginContext
+from gateway.policies.budgets import BudgetGuard
 from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.routing.balancer import RoundRobin
+from gateway.stores.budgets import BudgetRule
+
+log = logging.getLogger("gateway.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +51,9 @@ class RuntimeDeps:
 
     transport: httpx.AsyncBaseTransport
     tokens: TokenCounter
+    ring: KeyRing
+    ledger: Ledger
+    sql_budgets: Callable[[], tuple[BudgetRule, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +89,81 @@ def build_runtime(
         alias: tuple(Target(t.backend, t.model, t.tier) for t in model.targets)
         for alias, model in config.models.items()
     }
-    context = PluginContext(tokens=deps.tokens, models=frozenset(config.models))
-    chain = PolicyChain(
-        [
-            ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
-            for spec in loaded.policies
-        ]
+    context = PluginContext(
+        tokens=deps.tokens,
+        models=frozenset(config.models),
+        limits=_limits(config, models, deps, reloading=previous is not None),
     )
+    entries = [
+        ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
+        for spec in loaded.policies
+    ]
+    if not any(isinstance(e.plugin, BudgetGuard) for e in entries):
+        # Budgets and rate limits always apply; placed last unless `use: budgets` says where.
+        entries.append(ChainEntry(BudgetGuard(None, context), BudgetGuard.name, False))
+    chain = PolicyChain(entries)
     return Runtime(
         loaded=loaded,
         backends=backends,
         backend_configs=dict(config.backends),
         router=RoundRobin(models),
         chain=chain,
-        auth=_authenticator(config.auth, environ),
+        auth=WithVirtualKeys(deps.ring, _authenticator(config.auth, environ)),
         generation=(previous.generation + 1) if previous else 1,
     )
+
+
+def _limits(
+    config: Config, models: Mapping[str, tuple[Target, ...]], deps: RuntimeDeps, reloading: bool
+) -> LimitsContext:
+    limits = config.limits
+    if reloading:
+        _warn_if_store_changed(limits, deps.ledger)
+    rates = tuple(
+        RateRule(r.name, r.scope, r.subject, r.model, r.rpm, r.tpm) for r in limits.rate_limits
+    )
+    return LimitsContext(
+        ledger=deps.ledger,
+        prices=price_table(config),
+        budgets=yaml_budgets(config),
+        rates=rates,
+        sql_budgets=deps.sql_budgets,
+        zone=ZoneInfo(limits.timezone),
+        targets=models,
+        default_max_tokens=limits.default_max_tokens,
+        budget_status=limits.budget_status,
+        prompt_margin=limits.prompt_margin,
+    )
+
+
+def yaml_budgets(config: Config) -> tuple[BudgetRule, ...]:
+    return tuple(
+        BudgetRule(
+            name=b.name,
+            scope=b.scope,
+            subject=b.subject,
+            usd_nanos=nanos_of_usd(b.usd) if b.usd is not None else None,
+            tokens=b.tokens,
+            window=b.window,
+            enforcement=b.enforcement,
+            source="yaml",
+        )
+        for b in config.limits.budgets
+    )
+
+
+def _warn_if_store_changed(limits: LimitsConfig, ledger: Ledger) -> None:
+    kind = "redis" if ledger.shared else "memory"
+    if limits.store != kind or (
+        limits.on_store_failure != ledger.on_failure or ledger.zone.key != limits.timezone
+    ):
+        log.warning(
+            "limits.store, on_store_failure and timezone take effect on restart; "
+            "the running gateway keeps store=%s, on_store_failure=%s, timezone=%s",
+            kind,
+            ledger.on_failure,
+            ledger.zone.key,
+        )
 
 
 def retired_backends(old: Runtime, new: Runtime) -> list[Backend]:

@@ -10,6 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.config.accounting_schema import (
+    AdminConfig,
+    DatabaseConfig,
+    KeysConfig,
+    LimitsConfig,
+    PriceConfig,
+)
 from gateway.sim.config import SimConfig
 
 
@@ -132,6 +139,11 @@ class Config(Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     policy_files: tuple[str, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
+    pricing: tuple[PriceConfig, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    keys: KeysConfig = KeysConfig()
+    admin: AdminConfig = AdminConfig()
 
 
 class PolicyFile(Strict):

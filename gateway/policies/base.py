@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway.accounting.context import LimitsContext
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, Outcome, Verdict
 
@@ -31,6 +32,7 @@ class PluginContext:
 
     tokens: TokenCounter
     models: frozenset[str]
+    limits: LimitsContext | None = None
 
 
 class Plugin(Protocol):

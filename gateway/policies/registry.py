@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "tollgate.policies"
 
 BUILTINS: Mapping[str, str] = {
     "max_tokens": "gateway.policies.max_tokens:MaxTokensCap",
+    "budgets": "gateway.policies.budgets:BudgetGuard",
 }
 
 _HOOKS = {"on_request": 1, "on_response": 2, "aclose": 0}

@@ -64,6 +64,9 @@ models:
     targets: [{{backend: down, model: whatever}}]
   emb:
     targets: [{{backend: fake, model: fake-embed}}]
+pricing:
+  - {{backend: fake, model: fake-chat, input: 1.0, output: 2.0}}
+  - {{free: true}}
 """
 
 

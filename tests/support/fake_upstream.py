@@ -5,6 +5,8 @@
 - slow: waits 3 s before answering (timeout tests)
 - endless: streams a chunk every 20 ms until the client goes away (records the cancellation)
 - rate-limited: 429 with a retry-after header and OpenAI's error body
+- metered: after 50 ms, reports exactly what the gateway reserves for it (prompt counted as
+  the gateway counts it, completion = max_tokens), so budget arithmetic can be exact
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.accounting.tokens import TokenCounter
+
 
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.cancelled = threading.Event()
+        self.tokens = TokenCounter()
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -64,6 +69,8 @@ class FakeUpstream:
             await asyncio.sleep(3)
         if model == "endless":
             return StreamingResponse(self._endless(), media_type="text/event-stream")
+        if model == "metered":
+            return await self._metered(body)
         if body.get("stream"):
             return StreamingResponse(self._stream(body), media_type="text/event-stream")
         answer: dict[str, Any] = {
@@ -125,6 +132,30 @@ class FakeUpstream:
                 }
             )
         yield b"data: [DONE]\n\n"
+
+    async def _metered(self, body: dict[str, Any]) -> Response:
+        await asyncio.sleep(0.05)
+        prompt = self.tokens.count_messages(body["messages"])
+        completion = int(body.get("max_tokens") or 16)
+        answer = {
+            "id": "chatcmpl-metered",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "metered",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "message": {"role": "assistant", "content": "word " * completion},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     async def _endless(self) -> AsyncIterator[bytes]:
         base = {

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +75,11 @@ class GatewayProcess:
         self.config = config
         self.workers = workers
         self.env = {**os.environ, **(env or {})}
+        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "TOLLGATE_DATABASE_URL" not in (env or {}):
+            # Each gateway gets its own SQLite file (keys, budgets, counters), removed at stop.
+            self._own_dir = tempfile.TemporaryDirectory(prefix="tollgate-db-")
+            self.env["TOLLGATE_DATABASE_URL"] = f"sqlite:///{self._own_dir.name}/tollgate.db"
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._out: Any = None
@@ -133,6 +139,9 @@ class GatewayProcess:
         if self._out is not None:
             self._out.close()
             self._out = None
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+            self._own_dir = None
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

@@ -20,6 +20,7 @@ models:
     targets:
       - backend: up
         model: m
+pricing: [{backend: up, input: 0.5, output: 1.5}]
 """
 
 
@@ -47,7 +48,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
         ),
         (
             VALID + "server:\n  max_body_bytes: '5'\n",
-            "tollgate.yaml:12:19: server.max_body_bytes: Input should be a valid integer",
+            "tollgate.yaml:13:19: server.max_body_bytes: Input should be a valid integer",
         ),
         (
             VALID.replace("        model: m\n", ""),
@@ -63,7 +64,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
             "tollgate.yaml:5:15: backends.up.base_url: Value error, must start with http:// or "
             "https://",
         ),
-        (VALID + "models:\n  again: {}\n", "tollgate.yaml:11:1: duplicate key 'models'"),
+        (VALID + "models:\n  again: {}\n", "tollgate.yaml:12:1: duplicate key 'models'"),
         ("version: 1\nbackends: [1\n", "tollgate.yaml:3:1: invalid YAML"),
         (
             VALID.replace("    base_url:", "    api_key_env: NOPE_KEY\n    base_url:"),
@@ -75,23 +76,23 @@ def test_valid_file_loads(tmp_path: Path) -> None:
         ),
         (
             VALID + "policies:\n  - use: no_such_plugin\n",
-            "tollgate.yaml:12:10: policies[0].use: unknown policy plugin 'no_such_plugin'",
+            "tollgate.yaml:13:10: policies[0].use: unknown policy plugin 'no_such_plugin'",
         ),
         (
             VALID + "policies:\n  - use: max_tokens\n    with: {limit: 10, colour: 1}\n",
-            "tollgate.yaml:13:23: policies[0].with.colour: unknown key (not allowed here)",
+            "tollgate.yaml:14:23: policies[0].with.colour: unknown key (not allowed here)",
         ),
         (
             VALID + "policies:\n  - use: max_tokens\n    with:\n      limit: zero\n",
-            "tollgate.yaml:14:14: policies[0].with.limit: Input should be a valid integer",
+            "tollgate.yaml:15:14: policies[0].with.limit: Input should be a valid integer",
         ),
         (
             VALID + "auth:\n  mode: open\n",
-            "tollgate.yaml:12:9: auth.mode: 'open' is only allowed when every backend is simulated",
+            "tollgate.yaml:13:9: auth.mode: 'open' is only allowed when every backend is simulated",
         ),
         (
             VALID + "auth:\n  keys:\n    - name: k\n",
-            "tollgate.yaml:13:7: auth.keys[0]: Value error, set exactly one of key_env or "
+            "tollgate.yaml:14:7: auth.keys[0]: Value error, set exactly one of key_env or "
             "key_sha256",
         ),
     ],

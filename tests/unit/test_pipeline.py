@@ -10,9 +10,10 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
-from gateway.config.runtime import Runtime, RuntimeDeps, build_runtime
+from gateway.config.runtime import Runtime, build_runtime
 from gateway.errors import ModelNotFound, PolicyDenied
 from gateway.pipeline import Pipeline
+from tests.support.runtime import make_deps
 
 CONFIG = """
 version: 1
@@ -43,7 +44,7 @@ async def runtime(tmp_path: Path, tokens: TokenCounter) -> Runtime:
     path = tmp_path / "tollgate.yaml"
     path.write_text(CONFIG)
     transport = httpx.AsyncHTTPTransport()
-    yield build_runtime(load_config(path, env={}), RuntimeDeps(transport, tokens))
+    yield build_runtime(load_config(path, env={}), make_deps(transport, tokens))
     await transport.aclose()
 
 

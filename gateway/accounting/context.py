@@ -1,0 +1,27 @@
+"""Everything the budget and rate-limit policy needs, handed over when a runtime is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from gateway.accounting.ledger import Ledger
+from gateway.accounting.limits import RateRule
+from gateway.accounting.pricing import PriceTable
+from gateway.call import Target
+from gateway.stores.budgets import BudgetRule
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsContext:
+    ledger: Ledger
+    prices: PriceTable
+    budgets: tuple[BudgetRule, ...]  # declared in YAML
+    rates: tuple[RateRule, ...]
+    sql_budgets: Callable[[], tuple[BudgetRule, ...]]  # set at run time, refreshed in background
+    zone: ZoneInfo
+    targets: Mapping[str, tuple[Target, ...]]
+    default_max_tokens: int
+    budget_status: int
+    prompt_margin: float = 0.0

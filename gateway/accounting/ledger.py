@@ -1,0 +1,200 @@
+"""Takes reservation plans to the counter store and back, and decides what a store outage means.
+
+`on_store_failure: closed` refuses calls while the shared store is unreachable; `open` lets them
+through against per-process local counters (the same limits, enforced by each process alone) and
+says so in the logs and in `degraded_calls`. After a failure the shared store is retried at most
+once per `retry_s`, so an outage costs one timeout per interval, not one per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from gateway.accounting.limits import Line
+from gateway.accounting.windows import WindowKind, window_at
+from gateway.stores.counters import Charge, CounterStore, Refused, StoreUnavailable, Tally
+from gateway.stores.memory import MemoryCounters
+
+log = logging.getLogger("gateway.ledger")
+
+SPEND_WINDOWS: tuple[WindowKind, ...] = ("hour", "day", "week", "month", "total")
+SPEND_DIMENSIONS = ("team", "key", "model")
+SPEND_FIELDS = ("usd", "in", "out", "req")
+_SPEND_KEEP_S = 400 * 86400
+
+
+class StoreDown(Exception):
+    """The shared store is unreachable and the configured choice is to fail closed."""
+
+
+@dataclass(slots=True)
+class Hold:
+    """What one call reserved, and in which store (a degraded call settles locally)."""
+
+    lines: list[Line]
+    store: CounterStore
+    values: list[int]
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    line: Line
+    current: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """A finished call's actual figures, for settling and the spend tallies."""
+
+    usd_nanos: int
+    tokens: int
+    input_tokens: int
+    output_tokens: int
+    team: str | None
+    key: str
+    model: str
+
+
+@dataclass
+class LedgerStats:
+    degraded_calls: int = 0
+    store_failures: int = 0
+    lost_settlements: int = 0
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: CounterStore,
+        on_failure: Literal["closed", "open"],
+        zone: ZoneInfo,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.local = store if isinstance(store, MemoryCounters) else MemoryCounters(clock)
+        self.on_failure = on_failure
+        self.zone = zone
+        self.clock = clock
+        self.retry_s = retry_s
+        self.stats = LedgerStats()
+        self._down_until = 0.0
+        self.degraded = False
+
+    @property
+    def shared(self) -> bool:
+        return self.store is not self.local
+
+    async def reserve(self, lines: Sequence[Line]) -> Hold | Denial:
+        charges = [line.charge for line in lines]
+        store = self._pick()
+        try:
+            result = await store.reserve(charges)
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            store = self._pick()
+            result = await store.reserve(charges)
+        else:
+            self._recovered(store)
+        if isinstance(result, Refused):
+            return Denial(lines[result.index], result.current)
+        degraded = store is self.local and self.shared
+        if degraded:
+            self.stats.degraded_calls += 1
+        return Hold(list(lines), store, result, degraded)
+
+    async def settle(self, hold: Hold, spent: Spent | None) -> None:
+        """Commit what the call really used and release the rest (all of it if `spent` is
+        None: the call failed before the backend did any work)."""
+        deltas = []
+        for line in hold.lines:
+            reserved = line.charge.amount
+            if spent is None:
+                actual = 0
+            elif line.unit == "usd":
+                actual = spent.usd_nanos
+            elif line.unit == "tokens":
+                actual = spent.tokens
+            else:
+                actual = reserved
+            if actual != reserved:
+                deltas.append(Charge(line.charge.key, actual - reserved, None, line.charge.ttl))
+        tallies = self._tallies(spent) if spent is not None else []
+        try:
+            await hold.store.settle(deltas, tallies)
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            self.stats.lost_settlements += 1
+            log.error("could not settle a call's reservation: %s", exc)
+
+    async def record(self, spent: Spent) -> None:
+        """Spend of a call no budget applied to: tallies only."""
+        store = self._pick(fail_closed=False)
+        try:
+            await store.settle([], self._tallies(spent))
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            self.stats.lost_settlements += 1
+
+    def _tallies(self, spent: Spent) -> list[Tally]:
+        now = self.clock()
+        values = {"team": spent.team or "-", "key": spent.key, "model": spent.model}
+        amounts = (spent.usd_nanos, spent.input_tokens, spent.output_tokens, 1)
+        out = []
+        for kind in SPEND_WINDOWS:
+            window = window_at(kind, now, self.zone)
+            for dim in SPEND_DIMENSIONS:
+                table = f"s:{window.tag}:{dim}"
+                for name, amount in zip(SPEND_FIELDS, amounts, strict=True):
+                    if amount:
+                        out.append(Tally(table, f"{values[dim]}|{name}", amount, _SPEND_KEEP_S))
+        return out
+
+    async def spend(
+        self, group_by: str, kind: WindowKind, at: float | None = None
+    ) -> dict[str, dict[str, int]]:
+        window = window_at(kind, self.clock() if at is None else at, self.zone)
+        raw = await self._pick(fail_closed=False).table(f"s:{window.tag}:{group_by}")
+        rows: dict[str, dict[str, int]] = {}
+        for key, amount in raw.items():
+            value, _, name = key.rpartition("|")
+            rows.setdefault(value, dict.fromkeys(SPEND_FIELDS, 0))[name] = amount
+        return rows
+
+    async def values(self, keys: Sequence[str]) -> list[int]:
+        return await self._pick(fail_closed=False).values(keys)
+
+    def _pick(self, fail_closed: bool = True) -> CounterStore:
+        if not self.shared or self.clock() >= self._down_until:
+            return self.store
+        if self.on_failure == "closed" and fail_closed:
+            raise StoreDown("the budget store (redis) is unreachable")
+        return self.local
+
+    def _failed(self, exc: StoreUnavailable) -> None:
+        self.stats.store_failures += 1
+        self._down_until = self.clock() + self.retry_s
+        if not self.degraded:
+            self.degraded = True
+            log.error(
+                "budget store unreachable (%s); on_store_failure=%s: %s",
+                exc,
+                self.on_failure,
+                "denying calls with 503"
+                if self.on_failure == "closed"
+                else "enforcing limits per process until it returns",
+            )
+
+    def _recovered(self, store: CounterStore) -> None:
+        if self.degraded and store is self.store:
+            self.degraded = False
+            log.warning("budget store reachable again; shared limits restored")
+
+    async def aclose(self) -> None:
+        await self.store.aclose()

@@ -1,0 +1,172 @@
+"""Budget and rate-limit rules, and what one call must reserve against them.
+
+Pure planning: given a call's principal, model and worst-case size, which counters does it
+touch and by how much. `ledger.py` takes these plans to the counter store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from gateway.accounting.pricing import usd
+from gateway.accounting.windows import Window, window_at
+from gateway.call import Principal
+from gateway.stores.budgets import BudgetRule
+from gateway.stores.counters import Charge
+
+Unit = Literal["usd", "tokens", "requests"]
+RateScope = Literal["global", "org", "team", "user", "key", "model"]
+_KEEP_AFTER_WINDOW_S = 3600
+_RATE_TTL_S = 120
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """Requests and/or tokens per calendar minute for one principal level or model."""
+
+    name: str
+    scope: RateScope
+    subject: str | None
+    model: str | None
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One counter a call charges, with what the client is told if it does not fit."""
+
+    charge: Charge
+    unit: Unit
+    kind: Literal["budget", "rate"]
+    rule: str
+    subject: str
+    window: Window
+    hard: bool
+    limit: int | None  # the rule's limit, also for soft budgets (whose charge has none)
+
+    def describe(self, zone: ZoneInfo, current: int, now: float) -> str:
+        what = f"{self.kind} '{self.rule}' ({self.subject})"
+        if self.kind == "rate":
+            per = "requests" if self.unit == "requests" else "tokens"
+            return (
+                f"Rate limit reached: {what} allows {self.limit} {per} per minute; "
+                f"retry in {self.window.seconds_left(now)}s."
+            )
+        if self.unit == "usd":
+            spent = f"${usd(current):.6f} of ${usd(self.limit or 0):.6f} spent"
+            ask = f"this call may cost up to ${usd(self.charge.amount):.6f}"
+        else:
+            spent = f"{current} of {self.limit} tokens used"
+            ask = f"this call may use up to {self.charge.amount} tokens"
+        return f"Budget exhausted: {what}, {self.window.describe(zone)}: {spent}; {ask}."
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A call's worst case: what is reserved before it is forwarded."""
+
+    usd_nanos: int
+    tokens: int
+
+
+def _subject_value(scope: str, principal: Principal, model: str) -> str | None:
+    if scope == "global":
+        return "all"
+    if scope == "key":
+        return principal.name
+    if scope == "model":
+        return model
+    value: str | None = getattr(principal, scope)
+    return value
+
+
+def _applies(subject: str | None, value: str | None) -> bool:
+    return value is not None and (subject in (None, "*") or subject == value)
+
+
+class Planner:
+    """Turns rules into the counters a call charges; rules are fixed per runtime."""
+
+    def __init__(
+        self,
+        budgets: Sequence[BudgetRule],
+        rates: Sequence[RateRule],
+        zone: ZoneInfo,
+        clock: Callable[[], float],
+    ) -> None:
+        self.budgets = tuple(budgets)
+        self.rates = tuple(rates)
+        self.zone = zone
+        self.clock = clock
+
+    def __bool__(self) -> bool:
+        return bool(self.budgets or self.rates)
+
+    def lines(self, principal: Principal, model: str, ask: Ask) -> list[Line]:
+        now = self.clock()
+        out: list[Line] = []
+        for rule in self.budgets:
+            value = _subject_value(rule.scope, principal, model)
+            if value is not None and _applies(rule.subject, value):
+                out.extend(self._budget_lines(rule, subject_label(rule.scope, value), ask, now))
+        for rate in self.rates:
+            value = _subject_value(rate.scope, principal, model)
+            if value is not None and _applies(rate.subject, value) and rate.model in (None, model):
+                out.extend(
+                    self._rate_lines(rate, subject_label(rate.scope, value), model, ask, now)
+                )
+        return out
+
+    def _budget_lines(self, rule: BudgetRule, subject: str, ask: Ask, now: float) -> list[Line]:
+        window, base = budget_counter(rule, subject, now, self.zone)
+        ttl = _ttl(window, now)
+        hard = rule.enforcement == "hard"
+        out = []
+        pairs: tuple[tuple[Unit, int | None, int], ...] = (
+            ("usd", rule.usd_nanos, ask.usd_nanos),
+            ("tokens", rule.tokens, ask.tokens),
+        )
+        for unit, limit, amount in pairs:
+            if limit is not None:
+                # A soft budget counts without refusing: its charge carries no limit.
+                charge = Charge(f"{base}:{unit}", amount, limit if hard else None, ttl)
+                out.append(Line(charge, unit, "budget", rule.name, subject, window, hard, limit))
+        return out
+
+    def _rate_lines(
+        self, rate: RateRule, subject: str, model: str, ask: Ask, now: float
+    ) -> list[Line]:
+        window = window_at("minute", now, self.zone)
+        base = f"r:{rate.name}:{subject}:{model if rate.model else '-'}:{window.start}"
+        out = []
+        pairs: tuple[tuple[Unit, int | None, int], ...] = (
+            ("requests", rate.rpm, 1),
+            ("tokens", rate.tpm, ask.tokens),
+        )
+        for unit, limit, amount in pairs:
+            if limit is not None:
+                charge = Charge(f"{base}:{unit}", amount, limit, _RATE_TTL_S)
+                out.append(Line(charge, unit, "rate", rate.name, subject, window, True, limit))
+        return out
+
+
+def budget_counter(
+    rule: BudgetRule, subject: str, now: float, zone: ZoneInfo
+) -> tuple[Window, str]:
+    """The window a budget is in at `now`, and its counters' key stem (+ ":usd" / ":tokens")."""
+    window = window_at(rule.window, now, zone)
+    return window, f"b:{rule.name}:{subject}:{window.tag}"
+
+
+def subject_label(scope: str, value: str) -> str:
+    return f"{scope} {value}"
+
+
+def _ttl(window: Window, now: float) -> int:
+    if window.end is None:
+        return 0
+    return int(window.end - now) + _KEEP_AFTER_WINDOW_S

@@ -1,0 +1,195 @@
+"""/admin: keys, budgets and spend over HTTP, behind the admin key (OpenAI-shaped errors).
+
+SQL work runs in a worker thread; after a change this process reloads at once (others within
+keys.refresh_seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.accounting.ledger import StoreDown
+from gateway.admin_ops import BudgetSet, KeyCreate, SpendQuery, budget_report, new_key, spend_report
+from gateway.api.errors import openai_error_body
+from gateway.config.runtime import yaml_budgets
+from gateway.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    PermissionDenied,
+    ServiceUnavailable,
+    TollgateError,
+)
+from gateway.services import Services
+from gateway.stores.budgets import delete_budget, list_budgets, set_budget
+from gateway.stores.counters import StoreUnavailable
+from gateway.stores.keys import KeyError_, list_keys, revoke_key
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request, Services], Awaitable[Any]]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def admin_route(path: str, handler: Handler, methods: list[str]) -> Route:
+    async def endpoint(request: Request) -> Response:
+        services: Services = request.state.services
+        try:
+            _check_admin(request, services)
+            result = await handler(request, services)
+            if isinstance(result, Response):
+                return result
+            return _json(result)
+        except TollgateError as err:
+            return Response(
+                openai_error_body(err),
+                err.status,
+                headers=dict(err.headers),
+                media_type="application/json",
+            )
+
+    return Route(path, endpoint, methods=methods)
+
+
+def _check_admin(request: Request, services: Services) -> None:
+    expected = services.admin_key
+    if not expected:
+        raise PermissionDenied(
+            "The admin API is disabled: set the admin key (environment variable "
+            f"{services.runtime.current.config.admin.key_env}) and restart.",
+            code="admin_disabled",
+        )
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not given:
+        raise AuthenticationFailed("Missing admin key: send 'Authorization: Bearer <admin key>'.")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise AuthenticationFailed("Incorrect admin key.")
+
+
+async def _body(request: Request, model: type[M], **extra: Any) -> M:
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return _validated(model, {**data, **extra})
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(
+            f"{where}: {first['msg']}" if where else first["msg"], param=where or None
+        ) from exc
+
+
+async def list_keys_(request: Request, services: Services) -> Any:
+    rows = await asyncio.to_thread(list_keys, services.accounts.engine)
+    return {"object": "list", "data": [r.public() for r in rows]}
+
+
+async def create_key_(request: Request, services: Services) -> Any:
+    spec = await _body(request, KeyCreate)
+    unknown = [m for m in spec.models or () if m not in services.runtime.current.config.models]
+    if unknown:
+        raise InvalidRequest(f"unknown model(s): {', '.join(unknown)}", param="models")
+    try:
+        row, secret = await asyncio.to_thread(
+            new_key, services.accounts.engine, services.accounts.ring.secret, spec
+        )
+    except KeyError_ as exc:
+        raise InvalidRequest(str(exc.args[0]), param="name", status=409, code="conflict") from exc
+    await services.accounts.refresh()
+    return _json({**row.public(), "key": secret}, 201)
+
+
+async def revoke_key_(request: Request, services: Services) -> Any:
+    try:
+        row = await asyncio.to_thread(
+            revoke_key, services.accounts.engine, request.path_params["key"]
+        )
+    except KeyError_ as exc:
+        raise InvalidRequest(str(exc.args[0]), status=404, code="not_found") from exc
+    await services.accounts.refresh()
+    return row.public()
+
+
+def _budgets(services: Services, sql: list[Any]) -> list[Any]:
+    declared = yaml_budgets(services.runtime.current.config)
+    names = {b.name for b in declared}
+    return [*declared, *(b for b in sql if b.name not in names)]
+
+
+async def list_budgets_(request: Request, services: Services) -> Any:
+    sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
+    return {"object": "list", "data": [b.public() for b in _budgets(services, sql)]}
+
+
+async def show_budget(request: Request, services: Services) -> Any:
+    name = request.path_params["name"]
+    sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
+    rule = next((b for b in _budgets(services, sql) if b.name == name), None)
+    if rule is None:
+        raise InvalidRequest(f"no budget named {name!r}", status=404, code="not_found")
+    return await _store(budget_report(services.ledger, rule, request.query_params.get("for")))
+
+
+async def set_budget_(request: Request, services: Services) -> Any:
+    name = request.path_params["name"]
+    spec = await _body(request, BudgetSet, name=name)
+    if any(b.name == name for b in yaml_budgets(services.runtime.current.config)):
+        raise InvalidRequest(
+            f"budget {name!r} is declared in the YAML config; change it there", status=409
+        )
+    await asyncio.to_thread(set_budget, services.accounts.engine, spec.rule())
+    await services.accounts.refresh()
+    return spec.rule().public()
+
+
+async def delete_budget_(request: Request, services: Services) -> Any:
+    name = request.path_params["name"]
+    if not await asyncio.to_thread(delete_budget, services.accounts.engine, name):
+        raise InvalidRequest(f"no run-time budget named {name!r}", status=404, code="not_found")
+    await services.accounts.refresh()
+    return {"deleted": name}
+
+
+async def spend_(request: Request, services: Services) -> Any:
+    query = _validated(SpendQuery, dict(request.query_params))
+    return await _store(spend_report(services.ledger, query))
+
+
+async def _store(work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    except (StoreUnavailable, StoreDown) as exc:
+        raise ServiceUnavailable(f"The counter store is unreachable: {exc}") from exc
+
+
+def admin_routes() -> list[Route]:
+    return [
+        admin_route("/admin/keys", list_keys_, ["GET"]),
+        admin_route("/admin/keys", create_key_, ["POST"]),
+        admin_route("/admin/keys/{key}", revoke_key_, ["DELETE"]),
+        admin_route("/admin/budgets", list_budgets_, ["GET"]),
+        admin_route("/admin/budgets/{name}", show_budget, ["GET"]),
+        admin_route("/admin/budgets/{name}", set_budget_, ["PUT"]),
+        admin_route("/admin/budgets/{name}", delete_budget_, ["DELETE"]),
+        admin_route("/admin/spend", spend_, ["GET"]),
+    ]

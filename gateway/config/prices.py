@@ -1,0 +1,47 @@
+"""The price table a config describes: `pricing:` rules, then each simulated model's own prices.
+
+Simulated backends declare their price in their model entries (that is how the simulator shows
+what a tier costs), so they need no `pricing:` rule; every other target must match one, or
+be marked free, or the config is rejected.
+"""
+
+from __future__ import annotations
+
+from gateway.accounting.pricing import Price, PriceRule, PriceTable
+from gateway.call import Target
+from gateway.config.accounting_schema import PriceConfig
+from gateway.config.schema import Config, SimBackend
+
+
+def price_of(rule: PriceConfig, source: str) -> Price:
+    if rule.free:
+        return Price.free(source)
+    if rule.gpu_hour_usd is not None:
+        assert rule.prefill_tokens_per_s is not None and rule.decode_tokens_per_s is not None
+        return Price.per_gpu_hour(
+            rule.gpu_hour_usd, rule.prefill_tokens_per_s, rule.decode_tokens_per_s
+        )
+    assert rule.input is not None and rule.output is not None
+    cached = rule.cached_input if rule.cached_input is not None else rule.input
+    write = rule.cache_write if rule.cache_write is not None else rule.input
+    return Price(rule.input, rule.output, cached, write, source)
+
+
+def all_targets(config: Config) -> list[Target]:
+    return [
+        Target(t.backend, t.model, t.tier)
+        for model in config.models.values()
+        for t in model.targets
+    ]
+
+
+def price_table(config: Config) -> PriceTable:
+    rules = [price_of(r, f"pricing[{i}]") for i, r in enumerate(config.pricing)]
+    table = [PriceRule(r.backend, r.model, p) for r, p in zip(config.pricing, rules, strict=True)]
+    for name, backend in config.backends.items():
+        if isinstance(backend, SimBackend):
+            for m in backend.models:
+                sim = Price.flat(m.input_price_per_mtok, m.output_price_per_mtok, "simulator")
+                # Lowest precedence: any matching pricing rule still wins.
+                table.append(PriceRule(name, m.name, sim, fallback=True))
+    return PriceTable(table, all_targets(config))

@@ -1,0 +1,154 @@
+"""Budgets and rate limits: reserve the worst case before forwarding, settle after.
+
+Reservation is all-or-nothing across every budget and limit on the caller's path (one Lua script
+in shared mode), so 500 concurrent calls cannot together pass a budget: committed spend stays
+within the limit plus, at most, what one call's usage exceeds its own estimate by.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gateway.accounting.context import LimitsContext
+from gateway.accounting.ledger import Denial, Hold, Spent, StoreDown
+from gateway.accounting.limits import Ask, Line, Planner
+from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
+from gateway.errors import ServiceUnavailable
+from gateway.policies.base import PluginContext, PolicyPlugin
+
+_NAME = "budgets"
+
+
+class BudgetGuard(PolicyPlugin):
+    """Always in the chain (appended last unless a `use: budgets` entry places it)."""
+
+    name = _NAME
+
+    def __init__(self, options: Any, context: PluginContext) -> None:
+        super().__init__(options, context)
+        if context.limits is None:
+            raise ValueError("the budgets policy needs the limits context")
+        self.limits: LimitsContext = context.limits
+        self._sql: tuple[object, ...] | None = None
+        self._planner = Planner((), (), self.limits.zone, self.limits.ledger.clock)
+
+    def planner(self) -> Planner:
+        """YAML rules plus the SQL budgets of the moment (rebuilt only when those change)."""
+        sql = self.limits.sql_budgets()
+        if sql is not self._sql:
+            names = {b.name for b in self.limits.budgets}
+            merged = (*self.limits.budgets, *(b for b in sql if b.name not in names))
+            self._planner = Planner(
+                merged, self.limits.rates, self.limits.zone, self.limits.ledger.clock
+            )
+            self._sql = sql
+        return self._planner
+
+    async def on_request(self, call: Call) -> Verdict | None:
+        planner = self.planner()
+        if not planner:
+            return None
+        prompt, ask = self._ask(call)
+        lines = planner.lines(call.principal, call.model, ask)
+        if not lines:
+            return None
+        try:
+            result = await self.limits.ledger.reserve(lines)
+        except StoreDown as exc:
+            raise ServiceUnavailable(
+                f"Budgets cannot be checked: {exc} (on_store_failure: closed). Retry shortly.",
+                code="budget_store_unavailable",
+                headers={"retry-after": "1"},
+            ) from exc
+        if isinstance(result, Denial):
+            return self._deny(result)
+        call.state[_NAME] = (result, prompt)
+        if result.degraded:
+            call.decide(Decision(_NAME, "modify", "budget store down: limits enforced locally"))
+        self._note_soft(call, result)
+        return None
+
+    async def on_response(self, call: Call, outcome: Outcome) -> None:
+        held: tuple[Hold, int] | None = call.state.pop(_NAME, None)
+        spent = self._spent(call, outcome, held[1] if held else 0)
+        if held is not None:
+            await self.limits.ledger.settle(held[0], spent)
+        elif spent is not None:
+            await self.limits.ledger.record(spent)
+
+    def _ask(self, call: Call) -> tuple[int, Ask]:
+        body = call.body
+        tokens = self.context.tokens
+        if call.endpoint == "chat.completions":
+            prompt = tokens.count_messages(body.get("messages") or ())
+        else:
+            prompt = tokens.count_prompt(body.get("prompt", body.get("input")))
+        output = 0
+        if call.endpoint != "embeddings":
+            cap = body.get("max_completion_tokens") or body.get("max_tokens")
+            output = cap if isinstance(cap, int) else self.limits.default_max_tokens
+            choices = body.get("n")
+            output *= choices if isinstance(choices, int) and choices > 1 else 1
+        targets = call.route.targets if call.route else self.limits.targets.get(call.model, ())
+        prices = [self.limits.prices.price(t) for t in targets]
+        reserved = math.ceil(prompt * (1 + self.limits.prompt_margin))
+        worst = max((p.worst_case(reserved, output) for p in prices if p is not None), default=0)
+        return prompt, Ask(usd_nanos=worst, tokens=reserved + output)
+
+    def _spent(self, call: Call, outcome: Outcome, prompt: int) -> Spent | None:
+        target = outcome.target
+        if target is None:
+            return None
+        usage = outcome.usage
+        if outcome.disconnected and usage is None:
+            # Abandoned before any byte came back: the prompt was (at least) processed.
+            usage = Usage(input_tokens=prompt, estimated=True)
+        if usage is None or (outcome.status >= 400 and not outcome.disconnected):
+            return None
+        return Spent(
+            usd_nanos=self.limits.prices.cost(target, usage),
+            tokens=usage.total_tokens,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            team=call.principal.team,
+            key=call.principal.name,
+            model=call.model,
+        )
+
+    def _deny(self, denial: Denial) -> Deny:
+        line = denial.line
+        clock = self.limits.ledger.clock
+        message = line.describe(self.limits.zone, denial.current, clock())
+        if line.kind == "rate":
+            retry = str(line.window.seconds_left(clock()))
+            return Deny(
+                message,
+                status=429,
+                code="rate_limit_exceeded",
+                headers={"retry-after": retry},
+                error_type="requests" if line.unit == "requests" else "tokens",
+            )
+        headers = {}
+        if line.window.end is not None:
+            headers["x-tollgate-budget-resets"] = str(line.window.end)
+        return Deny(
+            message,
+            status=self.limits.budget_status,
+            code="budget_exceeded",
+            headers=headers,
+            error_type="insufficient_quota",
+        )
+
+    def _note_soft(self, call: Call, hold: Hold) -> None:
+        for line, value in zip(hold.lines, hold.values, strict=True):
+            if not line.hard and line.limit is not None and value > line.limit:
+                call.labels["budget.soft_exceeded"] = line.rule
+                call.decide(Decision(_NAME, "modify", _soft_reason(line, value)))
+
+
+def _soft_reason(line: Line, value: int) -> str:
+    return (
+        f"soft budget '{line.rule}' ({line.subject}) passed: {value} > {line.limit} {line.unit}"
+        " (allowed; later policies may downgrade)"
+    )

@@ -1,0 +1,1 @@
+"""Shared state behind small Protocols: embedded (in-process, SQLite) and shared (Redis, SQL)."""

@@ -1,0 +1,65 @@
+"""The counter store Protocol: atomic reserve-then-settle counters and spend tallies.
+
+Budgets and rate limits are counters that must hold across every gateway process. A call first
+*reserves* its worst case against all the counters on its principal's path in one atomic step
+(all fit, or nothing changes), then *settles* the difference once the real usage is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreUnavailable(Exception):
+    """The shared store did not answer (connection refused, timeout, failover in progress)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Add `amount` to counter `key`; refuse the whole reservation if it would pass `limit`
+    (None: count without limit). `ttl` seconds keeps the counter past its window (0: forever)."""
+
+    key: str
+    amount: int
+    limit: int | None
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The reservation did not fit: the first charge that would have passed its limit."""
+
+    index: int
+    current: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Add `amount` to field `field` of the spend table `table` (kept for `ttl` seconds)."""
+
+    table: str
+    field: str
+    amount: int
+    ttl: int
+
+
+class CounterStore(Protocol):
+    name: str
+
+    async def reserve(self, charges: Sequence[Charge]) -> Refused | list[int]:
+        """All charges at once, or none: the counters' new values, or what did not fit."""
+        ...
+
+    async def settle(self, deltas: Sequence[Charge], tallies: Sequence[Tally]) -> None:
+        """Apply corrections (negative to release) without limit checks, and add spend."""
+        ...
+
+    async def values(self, keys: Sequence[str]) -> list[int]: ...
+
+    async def table(self, table: str) -> dict[str, int]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...

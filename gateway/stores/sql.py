@@ -1,0 +1,98 @@
+"""The SQL schema (SQLAlchemy 2 Core tables) and engines for SQLite and PostgreSQL.
+
+Alembic (migrations/) owns the schema's history; these tables are what the code reads and
+writes. Everything here is synchronous and runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "tollgate_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("user_id", String(200)),
+    Column("team", String(200)),
+    Column("org", String(200)),
+    Column("tags", Text, nullable=False, default="[]"),
+    Column("models", Text),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+)
+
+budgets = Table(
+    "tollgate_budgets",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("subject", String(200)),
+    Column("usd_nanos", BigInteger),
+    Column("tokens", BigInteger),
+    Column("window", String(16), nullable=False),
+    Column("enforcement", String(8), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+revisions = Table(
+    "tollgate_revisions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+counters = Table(
+    "tollgate_counters",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("counter", BigInteger),
+    Column("tally", Text),
+    Column("expires_at", Float, nullable=False, default=0.0),
+)
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` use psycopg 3, the driver we install."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets the gateway read while `tollgate keys create` writes; busy_timeout waits out a
+    # writer instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

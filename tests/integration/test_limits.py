@@ -1,0 +1,177 @@
+"""Budgets and rate limits at the ledger: the same behaviour on the embedded store and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from zoneinfo import ZoneInfo
+
+from gateway.accounting.ledger import Denial, Hold, Ledger, Spent
+from gateway.accounting.limits import Ask, Planner, RateRule
+from gateway.call import Principal
+from gateway.stores.budgets import BudgetRule
+from tests.integration.conftest import Clock, StoreFactory
+
+ALICE = Principal(key_id="k1", name="alice", team="ml", org="acme")
+BOB = Principal(key_id="k2", name="bob", team="web", org="acme")
+
+
+def budget(name: str, scope: str, subject: str | None, **kw: object) -> BudgetRule:
+    fields: dict[str, object] = {
+        "usd_nanos": None,
+        "tokens": None,
+        "window": "day",
+        "enforcement": "hard",
+        **kw,
+    }
+    return BudgetRule(name, scope, subject, **fields)  # type: ignore[arg-type]
+
+
+def setup(
+    make_store: StoreFactory,
+    clock: Clock,
+    budgets: list[BudgetRule] = (),  # type: ignore[assignment]
+    rates: list[RateRule] = (),  # type: ignore[assignment]
+    zone: str = "UTC",
+) -> tuple[Ledger, Planner]:
+    tz = ZoneInfo(zone)
+    ledger = Ledger(make_store(clock), "closed", tz, clock=clock)
+    return ledger, Planner(budgets, rates, tz, clock)
+
+
+async def test_reservation_is_all_or_nothing(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(
+        make_store,
+        clock,
+        [budget("team", "team", "ml", usd_nanos=1000), budget("org", "org", "acme", tokens=100)],
+    )
+    first = await ledger.reserve(planner.lines(ALICE, "chat", Ask(600, 10)))
+    assert isinstance(first, Hold)
+    refused = await ledger.reserve(planner.lines(ALICE, "chat", Ask(300, 95)))
+    assert isinstance(refused, Denial)
+    assert (refused.line.rule, refused.line.unit, refused.current) == ("org", "tokens", 10)
+    lines = planner.lines(ALICE, "chat", Ask(0, 0))
+    assert await ledger.values([line.charge.key for line in lines]) == [600, 10], (
+        "the refused call charged nothing, not even the budget it fitted"
+    )
+
+
+async def test_concurrent_reservations_never_pass_the_limit(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(make_store, clock, [budget("team", "team", "*", usd_nanos=350)])
+    results = await asyncio.gather(
+        *(ledger.reserve(planner.lines(ALICE, "chat", Ask(7, 1))) for _ in range(300))
+    )
+    held = [r for r in results if isinstance(r, Hold)]
+    assert len(held) == 50
+    assert await ledger.values([held[0].lines[0].charge.key]) == [350]
+
+
+async def test_settle_commits_actual_and_releases_the_rest(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    rules = [budget("b", "key", "*", usd_nanos=10_000, tokens=1000)]
+    ledger, planner = setup(make_store, clock, rules)
+    keys = [line.charge.key for line in planner.lines(ALICE, "chat", Ask(0, 0))]
+    hold = await ledger.reserve(planner.lines(ALICE, "chat", Ask(500, 100)))
+    assert isinstance(hold, Hold)
+    assert await ledger.values(keys) == [500, 100]
+    await ledger.settle(hold, Spent(200, 40, 30, 10, "ml", "alice", "chat"))
+    assert await ledger.values(keys) == [200, 40]
+    failed = await ledger.reserve(planner.lines(ALICE, "chat", Ask(500, 100)))
+    assert isinstance(failed, Hold)
+    await ledger.settle(failed, None)  # upstream failure: release everything
+    assert await ledger.values(keys) == [200, 40]
+
+
+async def test_subjects_are_counted_separately(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(make_store, clock, [budget("per-team", "team", "*", tokens=10)])
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 10))), Hold)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 1))), Denial)
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "c", Ask(0, 10))), Hold)
+    assert planner.lines(Principal("k3", "carol"), "c", Ask(0, 1)) == [], "no team: no budget"
+
+
+async def test_day_window_rolls_over_at_local_midnight(make_store: StoreFactory) -> None:
+    zone = "America/New_York"
+    clock = Clock("2026-03-07T23:59:30", zone)
+    ledger, planner = setup(make_store, clock, [budget("d", "team", "ml", tokens=100)], zone=zone)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 100))), Hold)
+    denied = await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 1)))
+    assert isinstance(denied, Denial)
+    message = denied.line.describe(ZoneInfo(zone), denied.current, clock())
+    assert "resets at 2026-03-08T00:00:00-05:00" in message and "100 of 100 tokens" in message
+    clock.set("2026-03-08T00:00:01", zone)
+    hold = await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 100)))
+    assert isinstance(hold, Hold)
+    window = hold.lines[0].window
+    assert window.end is not None and window.end - window.start == 23 * 3600, "DST day"
+
+
+async def test_month_window_is_calendar_aligned(make_store: StoreFactory) -> None:
+    zone = "Europe/Paris"
+    clock = Clock("2026-01-31T23:59:59", zone)
+    rules = [budget("m", "org", "acme", usd_nanos=5, window="month")]
+    ledger, planner = setup(make_store, clock, rules, zone=zone)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(5, 0))), Hold)
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "c", Ask(1, 0))), Denial)
+    clock.set("2026-02-01T00:00:00", zone)
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "c", Ask(5, 0))), Hold)
+
+
+async def test_total_window_never_resets(make_store: StoreFactory) -> None:
+    clock = Clock("2026-01-01T00:00:00")
+    ledger, planner = setup(
+        make_store, clock, [budget("t", "global", None, tokens=5, window="total")]
+    )
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 5))), Hold)
+    clock.set("2027-06-01T00:00:00")
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "c", Ask(0, 1))), Denial)
+
+
+async def test_rate_limit_per_minute_with_retry_after(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:15")
+    rates = [RateRule("rpm", "key", "*", None, rpm=3, tpm=None)]
+    ledger, planner = setup(make_store, clock, rates=rates)
+    for _ in range(3):
+        assert isinstance(await ledger.reserve(planner.lines(ALICE, "chat", Ask(0, 5))), Hold)
+    denied = await ledger.reserve(planner.lines(ALICE, "chat", Ask(0, 5)))
+    assert isinstance(denied, Denial) and denied.line.kind == "rate"
+    assert denied.line.window.seconds_left(clock()) == 45
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "chat", Ask(0, 5))), Hold)
+    clock.set("2026-05-05T12:01:00")
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "chat", Ask(0, 5))), Hold)
+
+
+async def test_tokens_per_minute_for_one_model(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    rates = [RateRule("tpm", "model", "chat", None, rpm=None, tpm=100)]
+    ledger, planner = setup(make_store, clock, rates=rates)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "chat", Ask(0, 60))), Hold)
+    assert isinstance(await ledger.reserve(planner.lines(BOB, "chat", Ask(0, 60))), Denial)
+    assert planner.lines(BOB, "embed", Ask(0, 60)) == [], "other models are not limited"
+
+
+async def test_soft_budget_counts_without_refusing(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    rules = [budget("soft", "team", "ml", tokens=10, enforcement="soft")]
+    ledger, planner = setup(make_store, clock, rules)
+    hold = await ledger.reserve(planner.lines(ALICE, "c", Ask(0, 25)))
+    assert isinstance(hold, Hold) and hold.values == [25]
+    assert not hold.lines[0].hard and hold.lines[0].limit == 10
+
+
+async def test_spend_is_tallied_by_team_key_and_model(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, _ = setup(make_store, clock)
+    await ledger.record(Spent(1500, 30, 20, 10, "ml", "alice", "chat"))
+    await ledger.record(Spent(500, 10, 5, 5, "ml", "alice2", "embed"))
+    await ledger.record(Spent(100, 3, 3, 0, None, "bob", "chat"))
+    by_team = await ledger.spend("team", "day")
+    assert by_team["ml"] == {"usd": 2000, "in": 25, "out": 15, "req": 2}
+    assert by_team["-"]["usd"] == 100
+    by_model = await ledger.spend("model", "month")
+    assert by_model["chat"]["req"] == 2 and by_model["embed"]["usd"] == 500
+    clock.set("2026-05-06T00:00:01")
+    assert await ledger.spend("team", "day") == {}, "a new day starts empty"
+    assert (await ledger.spend("key", "month"))["alice"]["usd"] == 1500
