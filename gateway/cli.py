@@ -12,7 +12,8 @@ from typing import Any, Literal
 import click
 import orjson
 
-from gateway.cli_accounts import load_or_exit, register
+from gateway.cli_accounts import check_state, db, keys, load_or_exit
+from gateway.cli_budgets import budgets, spend
 from gateway.logs import configure_logging
 
 log = logging.getLogger("gateway.cli")
@@ -70,6 +71,7 @@ def serve(
         json_lines=settings.json_logs(config.logging.json_lines),
         level=config.logging.level,
     )
+    check_state(config, workers)
     if config.auth.mode == "open":
         if not _is_loopback(host):
             click.echo(
@@ -194,4 +196,5 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-register(main)
+for _command in (db, keys, budgets, spend):
+    main.add_command(_command)

@@ -33,7 +33,12 @@ async def readyz(request: Request) -> Response:
             "status": "ready" if ready else "store_unreachable",
             "config_generation": runtime.generation,
             "models": runtime.router.aliases(),
-            "counter_store": {"kind": services.ledger.store.name, "status": store},
+            "counter_store": {
+                "kind": services.ledger.store.name,
+                "status": store,
+                "on_store_failure": services.ledger.on_failure,
+                **vars(services.ledger.stats),
+            },
         }
     )
     return Response(body, 200 if ready else 503, media_type="application/json")

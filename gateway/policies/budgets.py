@@ -7,6 +7,7 @@ within the limit plus, at most, what one call's usage exceeds its own estimate b
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
 
 _NAME = "budgets"
+log = logging.getLogger("gateway.budgets")
 
 
 class BudgetGuard(PolicyPlugin):
@@ -32,6 +34,7 @@ class BudgetGuard(PolicyPlugin):
         self.limits: LimitsContext = context.limits
         self._sql: tuple[object, ...] | None = None
         self._planner = Planner((), (), self.limits.zone, self.limits.ledger.clock)
+        self._alerted: set[tuple[str, str, int]] = set()
 
     def planner(self) -> Planner:
         """YAML rules plus the SQL budgets of the moment (rebuilt only when those change)."""
@@ -143,8 +146,20 @@ class BudgetGuard(PolicyPlugin):
     def _note_soft(self, call: Call, hold: Hold) -> None:
         for line, value in zip(hold.lines, hold.values, strict=True):
             if not line.hard and line.limit is not None and value > line.limit:
+                reason = _soft_reason(line, value)
                 call.labels["budget.soft_exceeded"] = line.rule
-                call.decide(Decision(_NAME, "modify", _soft_reason(line, value)))
+                call.decide(Decision(_NAME, "modify", reason))
+                self._alert(line, reason)
+
+    def _alert(self, line: Line, reason: str) -> None:
+        """One warning per budget, subject and window in each process, not one per call."""
+        key = (line.rule, line.subject, line.window.start)
+        if key in self._alerted:
+            return
+        if len(self._alerted) > 10_000:
+            self._alerted.clear()
+        self._alerted.add(key)
+        log.warning("%s", reason, extra={"budget": line.rule, "subject": line.subject})
 
 
 def _soft_reason(line: Line, value: int) -> str:

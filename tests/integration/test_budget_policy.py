@@ -39,7 +39,7 @@ limits:
   budget_status: STATUS
   budgets:
     - {name: ml-daily, scope: team, subject: ml, usd: "0.0004", window: day}
-    - {name: ml-soft, scope: team, subject: ml, tokens: 150, enforcement: soft}
+    - {name: ml-soft, scope: team, subject: ml, tokens: 60, enforcement: soft}
   rate_limits:
     - {name: per-key, scope: key, subject: "*", rpm: 5}
 """
@@ -185,11 +185,17 @@ async def test_upstream_failure_releases_the_reservation(harness: Harness) -> No
     assert await harness.ledger.values([key]) == [0]
 
 
-async def test_soft_budget_labels_the_call_and_lets_it_through(harness: Harness) -> None:
+async def test_soft_budget_labels_the_call_and_lets_it_through(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     await harness.call(max_tokens=40)
-    second = await harness.call(max_tokens=100)
+    second = await harness.call(max_tokens=40)
+    third = await harness.call(max_tokens=40)
     assert second.labels.get("budget.soft_exceeded") == "ml-soft"
+    assert third.labels.get("budget.soft_exceeded") == "ml-soft"
     assert any("soft budget 'ml-soft'" in d.reason for d in second.decisions)
+    alerts = [r for r in caplog.records if "soft budget 'ml-soft'" in r.getMessage()]
+    assert len(alerts) == 1, "alerted once per window, not once per call"
 
 
 async def test_run_time_budgets_apply_without_reload(

@@ -1,0 +1,166 @@
+"""Budgets through real gateway processes sharing one real Redis: exact under concurrency,
+across processes, for streams and for streams the client abandons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.accounting.tokens import TokenCounter
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.servers import GatewayProcess
+from tests.support.services import REDIS_URL, redis_prefix
+
+ADMIN = "admin-secret-for-tests"
+KEY = "tg-budget-test-key"
+MESSAGES = [{"role": "user", "content": "hi"}]
+MAX_TOKENS = 100
+
+
+def config(upstream: str, prefix: str, budget_usd: Decimal, store: str = "redis") -> str:
+    return f"""
+version: 1
+server: {{reload_poll_seconds: 0}}
+logging: {{requests: false}}
+auth:
+  keys:
+    - {{name: alice, key_env: TG_ALICE, team: ml}}
+backends:
+  fake: {{type: openai, base_url: "{upstream}/v1"}}
+models:
+  metered: {{targets: [{{backend: fake, model: metered}}]}}
+  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
+  endless: {{targets: [{{backend: fake, model: endless}}]}}
+pricing:
+  - {{backend: fake, input: 1, output: 2}}
+limits:
+  store: {store}
+  redis_url: {REDIS_URL}
+  key_prefix: {prefix}
+  prompt_margin: 0
+  budgets:
+    - {{name: ml-daily, scope: team, subject: ml, usd: "{budget_usd}", window: day}}
+"""
+
+
+ENV = {"TG_ALICE": KEY, "TOLLGATE_ADMIN_KEY": ADMIN}
+
+
+def per_call_nanos(tokens: TokenCounter) -> int:
+    prompt = tokens.count_messages(MESSAGES)
+    return prompt * 1000 + MAX_TOKENS * 2000
+
+
+@contextlib.contextmanager
+def gateways(n: int, text: str, tmp_path: Path) -> Iterator[list[GatewayProcess]]:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(text)
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(GatewayProcess(path, env=ENV, log=tmp_path / f"gw{i}.log"))
+            for i in range(n)
+        ]
+        yield procs
+
+
+async def storm(urls: list[str], count: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        body = {"model": "metered", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+        headers = {"authorization": f"Bearer {KEY}"}
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers=headers
+                )
+                for i in range(count)
+            )
+        )
+
+
+def admin(url: str, path: str) -> Any:
+    response = httpx.get(url + path, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(("processes", "store"), [(1, "redis"), (3, "redis"), (1, "memory")])
+def test_concurrent_storm_never_passes_the_budget(
+    processes: int,
+    store: str,
+    upstream: tuple[FakeUpstream, str],
+    tmp_path: Path,
+    tokens: TokenCounter,
+) -> None:
+    cost = per_call_nanos(tokens)
+    fits = 50
+    budget = Decimal(cost * fits + cost // 2) / 10**9  # room for 50.5 calls
+    with (
+        redis_prefix() as prefix,
+        gateways(processes, config(upstream[1], prefix, budget, store), tmp_path) as gws,
+    ):
+        responses = asyncio.run(storm([gw.url for gw in gws], 300))
+        statuses = [r.status_code for r in responses]
+        served = statuses.count(200)
+        denied = [r for r in responses if r.status_code == 429]
+        assert served + len(denied) == 300, sorted(set(statuses))
+        assert served == fits, f"{served} served; exactly the excess must be denied"
+        error = denied[0].json()["error"]
+        assert error["type"] == "insufficient_quota" and "ml-daily" in error["message"]
+        spend = admin(gws[0].url, "/admin/spend?group_by=team&window=day")
+        committed = Decimal(spend["total"]["usd"])
+        assert committed == Decimal(cost * served) / 10**9
+        assert committed <= budget
+        budget_state = admin(gws[-1].url, "/admin/budgets/ml-daily")
+        assert Decimal(budget_state["usage"]["usd"]) == committed, "no reservation left behind"
+
+
+def test_streams_and_abandoned_streams_are_charged(
+    upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    with (
+        redis_prefix() as prefix,
+        gateways(1, config(upstream[1], prefix, Decimal(1)), tmp_path) as (gw,),
+    ):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        after_stream = Decimal(admin(gw.url, "/admin/spend?group_by=model")["total"]["usd"])
+        assert after_stream == Decimal(11 * 1000 + 5 * 2000) / 10**9, "reported usage of the stream"
+
+        abandoned = client.chat.completions.create(
+            model="endless",
+            messages=MESSAGES,
+            stream=True,
+            max_tokens=1000,  # type: ignore[arg-type]
+        )
+        for i, _ in enumerate(abandoned):
+            if i == 5:
+                break
+        abandoned.close()
+        spend = _wait_for(
+            lambda: admin(gw.url, "/admin/spend?group_by=model"), lambda s: len(s["rows"]) == 2
+        )
+        endless = next(r for r in spend["rows"] if r["model"] == "endless")
+        assert 0 < endless["output_tokens"] < 1000, "charged for what was generated, not the cap"
+        usage = admin(gw.url, "/admin/budgets/ml-daily")["usage"]
+        assert Decimal(usage["usd"]) == Decimal(spend["total"]["usd"]), "reservation released"
+
+
+def _wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:
+    """Polls until `done` holds: the abandoned call is settled when the gateway notices."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

@@ -1,0 +1,85 @@
+"""Redis dies under a running gateway: `on_store_failure` decides, and nothing crashes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.servers import GatewayProcess
+from tests.support.services import PrivateRedis
+
+KEY = "tg-outage-key"
+
+
+def config(upstream: str, redis_url: str, mode: str) -> str:
+    return f"""
+version: 1
+server: {{reload_poll_seconds: 0}}
+auth:
+  keys: [{{name: alice, key_env: TG_ALICE, team: ml}}]
+backends:
+  fake: {{type: openai, base_url: "{upstream}/v1"}}
+models:
+  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
+pricing: [{{backend: fake, input: 1, output: 2}}]
+limits:
+  store: redis
+  redis_url: {redis_url}
+  store_timeout_ms: 200
+  on_store_failure: {mode}
+  prompt_margin: 0
+  budgets:
+    - {{name: ml-tokens, scope: team, subject: ml, tokens: 100, window: day}}
+"""
+
+
+def call(gw: GatewayProcess) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+
+
+def until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_redis_killed_mid_test(
+    mode: str, upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "tollgate.yaml"
+    with PrivateRedis() as redis_server:
+        path.write_text(config(upstream[1], redis_server.url, mode))
+        log = tmp_path / "gw.log"
+        with GatewayProcess(path, env={"TG_ALICE": KEY}, log=log) as gw:
+            assert call(gw).status_code == 200
+            redis_server.kill()
+            if mode == "closed":
+                refused = call(gw)
+                assert refused.status_code == 503
+                error = refused.json()["error"]
+                assert error["code"] == "budget_store_unavailable"
+                assert "on_store_failure: closed" in error["message"]
+                assert httpx.get(gw.url + "/readyz").status_code == 503
+                redis_server.start()  # same port: the gateway reconnects by itself
+                until(lambda: call(gw).status_code == 200)
+                assert httpx.get(gw.url + "/readyz").status_code == 200
+            else:
+                # Local limits: the same 100-token budget, counted by this process alone.
+                statuses = [call(gw).status_code for _ in range(8)]
+                assert statuses[0] == 200 and 429 in statuses, statuses
+                assert httpx.get(gw.url + "/readyz").status_code == 200
+            assert gw.proc is not None and gw.proc.poll() is None, "the gateway is still up"
+        text = log.read_text()
+        assert "budget store unreachable" in text
+        assert "Traceback" not in text

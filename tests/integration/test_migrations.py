@@ -1,0 +1,43 @@
+"""Alembic migrations up and down on SQLite and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from gateway.stores.migrate import SchemaOutOfDate, check_current, downgrade, upgrade
+from gateway.stores.sql import make_engine, metadata
+from tests.support.services import postgres_database
+
+
+@contextlib.contextmanager
+def database(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/m.db"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_upgrade_downgrade_upgrade(kind: str, tmp_path: Path) -> None:
+    with database(kind, tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            with pytest.raises(SchemaOutOfDate):
+                check_current(engine)
+            upgrade(engine)
+            check_current(engine)
+            tables = set(inspect(engine).get_table_names())
+            assert set(metadata.tables) <= tables
+            downgrade(engine, "base")
+            assert not set(metadata.tables) & set(inspect(engine).get_table_names())
+            upgrade(engine)
+            columns = {c["name"] for c in inspect(engine).get_columns("tollgate_keys")}
+            assert {c.name for c in metadata.tables["tollgate_keys"].columns} == columns
+        finally:
+            engine.dispose()
