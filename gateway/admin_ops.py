@@ -15,9 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Engine
 
-from gateway.accounting.ledger import SPEND_DIMENSIONS, Ledger
+from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import budget_counter, subject_label
 from gateway.accounting.pricing import nanos_of_usd, usd
+from gateway.accounting.spend import SPEND_DIMENSIONS
 from gateway.accounting.windows import WINDOW_KINDS, WindowKind, window_at
 from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule, BudgetWindow, Scope
 from gateway.stores.keys import KeyRow, create_key

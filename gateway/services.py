@@ -64,6 +64,7 @@ class Services:
         persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
         accounts = Accounts(engine, ring, config.keys.refresh_seconds, persisted)
         await accounts.start()
+        ledger.start()
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -107,6 +108,7 @@ class Services:
         for backend in [*runtime.backends.values(), *self.retired]:
             await backend.aclose()
         await self.transport.aclose()
+        await self.ledger.book.aclose()  # last spend batch in, before counters are persisted
         await self.accounts.aclose()
         await self.ledger.aclose()
 

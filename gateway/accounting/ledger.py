@@ -16,16 +16,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.accounting.limits import Line
-from gateway.accounting.windows import WindowKind, window_at
-from gateway.stores.counters import Charge, CounterStore, Refused, StoreUnavailable, Tally
+from gateway.accounting.spend import SPEND_FIELDS, SpendBook, Spent, table_name
+from gateway.accounting.windows import WindowCache, WindowKind, window_at
+from gateway.stores.counters import Charge, CounterStore, Refused, StoreUnavailable
 from gateway.stores.memory import MemoryCounters
 
 log = logging.getLogger("gateway.ledger")
-
-SPEND_WINDOWS: tuple[WindowKind, ...] = ("hour", "day", "week", "month", "total")
-SPEND_DIMENSIONS = ("team", "key", "model")
-SPEND_FIELDS = ("usd", "in", "out", "req")
-_SPEND_KEEP_S = 400 * 86400
 
 
 class StoreDown(Exception):
@@ -46,19 +42,6 @@ class Hold:
 class Denial:
     line: Line
     current: int
-
-
-@dataclass(frozen=True, slots=True)
-class Spent:
-    """A finished call's actual figures, for settling and the spend tallies."""
-
-    usd_nanos: int
-    tokens: int
-    input_tokens: int
-    output_tokens: int
-    team: str | None
-    key: str
-    model: str
 
 
 @dataclass
@@ -86,6 +69,8 @@ class Ledger:
         self.stats = LedgerStats()
         self._down_until = 0.0
         self.degraded = False
+        self.windows = WindowCache(zone)
+        self.book = SpendBook(lambda: self._pick(fail_closed=False), self.windows, clock)
 
     @property
     def shared(self) -> bool:
@@ -125,42 +110,28 @@ class Ledger:
                 actual = reserved
             if actual != reserved:
                 deltas.append(Charge(line.charge.key, actual - reserved, None, line.charge.ttl))
-        tallies = self._tallies(spent) if spent is not None else []
+        if spent is not None:
+            self.book.add(spent)
+        if not deltas:
+            return
         try:
-            await hold.store.settle(deltas, tallies)
+            await hold.store.settle(deltas, ())
         except StoreUnavailable as exc:
             self._failed(exc)
             self.stats.lost_settlements += 1
             log.error("could not settle a call's reservation: %s", exc)
 
-    async def record(self, spent: Spent) -> None:
-        """Spend of a call no budget applied to: tallies only."""
-        store = self._pick(fail_closed=False)
-        try:
-            await store.settle([], self._tallies(spent))
-        except StoreUnavailable as exc:
-            self._failed(exc)
-            self.stats.lost_settlements += 1
-
-    def _tallies(self, spent: Spent) -> list[Tally]:
-        now = self.clock()
-        values = {"team": spent.team or "-", "key": spent.key, "model": spent.model}
-        amounts = (spent.usd_nanos, spent.input_tokens, spent.output_tokens, 1)
-        out = []
-        for kind in SPEND_WINDOWS:
-            window = window_at(kind, now, self.zone)
-            for dim in SPEND_DIMENSIONS:
-                table = f"s:{window.tag}:{dim}"
-                for name, amount in zip(SPEND_FIELDS, amounts, strict=True):
-                    if amount:
-                        out.append(Tally(table, f"{values[dim]}|{name}", amount, _SPEND_KEEP_S))
-        return out
+    def record(self, spent: Spent) -> None:
+        """Spend of a call no budget applied to: tallies only (shipped in the next batch)."""
+        self.book.add(spent)
 
     async def spend(
         self, group_by: str, kind: WindowKind, at: float | None = None
     ) -> dict[str, dict[str, int]]:
-        window = window_at(kind, self.clock() if at is None else at, self.zone)
-        raw = await self._pick(fail_closed=False).table(f"s:{window.tag}:{group_by}")
+        await self.book.flush()
+        now = self.clock() if at is None else at
+        window = window_at(kind, now, self.zone)
+        raw = await self._pick(fail_closed=False).table(table_name(window.tag, group_by))
         rows: dict[str, dict[str, int]] = {}
         for key, amount in raw.items():
             value, _, name = key.rpartition("|")
@@ -196,5 +167,9 @@ class Ledger:
             self.degraded = False
             log.warning("budget store reachable again; shared limits restored")
 
+    def start(self) -> None:
+        self.book.start()
+
     async def aclose(self) -> None:
+        await self.book.aclose()
         await self.store.aclose()

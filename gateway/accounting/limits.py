@@ -12,7 +12,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.accounting.pricing import usd
-from gateway.accounting.windows import Window, window_at
+from gateway.accounting.windows import Window, WindowCache, window_at
 from gateway.call import Principal
 from gateway.stores.budgets import BudgetRule
 from gateway.stores.counters import Charge
@@ -102,6 +102,7 @@ class Planner:
         self.rates = tuple(rates)
         self.zone = zone
         self.clock = clock
+        self._windows = WindowCache(zone)
 
     def __bool__(self) -> bool:
         return bool(self.budgets or self.rates)
@@ -122,7 +123,8 @@ class Planner:
         return out
 
     def _budget_lines(self, rule: BudgetRule, subject: str, ask: Ask, now: float) -> list[Line]:
-        window, base = budget_counter(rule, subject, now, self.zone)
+        window = self._windows.at(rule.window, now)
+        base = f"b:{rule.name}:{subject}:{window.tag}"
         ttl = _ttl(window, now)
         hard = rule.enforcement == "hard"
         out = []
@@ -140,7 +142,7 @@ class Planner:
     def _rate_lines(
         self, rate: RateRule, subject: str, model: str, ask: Ask, now: float
     ) -> list[Line]:
-        window = window_at("minute", now, self.zone)
+        window = self._windows.at("minute", now)
         base = f"r:{rate.name}:{subject}:{model if rate.model else '-'}:{window.start}"
         out = []
         pairs: tuple[tuple[Unit, int | None, int], ...] = (

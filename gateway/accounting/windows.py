@@ -71,3 +71,22 @@ def _between(kind: WindowKind, begin: datetime, end: datetime, zone: ZoneInfo) -
     first = begin.replace(tzinfo=zone).timestamp()
     last = end.replace(tzinfo=zone).timestamp()
     return Window(kind, int(first), int(last))
+
+
+class WindowCache:
+    """The current window per kind, recomputed only when it ends (zone arithmetic is the
+    costly part of planning a call, and windows change once an hour at most)."""
+
+    __slots__ = ("_current", "_zone")
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self._zone = zone
+        self._current: dict[WindowKind, Window] = {}
+
+    def at(self, kind: WindowKind, now: float) -> Window:
+        window = self._current.get(kind)
+        if window is not None and window.start <= now and (window.end is None or now < window.end):
+            return window
+        window = window_at(kind, now, self._zone)
+        self._current[kind] = window
+        return window

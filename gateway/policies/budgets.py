@@ -12,8 +12,9 @@ import math
 from typing import Any
 
 from gateway.accounting.context import LimitsContext
-from gateway.accounting.ledger import Denial, Hold, Spent, StoreDown
+from gateway.accounting.ledger import Denial, Hold, StoreDown
 from gateway.accounting.limits import Ask, Line, Planner
+from gateway.accounting.spend import Spent
 from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
 from gateway.errors import ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
@@ -78,7 +79,7 @@ class BudgetGuard(PolicyPlugin):
         if held is not None:
             await self.limits.ledger.settle(held[0], spent)
         elif spent is not None:
-            await self.limits.ledger.record(spent)
+            self.limits.ledger.record(spent)
 
     def _ask(self, call: Call) -> tuple[int, Ask]:
         body = call.body

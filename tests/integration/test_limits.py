@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from zoneinfo import ZoneInfo
 
-from gateway.accounting.ledger import Denial, Hold, Ledger, Spent
+from gateway.accounting.ledger import Denial, Hold, Ledger
 from gateway.accounting.limits import Ask, Planner, RateRule
+from gateway.accounting.spend import Spent
 from gateway.call import Principal
 from gateway.stores.budgets import BudgetRule
 from tests.integration.conftest import Clock, StoreFactory
@@ -164,9 +165,9 @@ async def test_soft_budget_counts_without_refusing(make_store: StoreFactory) -> 
 async def test_spend_is_tallied_by_team_key_and_model(make_store: StoreFactory) -> None:
     clock = Clock("2026-05-05T12:00:00")
     ledger, _ = setup(make_store, clock)
-    await ledger.record(Spent(1500, 30, 20, 10, "ml", "alice", "chat"))
-    await ledger.record(Spent(500, 10, 5, 5, "ml", "alice2", "embed"))
-    await ledger.record(Spent(100, 3, 3, 0, None, "bob", "chat"))
+    ledger.record(Spent(1500, 30, 20, 10, "ml", "alice", "chat"))
+    ledger.record(Spent(500, 10, 5, 5, "ml", "alice2", "embed"))
+    ledger.record(Spent(100, 3, 3, 0, None, "bob", "chat"))
     by_team = await ledger.spend("team", "day")
     assert by_team["ml"] == {"usd": 2000, "in": 25, "out": 15, "req": 2}
     assert by_team["-"]["usd"] == 100
