@@ -183,6 +183,8 @@ backends:
 models:
   fast: {{targets: [{{backend: fast, model: bench}}]}}
   slow: {{targets: [{{backend: slow, model: bench}}]}}
+pricing:
+  - {{input: 1, output: 2}}
 policies:
   - use: max_tokens
     with: {{limit: 4096}}

@@ -108,7 +108,7 @@ class Services:
         for backend in [*runtime.backends.values(), *self.retired]:
             await backend.aclose()
         await self.transport.aclose()
-        await self.ledger.book.aclose()  # last spend batch in, before counters are persisted
+        await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()
         await self.ledger.aclose()
 

@@ -16,6 +16,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.accounting.limits import Line
+from gateway.accounting.settle import SettleQueue
 from gateway.accounting.spend import SPEND_FIELDS, SpendBook, Spent, table_name
 from gateway.accounting.windows import WindowCache, WindowKind, window_at
 from gateway.stores.counters import Charge, CounterStore, Refused, StoreUnavailable
@@ -48,7 +49,6 @@ class Denial:
 class LedgerStats:
     degraded_calls: int = 0
     store_failures: int = 0
-    lost_settlements: int = 0
 
 
 class Ledger:
@@ -71,6 +71,11 @@ class Ledger:
         self.degraded = False
         self.windows = WindowCache(zone)
         self.book = SpendBook(lambda: self._pick(fail_closed=False), self.windows, clock)
+        self.settles = SettleQueue(self._failed)
+
+    def snapshot(self) -> dict[str, int]:
+        """Counters for /readyz: how degraded the ledger has been since start."""
+        return {**vars(self.stats), "dropped_settlements": self.settles.dropped}
 
     @property
     def shared(self) -> bool:
@@ -94,7 +99,7 @@ class Ledger:
             self.stats.degraded_calls += 1
         return Hold(list(lines), store, result, degraded)
 
-    async def settle(self, hold: Hold, spent: Spent | None) -> None:
+    def settle(self, hold: Hold, spent: Spent | None) -> None:
         """Commit what the call really used and release the rest (all of it if `spent` is
         None: the call failed before the backend did any work)."""
         deltas = []
@@ -112,14 +117,8 @@ class Ledger:
                 deltas.append(Charge(line.charge.key, actual - reserved, None, line.charge.ttl))
         if spent is not None:
             self.book.add(spent)
-        if not deltas:
-            return
-        try:
-            await hold.store.settle(deltas, ())
-        except StoreUnavailable as exc:
-            self._failed(exc)
-            self.stats.lost_settlements += 1
-            log.error("could not settle a call's reservation: %s", exc)
+        if deltas:
+            self.settles.add(hold.store, deltas)
 
     def record(self, spent: Spent) -> None:
         """Spend of a call no budget applied to: tallies only (shipped in the next batch)."""
@@ -128,6 +127,7 @@ class Ledger:
     async def spend(
         self, group_by: str, kind: WindowKind, at: float | None = None
     ) -> dict[str, dict[str, int]]:
+        await self.settles.flush()
         await self.book.flush()
         now = self.clock() if at is None else at
         window = window_at(kind, now, self.zone)
@@ -139,6 +139,7 @@ class Ledger:
         return rows
 
     async def values(self, keys: Sequence[str]) -> list[int]:
+        await self.settles.flush()
         return await self._pick(fail_closed=False).values(keys)
 
     def _pick(self, fail_closed: bool = True) -> CounterStore:
@@ -168,8 +169,14 @@ class Ledger:
             log.warning("budget store reachable again; shared limits restored")
 
     def start(self) -> None:
+        self.settles.start()
         self.book.start()
 
-    async def aclose(self) -> None:
+    async def flush(self) -> None:
+        """Ship pending settlements and spend now (shutdown, before persisting counters)."""
+        await self.settles.aclose()
         await self.book.aclose()
+
+    async def aclose(self) -> None:
+        await self.flush()
         await self.store.aclose()

@@ -37,7 +37,7 @@ async def readyz(request: Request) -> Response:
                 "kind": services.ledger.store.name,
                 "status": store,
                 "on_store_failure": services.ledger.on_failure,
-                **vars(services.ledger.stats),
+                **services.ledger.snapshot(),
             },
         }
     )

@@ -77,7 +77,7 @@ class BudgetGuard(PolicyPlugin):
         held: tuple[Hold, int] | None = call.state.pop(_NAME, None)
         spent = self._spent(call, outcome, held[1] if held else 0)
         if held is not None:
-            await self.limits.ledger.settle(held[0], spent)
+            self.limits.ledger.settle(held[0], spent)
         elif spent is not None:
             self.limits.ledger.record(spent)
 

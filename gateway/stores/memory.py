@@ -50,6 +50,9 @@ class MemoryCounters:
         return values
 
     async def settle(self, deltas: Sequence[Charge], tallies: Sequence[Tally]) -> None:
+        self.settle_now(deltas, tallies)
+
+    def settle_now(self, deltas: Sequence[Charge], tallies: Sequence[Tally]) -> None:
         for delta in deltas:
             self._counters[delta.key] = self._live(delta.key) + delta.amount
             self._touch(delta.key, delta.ttl)

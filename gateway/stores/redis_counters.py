@@ -8,12 +8,14 @@ scripts also run on Redis Cluster.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import sha1
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.stores.counters import Charge, Refused, StoreUnavailable, Tally
+from gateway.stores.resp import RedisReplyError, RespPipe
 
 # KEYS: counters. ARGV: per key (amount, limit or -1, ttl). Check all, then charge all.
 _RESERVE = """
@@ -73,9 +75,10 @@ class RedisCounters:
             health_check_interval=0,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        self._pipe = RespPipe(url, timeout_s)
         self._prefix = "{" + prefix + "}:"
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._scripts = {name: (body, sha1(body.encode()).hexdigest()) for name, body in (
+            ("reserve", _RESERVE), ("settle", _SETTLE))}  # fmt: skip
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -84,7 +87,7 @@ class RedisCounters:
         args: list[Any] = []
         for c in charges:
             args += [c.amount, -1 if c.limit is None else c.limit, c.ttl]
-        result = await self._call(self._reserve, [self._k(c.key) for c in charges], args)
+        result = await self._script("reserve", [self._k(c.key) for c in charges], args)
         if int(result[0]) != 0:
             return Refused(int(result[0]) - 1, int(result[1]))
         return [int(v) for v in result[1:]]
@@ -97,7 +100,7 @@ class RedisCounters:
         for t in tallies:
             args += [t.field, t.amount, t.ttl]
         if keys:
-            await self._call(self._settle, keys, args)
+            await self._script("settle", keys, args)
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         if not keys:
@@ -122,13 +125,21 @@ class RedisCounters:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def aclose(self) -> None:
+        await self._pipe.aclose()
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, and EVAL (which also caches the script) when Redis does not know it yet."""
+        body, sha = self._scripts[name]
         try:
-            return await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            return await self._pipe.call("EVALSHA", sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise StoreUnavailable(f"redis: {exc}") from exc
+        try:
+            return await self._pipe.call("EVAL", body, len(keys), *keys, *args)
+        except RedisReplyError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
 

@@ -76,11 +76,11 @@ async def test_settle_commits_actual_and_releases_the_rest(make_store: StoreFact
     hold = await ledger.reserve(planner.lines(ALICE, "chat", Ask(500, 100)))
     assert isinstance(hold, Hold)
     assert await ledger.values(keys) == [500, 100]
-    await ledger.settle(hold, Spent(200, 40, 30, 10, "ml", "alice", "chat"))
+    ledger.settle(hold, Spent(200, 40, 30, 10, "ml", "alice", "chat"))
     assert await ledger.values(keys) == [200, 40]
     failed = await ledger.reserve(planner.lines(ALICE, "chat", Ask(500, 100)))
     assert isinstance(failed, Hold)
-    await ledger.settle(failed, None)  # upstream failure: release everything
+    ledger.settle(failed, None)  # upstream failure: release everything
     assert await ledger.values(keys) == [200, 40]
 
 
