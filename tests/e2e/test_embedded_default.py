@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -107,3 +108,50 @@ def test_standalone_sim_server(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_keys_and_budgets_from_the_cli_apply_to_the_embedded_gateway(tmp_path: Path) -> None:
+    """The README's walk-through: create a key and a budget, watch the budget bite."""
+    env = {"TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/tollgate.db"}
+
+    def tollgate(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    with GatewayProcess(None, env=env) as gw:
+        key = tollgate("keys", "create", "--name", "alice", "--team", "ml").split()[0]
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+        client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        tollgate("budgets", "set", "ml-day", "--scope", "team", "--subject", "ml", "--usd",
+                 "0.000001", "--window", "day")  # fmt: skip
+        deadline = time.monotonic() + 5
+        refusal: openai.RateLimitError | None = None
+        while refusal is None:  # every gateway picks the budget up within keys.refresh_seconds
+            assert time.monotonic() < deadline, "the run-time budget never applied"
+            try:
+                client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+                )
+            except openai.RateLimitError as exc:
+                refusal = exc
+        assert "ml-day" in str(refusal)
+    assert "ml" in tollgate("spend", "--group-by", "team")
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("A minimal file:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(example)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(path)],
+        env={**os.environ, "TOLLGATE_KEY_WEB": "k", "VLLM_API_KEY": "v"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
