@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway.api.admin import admin_routes
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
+from gateway.api.metrics import metrics
 from gateway.api.openai import ModelsEndpoint, OpenAIEndpoint
 from gateway.config.loader import LoadedConfig
 from gateway.errors import InvalidRequest, TollgateError
@@ -50,6 +51,7 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -28,8 +28,7 @@ from gateway.sinks.fanout import SinkFanout
 from gateway.sinks.logsink import LogSink
 from gateway.stores.counters import CounterStore
 from gateway.stores.memory import MemoryCounters
-from gateway.stores.migrate import check_current, upgrade
-from gateway.stores.redis_counters import RedisCounters
+from gateway.stores.migrate import SCHEMA_HEAD, check_current, current_revision, upgrade
 from gateway.stores.secret import data_dir_of, server_secret
 from gateway.stores.sql import make_engine
 
@@ -62,6 +61,8 @@ class Services:
         store = counter_store(config.limits)
         ledger = Ledger(store, config.limits.on_store_failure, ZoneInfo(config.limits.timezone))
         persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
+        if persisted is not None:
+            persisted.track_dirty = True
         accounts = Accounts(engine, ring, config.keys.refresh_seconds, persisted)
         await accounts.start()
         ledger.start()
@@ -129,6 +130,8 @@ class RequestIds:
 
 def counter_store(limits: LimitsConfig) -> CounterStore:
     if limits.store == "redis":
+        from gateway.stores.redis_counters import RedisCounters  # redis-py: ~20 MB, only if used
+
         return RedisCounters(
             limits.redis_url,
             limits.key_prefix,
@@ -142,6 +145,8 @@ def prepare_database(url: str, auto_upgrade: bool | None) -> Engine:
     """The engine, with the schema brought up to date where that is safe to do unasked
     (SQLite, the embedded default); a shared database is upgraded by `tollgate db upgrade`."""
     engine = make_engine(url)
+    if current_revision(engine) == SCHEMA_HEAD:
+        return engine
     if auto_upgrade if auto_upgrade is not None else engine.dialect.name == "sqlite":
         upgrade(engine)
     else:

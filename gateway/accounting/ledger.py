@@ -8,6 +8,8 @@ once per `retry_s`, so an outage costs one timeout per interval, not one per cal
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +74,7 @@ class Ledger:
         self.windows = WindowCache(zone)
         self.book = SpendBook(lambda: self._pick(fail_closed=False), self.windows, clock)
         self.settles = SettleQueue(self._failed)
+        self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, int]:
         """Counters for /readyz: how degraded the ledger has been since start."""
@@ -170,12 +173,30 @@ class Ledger:
 
     def start(self) -> None:
         self.settles.start()
-        self.book.start()
+        self._task = asyncio.create_task(self._maintain(), name="tollgate-ledger")
+
+    async def _maintain(self) -> None:
+        """Once a second, ship the spend tallies; once a minute, drop expired local counters."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(1.0)
+            ticks += 1
+            try:
+                await self.book.flush()
+                if ticks % 60 == 0:
+                    self.local.sweep()
+            except Exception:
+                log.exception("ledger maintenance failed")
 
     async def flush(self) -> None:
         """Ship pending settlements and spend now (shutdown, before persisting counters)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self.settles.aclose()
-        await self.book.aclose()
+        await self.book.flush()
 
     async def aclose(self) -> None:
         await self.flush()

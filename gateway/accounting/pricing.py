@@ -8,7 +8,7 @@ still holds 9 billion dollars, which is plenty for one counter.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -88,29 +88,34 @@ class PriceRule:
     model: str  # "*" for any
     price: Price
     fallback: bool = False  # used only when no other rule matches (a simulator's own price)
+    tier: str = "*"
 
     def matches(self, target: Target) -> bool:
-        return self.backend in ("*", target.backend) and self.model in ("*", target.model)
+        return (
+            self.backend in ("*", target.backend)
+            and self.model in ("*", target.model)
+            and self.tier in ("*", target.tier)
+        )
 
     @property
     def specificity(self) -> int:
         if self.fallback:
             return -1
-        return (self.backend != "*") * 2 + (self.model != "*")
+        return (self.backend != "*") * 4 + (self.model != "*") * 2 + (self.tier != "*")
 
 
 class PriceTable:
-    """(backend, upstream model) -> Price; the most specific rule wins, then the first listed.
+    """(backend, upstream model, tier) -> Price; the most specific rule wins, then the first.
 
     Resolved once per target at load time, so pricing a call is one dict lookup."""
 
     def __init__(self, rules: Iterable[PriceRule], targets: Iterable[Target] = ()) -> None:
         self._rules = tuple(rules)
-        self._resolved: dict[tuple[str, str], Price] = {}
+        self._resolved: dict[tuple[str, str, str | None], Price] = {}
         for target in targets:
             price = self._match(target)
             if price is not None:
-                self._resolved[(target.backend, target.model)] = price
+                self._resolved[(target.backend, target.model, target.tier)] = price
 
     def _match(self, target: Target) -> Price | None:
         best: PriceRule | None = None
@@ -120,7 +125,7 @@ class PriceTable:
         return best.price if best else None
 
     def price(self, target: Target) -> Price | None:
-        found = self._resolved.get((target.backend, target.model))
+        found = self._resolved.get((target.backend, target.model, target.tier))
         return found if found is not None else self._match(target)
 
     def unpriced(self, targets: Iterable[Target]) -> list[Target]:
@@ -129,7 +134,3 @@ class PriceTable:
     def cost(self, target: Target, usage: Usage) -> int:
         price = self.price(target)
         return price.cost(usage) if price is not None else 0
-
-    @classmethod
-    def of(cls, prices: Mapping[tuple[str, str], Price]) -> PriceTable:
-        return cls(PriceRule(b, m, p) for (b, m), p in prices.items())

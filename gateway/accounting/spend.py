@@ -5,7 +5,6 @@ round trip to any call. `/admin/spend` flushes this process's batch before it re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ log = logging.getLogger("gateway.spend")
 SPEND_WINDOWS: tuple[WindowKind, ...] = ("hour", "day", "week", "month", "total")
 SPEND_DIMENSIONS = ("team", "key", "model")
 SPEND_FIELDS = ("usd", "in", "out", "req")
-_KEEP_S = 400 * 86400
+# How long each window's tallies are kept after they start (0: forever).
+_KEEP_S: dict[WindowKind, int] = {
+    "hour": 8 * 86400,
+    "day": 400 * 86400,
+    "week": 400 * 86400,
+    "month": 800 * 86400,
+    "total": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +50,11 @@ class SpendBook:
         store: Callable[[], CounterStore],
         windows: WindowCache,
         clock: Callable[[], float],
-        flush_s: float = 1.0,
     ) -> None:
         self._store = store
         self._windows = windows
         self._clock = clock
-        self._flush_s = flush_s
         self._pending: dict[tuple[str, str], list[int]] = {}
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def add(self, spent: Spent) -> None:
@@ -87,24 +90,5 @@ class SpendBook:
                 table = table_name(tag, dimension)
                 for name, amount in zip(SPEND_FIELDS, amounts, strict=True):
                     if amount:
-                        out.append(Tally(table, f"{value}|{name}", amount, _KEEP_S))
+                        out.append(Tally(table, f"{value}|{name}", amount, _KEEP_S[kind]))
         return out
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tollgate-spend")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("spend flush failed")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()

@@ -19,11 +19,12 @@ Money = Decimal  # JSON numbers or strings ("0.15"), kept exact
 
 
 class PriceConfig(_Strict):
-    """USD per 1M tokens for a (backend, upstream model); `*` matches any. Either explicit
+    """USD per 1M tokens for a (backend, upstream model, tier); `*` matches any. Either explicit
     prices, a GPU-hour derivation for local tiers, or `free: true` (never implied)."""
 
     backend: str = "*"
     model: str = "*"
+    tier: str = "*"
     input: Money | None = Field(None, ge=0)
     output: Money | None = Field(None, ge=0)
     cached_input: Money | None = Field(None, ge=0)

@@ -37,7 +37,10 @@ def all_targets(config: Config) -> list[Target]:
 
 def price_table(config: Config) -> PriceTable:
     rules = [price_of(r, f"pricing[{i}]") for i, r in enumerate(config.pricing)]
-    table = [PriceRule(r.backend, r.model, p) for r, p in zip(config.pricing, rules, strict=True)]
+    table = [
+        PriceRule(r.backend, r.model, p, tier=r.tier)
+        for r, p in zip(config.pricing, rules, strict=True)
+    ]
     for name, backend in config.backends.items():
         if isinstance(backend, SimBackend):
             for m in backend.models:

@@ -12,11 +12,12 @@ from gateway.stores.counters import Charge, Refused, Tally
 class MemoryCounters:
     name = "memory"
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, track_dirty: bool = False) -> None:
         self._clock = clock
         self._counters: dict[str, int] = {}
         self._tables: dict[str, dict[str, int]] = {}
         self._expiry: dict[str, float] = {}
+        self.track_dirty = track_dirty  # on when the counters are persisted
         self.dirty: set[str] = set()
 
     def _live(self, key: str) -> int:
@@ -25,13 +26,16 @@ class MemoryCounters:
             self._counters.pop(key, None)
             self._tables.pop(key, None)
             del self._expiry[key]
+            if self.track_dirty:
+                self.dirty.add(key)  # so the persisted row goes too
             return 0
         return self._counters.get(key, 0)
 
     def _touch(self, key: str, ttl: int) -> None:
         if ttl > 0:
             self._expiry[key] = self._clock() + ttl
-        self.dirty.add(key)
+        if self.track_dirty:
+            self.dirty.add(key)
 
     async def reserve(self, charges: Sequence[Charge]) -> Refused | list[int]:
         return self.reserve_now(charges)

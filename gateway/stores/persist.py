@@ -11,15 +11,21 @@ from sqlalchemy import Engine, delete, insert, select
 from gateway.stores.memory import MemoryCounters
 from gateway.stores.sql import counters
 
+_CHUNK = 500
+
 
 def save(engine: Engine, store: MemoryCounters) -> int:
     dirty, store.dirty = store.dirty, set()
     if not dirty:
         return 0
-    rows = store.snapshot(dirty)
+    rows = [r for r in store.snapshot(dirty) if r[1] is not None or r[2]]
     try:
         with engine.begin() as conn:
-            conn.execute(delete(counters).where(counters.c.key.in_(list(dirty))))
+            keys = list(dirty)
+            for i in range(0, len(keys), _CHUNK):  # SQLite bounds the parameters per statement
+                conn.execute(delete(counters).where(counters.c.key.in_(keys[i : i + _CHUNK])))
+            if not rows:
+                return 0
             conn.execute(
                 insert(counters),
                 [

@@ -79,6 +79,16 @@ def test_redis_killed_mid_test(
                 statuses = [call(gw).status_code for _ in range(8)]
                 assert statuses[0] == 200 and 429 in statuses, statuses
                 assert httpx.get(gw.url + "/readyz").status_code == 200
+            exposition = httpx.get(gw.url + "/metrics").text
+            assert "tollgate_budget_store_failures_total" in exposition
+            if mode == "open":
+                assert "tollgate_budget_store_degraded 1.0" in exposition
+                degraded = [
+                    line
+                    for line in exposition.splitlines()
+                    if line.startswith("tollgate_budget_degraded_calls_total ")
+                ]
+                assert float(degraded[0].split()[1]) >= 1
             assert gw.proc is not None and gw.proc.poll() is None, "the gateway is still up"
         text = log.read_text()
         assert "budget store unreachable" in text

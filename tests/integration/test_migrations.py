@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from gateway.stores.migrate import SchemaOutOfDate, check_current, downgrade, upgrade
+from gateway.stores.migrate import (
+    SCHEMA_HEAD,
+    SchemaOutOfDate,
+    check_current,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from gateway.stores.sql import make_engine, metadata
 from tests.support.services import postgres_database
 
@@ -41,3 +48,7 @@ def test_upgrade_downgrade_upgrade(kind: str, tmp_path: Path) -> None:
             assert {c.name for c in metadata.tables["tollgate_keys"].columns} == columns
         finally:
             engine.dispose()
+
+
+def test_the_code_knows_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_HEAD, "bump SCHEMA_HEAD with every new migration"

@@ -41,8 +41,12 @@ def test_most_specific_rule_wins_and_sim_prices_are_a_fallback() -> None:
             PriceRule("openai", "*", Price.flat(1.0, 2.0, "a")),
             PriceRule("openai", "gpt-x", Price.flat(5.0, 10.0, "b")),
             PriceRule("sim", "m", Price.flat(9.0, 9.0, "sim"), fallback=True),
+            PriceRule("vllm", "*", Price.flat(1.0, 1.0, "fp16")),
+            PriceRule("vllm", "*", Price.flat(0.2, 0.2, "int4"), tier="int4"),
         ]
     )
+    assert table.price(Target("vllm", "llama", "int4")).source == "int4"  # type: ignore[union-attr]
+    assert table.price(Target("vllm", "llama", "fp16")).source == "fp16"  # type: ignore[union-attr]
     assert table.price(Target("openai", "gpt-x")).source == "b"  # type: ignore[union-attr]
     assert table.price(Target("openai", "gpt-y")).source == "a"  # type: ignore[union-attr]
     assert table.price(Target("sim", "m")).source == "free"  # type: ignore[union-attr]

@@ -1,0 +1,76 @@
+"""GET /metrics: the gateway's own health counters in the Prometheus text format, read at
+scrape time from the objects that keep them (nothing on the request path updates a registry).
+
+Spend and token metrics per call arrive with the telemetry work; these are the signals an
+operator needs to see a degraded gateway: the budget store, dropped records, failed reloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.services import Services
+
+
+class GatewayCollector(Collector):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._services
+        ledger = s.ledger
+        snapshot = ledger.snapshot()
+        yield _gauge(
+            "tollgate_budget_store_degraded",
+            "1 while the shared budget store is unreachable.",
+            1 if ledger.degraded else 0,
+        )
+        yield _counter(
+            "tollgate_budget_degraded_calls",
+            "Calls checked against per-process counters because the shared store was down.",
+            snapshot["degraded_calls"],
+        )
+        yield _counter(
+            "tollgate_budget_store_failures",
+            "Failed calls to the shared budget store.",
+            snapshot["store_failures"],
+        )
+        yield _counter(
+            "tollgate_budget_dropped_settlements",
+            "Reservation corrections dropped while the store was down too long.",
+            snapshot["dropped_settlements"],
+        )
+        yield _counter(
+            "tollgate_sink_records_dropped", "Call records dropped (queue full).", s.sinks.dropped
+        )
+        yield _counter(
+            "tollgate_config_reload_failures",
+            "Reloads refused (invalid config).",
+            s.reloader.failures,
+        )
+        yield _gauge(
+            "tollgate_config_generation",
+            "Generation of the running config.",
+            s.runtime.current.generation,
+        )
+        yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+async def metrics(request: Request) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(request.state.services))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
