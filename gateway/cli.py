@@ -71,7 +71,7 @@ def serve(
         json_lines=settings.json_logs(config.logging.json_lines),
         level=config.logging.level,
     )
-    check_state(config, workers)
+    check_state(config, workers, config_path)
     if config.auth.mode == "open":
         if not _is_loopback(host):
             click.echo(
