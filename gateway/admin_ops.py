@@ -9,18 +9,18 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import budget_counter, subject_label
-from gateway.accounting.pricing import nanos_of_usd, usd
+from gateway.accounting.pricing import usd
 from gateway.accounting.spend import SPEND_DIMENSIONS
 from gateway.accounting.windows import WINDOW_KINDS, WindowKind, window_at
-from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule, BudgetWindow, Scope
+from gateway.config.accounting_schema import BudgetConfig
+from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule
 from gateway.stores.keys import KeyRow, create_key
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -65,33 +65,11 @@ def parse_expiry(value: str, now: float) -> float:
     return when.timestamp()
 
 
-class BudgetSet(_Input):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    scope: Scope
-    subject: str | None = None
-    usd: Decimal | None = Field(None, ge=0)
-    tokens: int | None = Field(None, ge=0)
-    window: BudgetWindow = "month"
-    enforcement: Literal["hard", "soft"] = "hard"
+class BudgetSet(BudgetConfig):
+    """A run-time budget: the same fields and checks as a YAML one."""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> BudgetSet:
-        if self.usd is None and self.tokens is None:
-            raise ValueError("set usd and/or tokens")
-        if (self.scope == "global") != (self.subject is None):
-            raise ValueError("subject is required except for scope global (use '*' for each)")
-        return self
-
-    def rule(self) -> BudgetRule:
-        return BudgetRule(
-            name=self.name,
-            scope=self.scope,
-            subject=self.subject,
-            usd_nanos=nanos_of_usd(self.usd) if self.usd is not None else None,
-            tokens=self.tokens,
-            window=self.window,
-            enforcement=self.enforcement,
-        )
+    def stored(self) -> BudgetRule:
+        return self.rule("sql")
 
 
 class SpendQuery(_Input):

@@ -53,7 +53,7 @@ def budgets_set(
     )
     if any(b.name == name for b in admin.config.limits.budgets):
         fail(f"budget {name!r} is declared in the YAML config; change it there")
-    set_budget(admin.engine(), spec.rule())
+    set_budget(admin.engine(), spec.stored())
     click.echo(f"budget {name} set")
 
 

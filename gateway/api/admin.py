@@ -157,9 +157,9 @@ async def set_budget_(request: Request, services: Services) -> Any:
         raise InvalidRequest(
             f"budget {name!r} is declared in the YAML config; change it there", status=409
         )
-    await asyncio.to_thread(set_budget, services.accounts.engine, spec.rule())
+    await asyncio.to_thread(set_budget, services.accounts.engine, spec.stored())
     await services.accounts.refresh()
-    return spec.rule().public()
+    return spec.stored().public()
 
 
 async def delete_budget_(request: Request, services: Services) -> Any:

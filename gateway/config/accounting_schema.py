@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.stores.budgets import BudgetWindow, Scope
+from gateway.accounting.pricing import nanos_of_usd
+from gateway.stores.budgets import BudgetRule, BudgetWindow, Scope
 
 
 class _Strict(BaseModel):
@@ -70,6 +71,19 @@ class BudgetConfig(_Strict):
         if (self.scope == "global") != (self.subject is None):
             raise ValueError("`subject` is required except for scope global (use '*' for each)")
         return self
+
+    def rule(self, source: str) -> BudgetRule:
+        """The budget as the ledger uses it (the same for YAML and run-time budgets)."""
+        return BudgetRule(
+            name=self.name,
+            scope=self.scope,
+            subject=self.subject,
+            usd_nanos=nanos_of_usd(self.usd) if self.usd is not None else None,
+            tokens=self.tokens,
+            window=self.window,
+            enforcement=self.enforcement,
+            source=source,
+        )
 
 
 class RateLimitConfig(_Strict):

@@ -18,7 +18,6 @@ import httpx
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
-from gateway.accounting.pricing import nanos_of_usd
 from gateway.accounting.tokens import TokenCounter
 from gateway.auth import (
     Authenticator,
@@ -137,19 +136,7 @@ def _limits(
 
 
 def yaml_budgets(config: Config) -> tuple[BudgetRule, ...]:
-    return tuple(
-        BudgetRule(
-            name=b.name,
-            scope=b.scope,
-            subject=b.subject,
-            usd_nanos=nanos_of_usd(b.usd) if b.usd is not None else None,
-            tokens=b.tokens,
-            window=b.window,
-            enforcement=b.enforcement,
-            source="yaml",
-        )
-        for b in config.limits.budgets
-    )
+    return tuple(b.rule("yaml") for b in config.limits.budgets)
 
 
 def _warn_if_store_changed(limits: LimitsConfig, ledger: Ledger) -> None:
