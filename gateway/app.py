@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin import admin_routes
+from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
 from gateway.api.metrics import metrics
@@ -47,6 +48,8 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
         Route("/v1/chat/completions", OpenAIEndpoint("chat.completions"), methods=["POST"]),
         Route("/v1/completions", OpenAIEndpoint("completions"), methods=["POST"]),
         Route("/v1/embeddings", OpenAIEndpoint("embeddings"), methods=["POST"]),
+        Route("/v1/messages", MessagesEndpoint(), methods=["POST"]),
+        Route("/v1/messages/count_tokens", MessagesEndpoint(count=True), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -58,7 +61,7 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     app.add_exception_handler(Exception, _unhandled)
-    hot = {route.path: route.app for route in routes[:3]}
+    hot = {route.path: route.app for route in routes[:5]}
     return HotPaths(app, hot)
 
 

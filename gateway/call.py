@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Endpoint = Literal["chat.completions", "completions", "embeddings"]
-Dialect = Literal["openai"]
+Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens"]
+Dialect = Literal["openai", "anthropic"]
 CacheOutcome = Literal["miss", "exact", "semantic", "none"]
 
 
@@ -101,6 +101,8 @@ class Call:
     labels: dict[str, str] = field(default_factory=dict)
     # A policy's own per-call state between its request and response hooks, keyed by plugin.
     state: dict[str, Any] = field(default_factory=dict)
+    # Client headers an upstream of the same dialect must see (anthropic-version, -beta).
+    forward: tuple[tuple[str, str], ...] = ()
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)

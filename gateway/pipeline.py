@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.accounting.tokens import TokenCounter
+from gateway.backends import bridge
 from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream
 from gateway.call import Answer, Call, CallRecord, Deny, Outcome
 from gateway.config.runtime import Runtime
@@ -58,8 +60,9 @@ class _Finisher:
 
 
 class Pipeline:
-    def __init__(self, sinks: SinkFanout) -> None:
+    def __init__(self, sinks: SinkFanout, tokens: TokenCounter) -> None:
         self._sinks = sinks
+        self._tokens = tokens
 
     async def handle(self, call: Call, runtime: Runtime) -> Reply:
         """Raises TollgateError for anything the client should see as an error (after recording)."""
@@ -119,11 +122,13 @@ class Pipeline:
             call.stream,
             call.client_wants_usage,
             call.request_id,
+            dict(call.forward) if call.forward else {},
+            call.dialect,
         )
         deadline = asyncio.get_running_loop().time() + backend.total_timeout
         try:
             async with asyncio.timeout_at(deadline):
-                response = await backend.send(request)
+                response = await bridge.send(backend, request, self._tokens)
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"backend {target.backend} did not answer within {backend.total_timeout:g}s"

@@ -91,7 +91,7 @@ class Services:
             sinks,
             ref,
             reloader,
-            Pipeline(sinks),
+            Pipeline(sinks, tokens),
             ledger,
             accounts,
             os.environ.get(config.admin.key_env) or None,

@@ -85,3 +85,10 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
     return ""
+
+
+def anthropic_prompt_tokens(body: Mapping[str, Any], tokens: TokenCounter) -> int:
+    """Tollgate's own count of an Anthropic Messages prompt (system prompt included)."""
+    messages = body.get("messages")
+    total = tokens.count_messages(messages if isinstance(messages, list) else ())
+    return total + tokens.count(content_text(body.get("system")))

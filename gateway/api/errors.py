@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from gateway.dialects.errors import anthropic_type
 from gateway.errors import TollgateError
 
 
@@ -23,3 +24,27 @@ def openai_error_body(err: TollgateError) -> bytes:
 def openai_error_event(err: TollgateError) -> bytes:
     """An error inside an already-started stream, as OpenAI sends it (the SDKs raise on it)."""
     return b"data: " + openai_error_body(err) + b"\n\n"
+
+
+def anthropic_error_type(err: TollgateError) -> str:
+    """Anthropic's error type for an error Tollgate raised (its status is kept as is)."""
+    if err.status == 401:
+        return "authentication_error"
+    if err.status == 503:
+        return "api_error"  # ours (a store down), not Anthropic's fleet-wide "overloaded"
+    return anthropic_type(err.status)
+
+
+def anthropic_error_body(err: TollgateError, request_id: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "error",
+            "error": {"type": anthropic_error_type(err), "message": err.message},
+            "request_id": request_id,
+        }
+    )
+
+
+def anthropic_error_event(err: TollgateError) -> bytes:
+    """An error inside an already-started stream, as Anthropic sends it."""
+    return b"event: error\ndata: " + anthropic_error_body(err) + b"\n\n"

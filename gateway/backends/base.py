@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.call import Endpoint, Usage
+from gateway.call import Dialect, Endpoint, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class UpstreamRequest:
     client_wants_usage: bool
     request_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    dialect: Dialect = "openai"
 
 
 class UpstreamStream(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 import orjson
@@ -13,6 +13,7 @@ from gateway.backends.base import UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import map_transport_error
 from gateway.backends.openai_stream import StreamRelay
 from gateway.backends.openai_usage import usage_of_body
+from gateway.errors import InvalidRequest
 
 _PATHS = {
     "chat.completions": "/chat/completions",
@@ -37,6 +38,8 @@ _RELAY = frozenset(
 class OpenAICompatBackend:
     """Sends the client's body through untouched except `model` and `stream_options`."""
 
+    dialect = "openai"
+
     def __init__(
         self,
         name: str,
@@ -49,8 +52,11 @@ class OpenAICompatBackend:
         timeout: httpx.Timeout,
         total_timeout: float,
         max_connections: int,
+        url_for: Callable[[str, str], str] | None = None,
     ) -> None:
         self.name = name
+        self._url_for = url_for  # per (endpoint, model) URLs (Azure deployments), cached
+        self._model_urls: dict[tuple[str, str], httpx.URL] = {}
         self.total_timeout = total_timeout
         self._transport = transport
         self._base_url = base_url
@@ -73,9 +79,13 @@ class OpenAICompatBackend:
                 "include_usage": True,
             }
         # A plain httpx.Request with a pre-parsed URL, straight to the shared transport.
+        if request.endpoint not in self._urls:
+            raise InvalidRequest(
+                f"backend {self.name} (OpenAI-compatible) does not serve {request.endpoint}"
+            )
         http_request = httpx.Request(
             "POST",
-            self._urls[request.endpoint],
+            self._url(request.endpoint, request.model),
             content=orjson.dumps(body),
             headers=self._headers_for(request),
             extensions=self._extensions,
@@ -96,7 +106,7 @@ class OpenAICompatBackend:
             )
             return UpstreamResponse(response.status_code, headers, stream=relay)
         try:
-            content = await _read_all(response)
+            content = await read_all(response)
         except (httpx.HTTPError, OSError) as exc:
             raise map_transport_error(exc, self.name) from exc
         finally:
@@ -106,6 +116,15 @@ class OpenAICompatBackend:
         if response.status_code < 400:
             usage = usage_of_body(content, request, self._tokens)
         return UpstreamResponse(response.status_code, headers, content, usage)
+
+    def _url(self, endpoint: str, model: str) -> httpx.URL:
+        if self._url_for is None:
+            return self._urls[endpoint]
+        key = (endpoint, model)
+        url = self._model_urls.get(key)
+        if url is None:
+            url = self._model_urls[key] = httpx.URL(self._url_for(endpoint, model))
+        return url
 
     def _headers_for(self, request: UpstreamRequest) -> httpx.Headers:
         if not request.headers:
@@ -118,7 +137,7 @@ class OpenAICompatBackend:
         return None
 
 
-async def _read_all(response: httpx.Response) -> bytes:
+async def read_all(response: httpx.Response) -> bytes:
     """The body straight from the transport's stream: `aread` adds a decoder, a re-chunker and
     a context manager per chunk that an identity-encoded body does not need."""
     chunks = [chunk async for chunk in body_chunks(response)]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.call import Target
 from gateway.config.prices import price_table
-from gateway.config.schema import Config, OpenAIBackend, PolicyConfig, PolicyFile
+from gateway.config.schema import Config, PolicyConfig, PolicyFile, SimBackend
 from gateway.config.yamlmarks import Located, YamlProblem, load_yaml
 from gateway.errors import ConfigError
 from gateway.policies.registry import PluginLoadError, resolve
@@ -152,7 +152,7 @@ def _cross_check(main: Located, config: Config, env: Mapping[str, str]) -> list[
                 )
     for name, backend in config.backends.items():
         if (
-            isinstance(backend, OpenAIBackend)
+            not isinstance(backend, SimBackend)
             and backend.api_key_env is not None
             and backend.api_key_env not in env
         ):
@@ -172,7 +172,7 @@ def _cross_check(main: Located, config: Config, env: Mapping[str, str]) -> list[
                 loc = ("auth", "keys", i, "models")
                 problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {alias!r}")
     if config.auth.mode == "open":
-        real = [n for n, b in config.backends.items() if isinstance(b, OpenAIBackend)]
+        real = [n for n, b in config.backends.items() if not isinstance(b, SimBackend)]
         if real:
             loc = ("auth", "mode")
             problems.append(

@@ -27,6 +27,7 @@ from gateway.auth import (
     WithVirtualKeys,
     key_digest,
 )
+from gateway.backends.anthropic import AnthropicBackend as AnthropicAdapter
 from gateway.backends.base import Backend
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.backends.sim import SimBackend as SimBackendAdapter
@@ -34,7 +35,15 @@ from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.prices import price_table
-from gateway.config.schema import AuthConfig, Config, OpenAIBackend, SimBackend, Timeouts
+from gateway.config.schema import (
+    AnthropicBackend,
+    AuthConfig,
+    AzureOpenAIBackend,
+    Config,
+    OpenAIBackend,
+    SimBackend,
+    Timeouts,
+)
 from gateway.policies.base import PluginContext
 from gateway.policies.budgets import BudgetGuard
 from gateway.policies.chain import ChainEntry, PolicyChain
@@ -164,7 +173,10 @@ def _timeout(t: Timeouts) -> httpx.Timeout:
 
 
 def _backend(
-    name: str, config: OpenAIBackend | SimBackend, deps: RuntimeDeps, env: Mapping[str, str]
+    name: str,
+    config: OpenAIBackend | AnthropicBackend | AzureOpenAIBackend | SimBackend,
+    deps: RuntimeDeps,
+    env: Mapping[str, str],
 ) -> Backend:
     if isinstance(config, SimBackend):
         return SimBackendAdapter(
@@ -174,17 +186,50 @@ def _backend(
             timeout=_timeout(config.timeouts),
             total_timeout=config.timeouts.total,
         )
+    api_key = env.get(config.api_key_env) if config.api_key_env else None
+    common = {
+        "transport": deps.transport,
+        "tokens": deps.tokens,
+        "timeout": _timeout(config.timeouts),
+        "total_timeout": config.timeouts.total,
+        "max_connections": config.limits.max_connections,
+    }
+    if isinstance(config, AnthropicBackend):
+        return AnthropicAdapter(
+            name,
+            base_url=config.base_url,
+            api_key=api_key,
+            version=config.version,
+            headers=config.headers,
+            **common,  # type: ignore[arg-type]
+        )
+    if isinstance(config, AzureOpenAIBackend):
+        return OpenAICompatBackend(
+            name,
+            base_url=config.endpoint,
+            headers={**config.headers, **({"api-key": api_key} if api_key else {})},
+            url_for=azure_urls(config),
+            **common,  # type: ignore[arg-type]
+        )
     return OpenAICompatBackend(
         name,
-        transport=deps.transport,
         base_url=config.base_url,
-        tokens=deps.tokens,
-        api_key=env.get(config.api_key_env) if config.api_key_env else None,
+        api_key=api_key,
         headers=config.headers,
-        timeout=_timeout(config.timeouts),
-        total_timeout=config.timeouts.total,
-        max_connections=config.limits.max_connections,
+        **common,  # type: ignore[arg-type]
     )
+
+
+def azure_urls(config: AzureOpenAIBackend) -> Callable[[str, str], str]:
+    def url_for(endpoint: str, model: str) -> str:
+        deployment = config.deployments.get(model, model)
+        path = endpoint.replace(".", "/")  # chat.completions -> chat/completions
+        return (
+            f"{config.endpoint}/openai/deployments/{deployment}/{path}"
+            f"?api-version={config.api_version}"
+        )
+
+    return url_for
 
 
 def _authenticator(auth: AuthConfig, env: Mapping[str, str]) -> Authenticator:

@@ -56,6 +56,46 @@ class OpenAIBackend(Strict):
         return value.rstrip("/")
 
 
+class AnthropicBackend(Strict):
+    """Anthropic's Messages API: native for Anthropic-dialect calls, translated for OpenAI chat."""
+
+    type: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    api_key_env: str | None = None
+    version: str = "2023-06-01"  # sent as anthropic-version unless the client sends its own
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    limits: ConnectionLimits = ConnectionLimits()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class AzureOpenAIBackend(Strict):
+    """Azure OpenAI: `{endpoint}/openai/deployments/{deployment}/...?api-version=...` with an
+    `api-key` header. A target's model names the deployment, unless `deployments` maps it."""
+
+    type: Literal["azure_openai"]
+    endpoint: str
+    api_version: str
+    api_key_env: str | None = None
+    deployments: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    limits: ConnectionLimits = ConnectionLimits()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for a local stand-in)")
+        return value.rstrip("/")
+
+
 class SimBackend(SimConfig):
     """The built-in GPU simulator, run in-process behind the gateway (no socket)."""
 
@@ -63,7 +103,11 @@ class SimBackend(SimConfig):
     timeouts: Timeouts = Timeouts()
 
 
-Backend = Annotated[OpenAIBackend | SimBackend, Field(discriminator="type")]
+Backend = Annotated[
+    OpenAIBackend | AnthropicBackend | AzureOpenAIBackend | SimBackend,
+    Field(discriminator="type"),
+]
+NetworkBackend = OpenAIBackend | AnthropicBackend | AzureOpenAIBackend
 
 
 class TargetConfig(Strict):

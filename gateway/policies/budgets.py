@@ -15,6 +15,7 @@ from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Denial, Hold, StoreDown
 from gateway.accounting.limits import Ask, Line, Planner
 from gateway.accounting.spend import Spent
+from gateway.accounting.tokens import anthropic_prompt_tokens
 from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
 from gateway.errors import ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
@@ -86,6 +87,8 @@ class BudgetGuard(PolicyPlugin):
         tokens = self.context.tokens
         if call.endpoint == "chat.completions":
             prompt = tokens.count_messages(body.get("messages") or ())
+        elif call.endpoint == "messages":
+            prompt = anthropic_prompt_tokens(body, tokens)
         else:
             prompt = tokens.count_prompt(body.get("prompt", body.get("input")))
         output = 0

@@ -23,6 +23,10 @@ class RoundRobin:
     def aliases(self) -> list[str]:
         return sorted(self._models)
 
+    def configured(self, alias: str) -> tuple[Target, ...]:
+        """The alias's targets in config order, without moving the rotation."""
+        return self._models[alias]
+
     def targets(self, alias: str) -> tuple[Target, ...]:
         """All targets of `alias`, rotated so successive calls start at successive targets."""
         targets = self._models[alias]

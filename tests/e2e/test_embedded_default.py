@@ -122,8 +122,11 @@ def test_keys_and_budgets_from_the_cli_apply_to_the_embedded_gateway(tmp_path: P
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    # Created before the gateway starts, so its first call is already alice's (a key created
+    # while it runs is picked up within keys.refresh_seconds; in open mode, until then, the
+    # call is served as the anonymous open principal, which this test would count as a miss).
+    key = tollgate("keys", "create", "--name", "alice", "--team", "ml").split()[0]
     with GatewayProcess(None, env=env) as gw:
-        key = tollgate("keys", "create", "--name", "alice", "--team", "ml").split()[0]
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
         client.chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4

@@ -60,7 +60,7 @@ class Harness:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sink = Recorder()
-        self.pipeline = Pipeline(self.sink)  # type: ignore[arg-type]
+        self.pipeline = Pipeline(self.sink, TokenCounter())  # type: ignore[arg-type]
         self.ledger = runtime.chain._entries[-1].plugin.limits.ledger  # type: ignore[attr-defined]
 
     async def call(self, principal: Principal = ML, **body: Any) -> Call:

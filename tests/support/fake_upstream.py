@@ -32,11 +32,17 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.cancelled = threading.Event()
         self.tokens = TokenCounter()
+        self.azure: list[tuple[str, str, str]] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._completions, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route(
+                    "/openai/deployments/{deployment}/chat/completions",
+                    self._azure_chat,
+                    methods=["POST"],
+                ),
             ]
         )
 
@@ -45,6 +51,17 @@ class FakeUpstream:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         return body
+
+    async def _azure_chat(self, request: Request) -> Response:
+        """Azure OpenAI's URL scheme: the deployment in the path, api-version in the query."""
+        self.azure.append(
+            (
+                request.path_params["deployment"],
+                request.query_params.get("api-version", ""),
+                request.headers.get("api-key", ""),
+            )
+        )
+        return await self._chat(request)
 
     async def _chat(self, request: Request) -> Response:
         body = await self._record(request)

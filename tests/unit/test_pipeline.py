@@ -69,7 +69,7 @@ def call(max_tokens: int = 5, model: str = "chat", stream: bool = False) -> Call
 
 async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None:
     sink = Recorder()
-    reply = await Pipeline(sink).handle(call(), runtime)  # type: ignore[arg-type]
+    reply = await Pipeline(sink, TokenCounter()).handle(call(), runtime)  # type: ignore[arg-type]
     assert reply.status == 200
     assert sink.records == [], "recorded only once the response is on its way"
     await reply.done()
@@ -81,7 +81,7 @@ async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None
 
 async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> None:
     sink = Recorder()
-    pipeline = Pipeline(sink)  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, TokenCounter())  # type: ignore[arg-type]
     with pytest.raises(PolicyDenied):
         await pipeline.handle(call(max_tokens=500), runtime)
     with pytest.raises(ModelNotFound):
@@ -95,7 +95,7 @@ async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> N
 
 async def test_stream_is_recorded_when_closed(runtime: Runtime) -> None:
     sink = Recorder()
-    reply = await Pipeline(sink).handle(call(stream=True), runtime)  # type: ignore[arg-type]
+    reply = await Pipeline(sink, TokenCounter()).handle(call(stream=True), runtime)  # type: ignore[arg-type]
     assert reply.stream is not None and sink.records == []
     body = b"".join([chunk async for chunk in reply.stream])
     await reply.stream.close()

@@ -1,0 +1,224 @@
+"""The Anthropic dialect: POST /v1/messages and /v1/messages/count_tokens, HTTP <-> Call.
+
+Keys come as `x-api-key` (what the Anthropic SDK sends) or `Authorization: Bearer`; the client's
+`anthropic-version` and `anthropic-beta` travel to Anthropic upstreams; every error Tollgate
+raises is in Anthropic's shape (`{"type": "error", "error": {"type", "message"}}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from gateway.accounting.tokens import anthropic_prompt_tokens
+from gateway.api.asgi import (
+    ClientWatch,
+    Receive,
+    Send,
+    raw_headers,
+    read_body,
+    send_stream,
+    send_whole,
+)
+from gateway.api.errors import anthropic_error_body, anthropic_error_event
+from gateway.api.openai import DISCONNECT_GRACE_S, parse_json_object
+from gateway.backends.base import UpstreamRequest
+from gateway.backends.bridge import dialect_of
+from gateway.call import Call, Principal
+from gateway.errors import InternalError, InvalidRequest, ModelNotFound, TollgateError
+from gateway.logs import request_id_var
+from gateway.services import Services
+
+log = logging.getLogger("gateway.api.anthropic")
+JSON = (b"content-type", b"application/json")
+_FORWARD = (b"anthropic-version", b"anthropic-beta")
+
+
+class _Headers:
+    __slots__ = ("api_key", "authorization", "content_length", "forward", "user_agent")
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.api_key: str | None = None
+        self.authorization: str | None = None
+        self.content_length: int | None = None
+        self.user_agent: str | None = None
+        self.forward: list[tuple[str, str]] = []
+        for key, value in scope["headers"]:
+            if key == b"x-api-key":
+                self.api_key = value.decode("latin-1").strip() or None
+            elif key == b"authorization":
+                self.authorization = value.decode("latin-1")
+            elif key == b"content-length" and value.isdigit():
+                self.content_length = int(value)
+            elif key == b"user-agent":
+                self.user_agent = value.decode("latin-1")
+            elif key in _FORWARD:
+                self.forward.append((key.decode(), value.decode("latin-1")))
+
+    def key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        auth = self.authorization
+        if auth and auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return None
+
+
+class MessagesEndpoint:
+    """POST /v1/messages (and, with `count=True`, /v1/messages/count_tokens)."""
+
+    def __init__(self, count: bool = False) -> None:
+        self.count = count
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        services: Services = scope["state"]["services"]
+        request_id = services.request_ids()
+        token = request_id_var.set(request_id)
+        watch: ClientWatch | None = None
+        ids = [
+            (b"x-tollgate-request-id", request_id.encode()),
+            (b"request-id", request_id.encode()),
+        ]
+        try:
+            runtime = services.runtime.current
+            headers = _Headers(scope)
+            principal = runtime.auth.authenticate(headers.key())
+            body = await read_body(
+                receive, runtime.config.server.max_body_bytes, headers.content_length
+            )
+            payload = parse_json_object(body)
+            if self.count:
+                await self._count(send, payload, principal, services, ids, headers)
+                return
+            call = _call(payload, principal, request_id, scope, headers)
+            watch = ClientWatch(receive, DISCONNECT_GRACE_S)
+            reply = await services.pipeline.handle(call, runtime)
+            out = raw_headers(reply.headers)
+            out.extend(ids)
+            if reply.stream is not None:
+                await send_stream(send, watch, reply, out, anthropic_error_event)
+            else:
+                watch.stop()
+                try:
+                    await send_whole(send, reply.status, out, reply.body)
+                finally:
+                    await reply.done()
+        except TollgateError as err:
+            await _send_error(send, err, request_id, ids)
+        except asyncio.CancelledError:
+            if watch is None or watch.reason is None:
+                raise
+            log.info("client disconnected before the response was sent")
+        except Exception:
+            log.exception("unhandled error")
+            await _send_error(
+                send, InternalError("Internal error in the gateway."), request_id, ids
+            )
+        finally:
+            if watch is not None:
+                watch.stop()
+            request_id_var.reset(token)
+
+    async def _count(
+        self,
+        send: Send,
+        payload: dict[str, Any],
+        principal: Principal,
+        services: Services,
+        ids: list[tuple[bytes, bytes]],
+        headers: _Headers,
+    ) -> None:
+        """Asked of Anthropic when the model's first target is an Anthropic backend (its own
+        tokenizer is the one that bills); otherwise counted by Tollgate with tiktoken."""
+        model = payload.get("model")
+        runtime = services.runtime.current
+        if (
+            not isinstance(model, str)
+            or model not in runtime.router
+            or not principal.may_use(model)
+        ):
+            raise ModelNotFound(f"model: {model}", param="model")
+        _check_messages(payload)
+        target = runtime.router.configured(model)[0]
+        backend = runtime.backends[target.backend]
+        if dialect_of(backend) == "anthropic":
+            request = UpstreamRequest(
+                "count_tokens", target.model, payload, False, False, "",
+                dict(headers.forward), "anthropic",
+            )  # fmt: skip
+            response = await backend.send(request)
+            out = [*raw_headers(response.headers), *ids]
+            await send_whole(send, response.status, out, response.body)
+            return
+        count = anthropic_prompt_tokens(payload, services.tokens)
+        tools = payload.get("tools")
+        if tools:
+            count += services.tokens.count(orjson.dumps(tools).decode())
+        body = orjson.dumps({"input_tokens": count})
+        await send_whole(send, 200, [JSON, *ids], body)
+
+
+def _call(
+    body: dict[str, Any],
+    principal: Principal,
+    request_id: str,
+    scope: dict[str, Any],
+    headers: _Headers,
+) -> Call:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: Field required (a non-empty string)", param="model")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: Field required (a positive integer)", param="max_tokens")
+    _check_messages(body)
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise InvalidRequest("stream: Input should be a valid boolean", param="stream")
+    client = scope.get("client")
+    return Call(
+        request_id=request_id,
+        dialect="anthropic",
+        endpoint="messages",
+        model=model,
+        body=body,
+        stream=body.get("stream") is True,
+        client_wants_usage=True,
+        principal=principal,
+        client_ip=client[0] if client else None,
+        user_agent=headers.user_agent,
+        forward=tuple(headers.forward),
+    )
+
+
+def _check_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: Field required (a non-empty list)", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(
+                f"messages.{i}.role: Input should be 'user' or 'assistant'",
+                param=f"messages.{i}.role",
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise InvalidRequest(
+                f"messages.{i}.content: Input should be a string or a list of content blocks",
+                param=f"messages.{i}.content",
+            )
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise InvalidRequest("system: Input should be a string or a list of text blocks")
+
+
+async def _send_error(
+    send: Send, err: TollgateError, request_id: str, ids: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [JSON, *ids, *raw_headers(err.headers.items())]
+    try:
+        await send_whole(send, err.status, headers, anthropic_error_body(err, request_id))
+    except (OSError, RuntimeError):
+        log.debug("could not send error response (client gone or response started)")

@@ -1,0 +1,206 @@
+"""Adapter for Anthropic's Messages API: native pass-through, usage learned on the way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+import orjson
+
+from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
+from gateway.backends.base import UpstreamRequest, UpstreamResponse
+from gateway.backends.errors import map_transport_error
+from gateway.backends.openai_compat import body_chunks, read_all
+from gateway.backends.sse import EventSplitter, event_data
+from gateway.call import Usage
+from gateway.dialects.usage import usage_from_anthropic
+from gateway.errors import InvalidRequest
+
+_RELAY = frozenset(
+    {
+        b"content-type",
+        b"retry-after",
+        b"request-id",
+        b"anthropic-ratelimit-requests-limit",
+        b"anthropic-ratelimit-requests-remaining",
+        b"anthropic-ratelimit-tokens-limit",
+        b"anthropic-ratelimit-tokens-remaining",
+    }
+)
+_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+class AnthropicBackend:
+    dialect = "anthropic"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        transport: httpx.AsyncBaseTransport,
+        base_url: str,
+        tokens: TokenCounter,
+        api_key: str | None,
+        version: str,
+        headers: Mapping[str, str] | None,
+        timeout: httpx.Timeout,
+        total_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.name = name
+        self.total_timeout = total_timeout
+        self._transport = transport
+        self._tokens = tokens
+        self._urls = {
+            "messages": httpx.URL(base_url + "/v1/messages"),
+            "count_tokens": httpx.URL(base_url + "/v1/messages/count_tokens"),
+        }
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._slots = asyncio.Semaphore(max_connections)
+        fixed = {"content-type": "application/json", "anthropic-version": version}
+        fixed.update(headers or {})
+        if api_key:
+            fixed["x-api-key"] = api_key
+        self._headers = fixed
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.endpoint not in self._urls:
+            raise InvalidRequest(
+                f"backend {self.name} (Anthropic) serves chat and messages, not {request.endpoint}"
+            )
+        body = dict(request.body)
+        body["model"] = request.model
+        headers = dict(self._headers)
+        for key in _CLIENT_HEADERS:  # the client's API version and betas win over ours
+            if key in request.headers:
+                headers[key] = request.headers[key]
+        http_request = httpx.Request(
+            "POST",
+            self._urls[request.endpoint],
+            content=orjson.dumps(body),
+            headers=headers,
+            extensions=self._extensions,
+        )
+        await self._slots.acquire()
+        try:
+            response = await self._transport.handle_async_request(http_request)
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            self._slots.release()
+            raise map_transport_error(exc, self.name) from exc
+        except BaseException:
+            self._slots.release()
+            raise
+        relayed = tuple(
+            (k.decode("latin-1").lower(), v.decode("latin-1"))
+            for k, v in response.headers.raw
+            if k.lower() in _RELAY
+        )
+        if request.stream and response.status_code < 400:
+            relay = EventRelay(response, body, self._tokens, self.name, self._slots)
+            return UpstreamResponse(response.status_code, relayed, stream=relay)
+        try:
+            content = await read_all(response)
+        except (httpx.HTTPError, OSError) as exc:
+            raise map_transport_error(exc, self.name) from exc
+        finally:
+            await response.aclose()
+            self._slots.release()
+        usage = None
+        if response.status_code < 400 and request.endpoint == "messages":
+            usage = self._usage_of(content, body)
+        return UpstreamResponse(response.status_code, relayed, content, usage)
+
+    def _usage_of(self, content: bytes, body: Mapping[str, object]) -> Usage:
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            payload = {}
+        reported = usage_from_anthropic(payload.get("usage")) if isinstance(payload, dict) else None
+        if reported is not None:
+            return reported
+        text = ""
+        if isinstance(payload, dict):
+            text = "".join(
+                str(b.get("text", "")) for b in payload.get("content") or () if isinstance(b, dict)
+            )
+        prompt = anthropic_prompt_tokens(body, self._tokens)
+        return Usage(prompt, self._tokens.count(text), estimated=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class EventRelay:
+    """Relays Anthropic stream events untouched; usage comes from `message_start` (prompt and
+    cache counts) and `message_delta` (cumulative output), or is counted if never reported."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        body: Mapping[str, object],
+        tokens: TokenCounter,
+        backend: str,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        self._response = response
+        self._body = body
+        self._tokens = tokens
+        self._backend = backend
+        self._slots: asyncio.Semaphore | None = slots
+        self._start: dict[str, object] = {}
+        self._output: int | None = None
+        self._seen: list[bytes] = []  # relayed blocks, for an estimate if usage never comes
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        splitter = EventSplitter()
+        try:
+            async for raw in body_chunks(self._response):
+                block = splitter.feed_block(raw)
+                if block:
+                    if self._output is None:
+                        self._seen.append(block)
+                    self._learn(block)
+                    yield block
+        except (httpx.HTTPError, OSError) as exc:
+            raise map_transport_error(exc, self._backend) from exc
+
+    def _learn(self, block: bytes) -> None:
+        for event in block[:-2].split(b"\n\n"):
+            data = event_data(event + b"\n\n")
+            if not data or data[:1] != b"{":
+                continue
+            if b'"message_start"' in data or b'"message_delta"' in data:
+                payload = orjson.loads(data)
+                kind = payload.get("type")
+                if kind == "message_start":
+                    self._start = (payload.get("message") or {}).get("usage") or {}
+                elif kind == "message_delta":
+                    usage = payload.get("usage") or {}
+                    self._start.update({k: v for k, v in usage.items() if v is not None})
+                    self._output = int(usage.get("output_tokens") or 0)
+                    self._seen.clear()
+
+    def usage(self) -> Usage:
+        reported = usage_from_anthropic(self._start, self._output)
+        if reported is not None and self._output is not None:
+            return reported
+        prompt = (
+            reported.input_tokens if reported else anthropic_prompt_tokens(self._body, self._tokens)
+        )
+        text = []
+        for block in self._seen:
+            for event in block[:-2].split(b"\n\n"):
+                data = event_data(event + b"\n\n")
+                if data and b'"text_delta"' in data:
+                    text.append(str((orjson.loads(data).get("delta") or {}).get("text", "")))
+        return Usage(prompt, self._tokens.count("".join(text)), estimated=True)
+
+    async def aclose(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is None:
+            return
+        try:
+            await self._response.aclose()
+        finally:
+            slots.release()

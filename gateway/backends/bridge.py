@@ -1,0 +1,179 @@
+"""Sends a call to a backend of either dialect: natively when they match, translated when not.
+
+An Anthropic-dialect call to an OpenAI-compatible backend (a local vLLM tier, the simulator)
+goes out as a chat completion and comes back as a Message; an OpenAI chat call to an Anthropic
+backend the other way round; streams are translated event by event as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
+from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream
+from gateway.backends.sse import EventSplitter, event_data
+from gateway.call import Usage
+from gateway.dialects.errors import anthropic_error_to_openai, openai_error_to_anthropic
+from gateway.dialects.requests import chat_to_messages, messages_to_chat
+from gateway.dialects.responses import chat_completion_to_message, message_to_chat_completion
+from gateway.dialects.streams import ChunksToEvents, EventsToChunks
+from gateway.errors import InvalidRequest
+
+JSON = (("content-type", "application/json"),)
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
+
+
+def dialect_of(backend: Backend) -> str:
+    return getattr(backend, "dialect", "openai")
+
+
+async def send(
+    backend: Backend, request: UpstreamRequest, tokens: TokenCounter
+) -> UpstreamResponse:
+    native = dialect_of(backend)
+    if request.dialect == native:
+        return await backend.send(request)
+    if request.dialect == "anthropic":
+        return await _anthropic_via_openai(backend, request, tokens)
+    if request.endpoint != "chat.completions":
+        raise InvalidRequest(
+            f"The model '{request.model}' is served by an Anthropic backend, which offers chat "
+            f"completions only, not {request.endpoint}.",
+            param="model",
+        )
+    return await _openai_via_anthropic(backend, request)
+
+
+async def _anthropic_via_openai(
+    backend: Backend, request: UpstreamRequest, tokens: TokenCounter
+) -> UpstreamResponse:
+    upstream = replace(
+        request,
+        endpoint="chat.completions",
+        body=messages_to_chat(dict(request.body)),
+        dialect="openai",
+        client_wants_usage=True,
+        headers={},
+    )
+    response = await backend.send(upstream)
+    if response.stream is not None:
+        prompt = anthropic_prompt_tokens(request.body, tokens)
+        stream = Translated(response.stream, _ChunksIn(ChunksToEvents(prompt)))
+        return replace(response, headers=_stream_headers(response), stream=stream)
+    if response.status >= 400:
+        status, body = openai_error_to_anthropic(response.status, response.body)
+        return replace(response, status=status, body=body, headers=_error_headers(response))
+    payload = _json(response.body)
+    usage = response.usage or Usage()
+    body = orjson.dumps(chat_completion_to_message(payload, usage))
+    return replace(response, body=body, headers=JSON)
+
+
+async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> UpstreamResponse:
+    upstream = replace(
+        request,
+        endpoint="messages",
+        body=chat_to_messages(dict(request.body), DEFAULT_ANTHROPIC_MAX_TOKENS),
+        dialect="anthropic",
+        headers={},
+    )
+    response = await backend.send(upstream)
+    if response.stream is not None:
+        stream = Translated(response.stream, _EventsIn(EventsToChunks(request.client_wants_usage)))
+        return replace(response, headers=_stream_headers(response), stream=stream)
+    if response.status >= 400:
+        status, body = anthropic_error_to_openai(response.status, response.body)
+        return replace(response, status=status, body=body, headers=_error_headers(response))
+    usage = response.usage or Usage()
+    body = orjson.dumps(message_to_chat_completion(_json(response.body), usage))
+    return replace(response, body=body, headers=JSON)
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _error_headers(response: UpstreamResponse) -> tuple[tuple[str, str], ...]:
+    kept = tuple((k, v) for k, v in response.headers if k == "retry-after")
+    return (*JSON, *kept)
+
+
+def _stream_headers(response: UpstreamResponse) -> tuple[tuple[str, str], ...]:
+    return (("content-type", "text/event-stream"),)
+
+
+class _Translator(Protocol):
+    def feed(self, payload: dict[str, Any]) -> bytes: ...
+
+    def end(self, usage: Usage) -> bytes: ...
+
+
+class _ChunksIn:
+    """OpenAI chunks -> Anthropic events; the closing events come at `[DONE]`."""
+
+    def __init__(self, inner: ChunksToEvents) -> None:
+        self._inner = inner
+
+    def feed(self, payload: dict[str, Any]) -> bytes:
+        return self._inner.feed(payload)
+
+    def end(self, usage: Usage) -> bytes:
+        return self._inner.finish(usage)
+
+
+class _EventsIn:
+    def __init__(self, inner: EventsToChunks) -> None:
+        self._inner = inner
+
+    def feed(self, payload: dict[str, Any]) -> bytes:
+        return self._inner.feed(payload)
+
+    def end(self, usage: Usage) -> bytes:
+        return b""  # message_stop already produced the closing chunk and [DONE]
+
+
+class Translated:
+    """An upstream stream re-spoken in the client's dialect, event by event."""
+
+    def __init__(self, inner: UpstreamStream, translator: _Translator) -> None:
+        self._inner = inner
+        self._translator = translator
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        splitter = EventSplitter()
+        done = False
+        async for block in self._inner:
+            out = []
+            for event in splitter.feed(block):
+                data = event_data(event)
+                if not data:
+                    continue
+                if data == b"[DONE]":
+                    done = True
+                    out.append(self._translator.end(self._inner.usage()))
+                    continue
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(payload, dict):
+                    out.append(self._translator.feed(payload))
+            chunk = b"".join(out)
+            if chunk:
+                yield chunk
+        if not done and isinstance(self._translator, _ChunksIn):
+            yield self._translator.end(self._inner.usage())
+
+    def usage(self) -> Usage:
+        return self._inner.usage()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

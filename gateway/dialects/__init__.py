@@ -1,0 +1,1 @@
+"""Translation between the OpenAI and Anthropic dialects: requests, responses, streams, errors."""
