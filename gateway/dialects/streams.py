@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from gateway.call import Usage
+from gateway.dialects.errors import OPENAI_TYPE_BY_ANTHROPIC
 from gateway.dialects.responses import (
     FINISH_TO_STOP,
     STOP_TO_FINISH,
@@ -42,6 +43,12 @@ class ChunksToEvents:
         self.usage: Usage | None = None
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
+        error = chunk.get("error")
+        if isinstance(error, dict):  # an upstream error inside the stream: say it Anthropic's way
+            message = str(error.get("message") or "upstream error")
+            kind = "overloaded_error" if "overload" in message.lower() else "api_error"
+            payload = {"type": "error", "error": {"type": kind, "message": message}}
+            return anthropic_event("error", payload)
         out = [] if self._started else [self._start(chunk)]
         reported = chunk.get("usage")
         if isinstance(reported, dict) and "prompt_tokens" in reported:
@@ -203,6 +210,17 @@ class EventsToChunks:
             return self._message_delta(event)
         if kind == "message_stop":
             return self._stop()
+        if kind == "error":  # Anthropic's in-stream error (e.g. overloaded): OpenAI's shape
+            error = event.get("error") or {}
+            payload = {
+                "error": {
+                    "message": str(error.get("message") or "upstream error"),
+                    "type": OPENAI_TYPE_BY_ANTHROPIC.get(str(error.get("type")), "api_error"),
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return openai_event(payload)
         return b""  # ping, content_block_stop, thinking blocks: nothing to say in OpenAI's dialect
 
     def _delta(self, event: dict[str, Any]) -> bytes:

@@ -46,12 +46,23 @@ class Stack:
         self.gateway = gateway
         self.claude = claude
         self.fake = fake
+        self._anthropic = anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0)
+        self._openai = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
+        self._others: list[anthropic.Anthropic] = []
 
     def anthropic(self, key: str | None = KEY) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.gateway.url, api_key=key, max_retries=0)
+        if key == KEY:
+            return self._anthropic
+        client = anthropic.Anthropic(base_url=self.gateway.url, api_key=key, max_retries=0)
+        self._others.append(client)
+        return client
 
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=KEY, max_retries=0)
+        return self._openai
+
+    def close(self) -> None:
+        for client in (self._anthropic, self._openai, *self._others):
+            client.close()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +100,9 @@ pricing: [{{free: true}}]
         )
         env = {"TG_KEY": KEY, "TG_ANTHROPIC_KEY": "sk-ant-upstream", "TG_AZURE_KEY": "az-key"}
         with GatewayProcess(config, env=env, log=tmp / "gateway.log") as gateway:
-            yield Stack(gateway, claude, fake)
+            built = Stack(gateway, claude, fake)
+            yield built
+            built.close()
 
 
 HI = [{"role": "user", "content": "Hi"}]
@@ -341,3 +354,18 @@ def test_azure_deployment_url_and_key(stack: Stack) -> None:
     reply = stack.openai().chat.completions.create(model="azure-chat", messages=HI)  # type: ignore[arg-type]
     assert reply.choices[0].message.content
     assert stack.fake.azure[-1] == ("prod-gpt4o", "2024-10-21", "az-key")
+
+
+def test_bearer_auth_and_budgets_count_anthropic_calls(stack: Stack) -> None:
+    import httpx
+
+    response = httpx.post(
+        stack.gateway.url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 5, "messages": HI},
+        headers={"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"},
+    )
+    assert response.status_code == 200 and response.json()["type"] == "message"
+    assert response.headers["request-id"] == response.headers["x-tollgate-request-id"]
+    missing = httpx.post(stack.gateway.url + "/v1/messages", json={"model": "claude"})
+    assert missing.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error"

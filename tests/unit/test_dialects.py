@@ -380,3 +380,18 @@ def test_errors_cross_dialects_with_the_closest_status() -> None:
     }  # fmt: skip
     status, body = openai_error_to_anthropic(503, b"upstream down")
     assert status == 529 and orjson.loads(body)["error"]["type"] == "overloaded_error"
+
+
+def test_errors_inside_streams_are_translated() -> None:
+    anthropic_side = ChunksToEvents(prompt_tokens=1).feed(
+        {"error": {"message": "The server is overloaded", "type": "server_error"}}
+    )
+    ((kind, payload),) = _events(anthropic_side)
+    assert kind == "error" and payload["error"]["type"] == "overloaded_error"
+    openai_side = EventsToChunks(include_usage=False).feed(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
+    (chunk,) = _chunks(openai_side)
+    assert chunk["error"] == {
+        "message": "Overloaded", "type": "server_error", "param": None, "code": None,
+    }  # fmt: skip
