@@ -7,29 +7,21 @@ raises is in Anthropic's shape (`{"type": "error", "error": {"type", "message"}}
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
 
 from gateway.accounting.tokens import anthropic_prompt_tokens
-from gateway.api.asgi import (
-    ClientWatch,
-    Receive,
-    Send,
-    raw_headers,
-    read_body,
-    send_stream,
-    send_whole,
-)
+from gateway.api.asgi import Receive, Send, raw_headers, read_body, send_whole
+from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import anthropic_error_body, anthropic_error_event
-from gateway.api.openai import DISCONNECT_GRACE_S, parse_json_object
+from gateway.api.openai import parse_json_object
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.bridge import dialect_of
 from gateway.call import Call, Principal
-from gateway.errors import InternalError, InvalidRequest, ModelNotFound, TollgateError
-from gateway.logs import request_id_var
+from gateway.config.runtime import Runtime
+from gateway.errors import InvalidRequest, ModelNotFound, TollgateError
 from gateway.services import Services
 
 log = logging.getLogger("gateway.api.anthropic")
@@ -67,60 +59,46 @@ class _Headers:
         return None
 
 
-class MessagesEndpoint:
+class MessagesEndpoint(DialectEndpoint):
     """POST /v1/messages (and, with `count=True`, /v1/messages/count_tokens)."""
+
+    error_event = staticmethod(anthropic_error_event)
 
     def __init__(self, count: bool = False) -> None:
         self.count = count
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        services: Services = scope["state"]["services"]
-        request_id = services.request_ids()
-        token = request_id_var.set(request_id)
-        watch: ClientWatch | None = None
-        ids = [
-            (b"x-tollgate-request-id", request_id.encode()),
-            (b"request-id", request_id.encode()),
-        ]
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        # `request-id` is where the Anthropic SDK looks for it (`message._request_id`).
+        encoded = request_id.encode()
+        return [(b"x-tollgate-request-id", encoded), (b"request-id", encoded)]
+
+    async def prepare(
+        self,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        services: Services,
+        runtime: Runtime,
+        request_id: str,
+    ) -> Call | None:
+        headers = _Headers(scope)
+        principal = runtime.auth.authenticate(headers.key())
+        body = await read_body(
+            receive, runtime.config.server.max_body_bytes, headers.content_length
+        )
+        payload = parse_json_object(body)
+        if self.count:
+            ids = self.id_headers(request_id)
+            await self._count(send, payload, principal, services, runtime, ids, headers)
+            return None
+        return _call(payload, principal, request_id, scope, headers)
+
+    async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
+        headers = [JSON, *self.id_headers(request_id), *raw_headers(err.headers.items())]
         try:
-            runtime = services.runtime.current
-            headers = _Headers(scope)
-            principal = runtime.auth.authenticate(headers.key())
-            body = await read_body(
-                receive, runtime.config.server.max_body_bytes, headers.content_length
-            )
-            payload = parse_json_object(body)
-            if self.count:
-                await self._count(send, payload, principal, services, ids, headers)
-                return
-            call = _call(payload, principal, request_id, scope, headers)
-            watch = ClientWatch(receive, DISCONNECT_GRACE_S)
-            reply = await services.pipeline.handle(call, runtime)
-            out = raw_headers(reply.headers)
-            out.extend(ids)
-            if reply.stream is not None:
-                await send_stream(send, watch, reply, out, anthropic_error_event)
-            else:
-                watch.stop()
-                try:
-                    await send_whole(send, reply.status, out, reply.body)
-                finally:
-                    await reply.done()
-        except TollgateError as err:
-            await _send_error(send, err, request_id, ids)
-        except asyncio.CancelledError:
-            if watch is None or watch.reason is None:
-                raise
-            log.info("client disconnected before the response was sent")
-        except Exception:
-            log.exception("unhandled error")
-            await _send_error(
-                send, InternalError("Internal error in the gateway."), request_id, ids
-            )
-        finally:
-            if watch is not None:
-                watch.stop()
-            request_id_var.reset(token)
+            await send_whole(send, err.status, headers, anthropic_error_body(err, request_id))
+        except (OSError, RuntimeError):
+            log.debug("could not send error response (client gone or response started)")
 
     async def _count(
         self,
@@ -128,13 +106,13 @@ class MessagesEndpoint:
         payload: dict[str, Any],
         principal: Principal,
         services: Services,
+        runtime: Runtime,
         ids: list[tuple[bytes, bytes]],
         headers: _Headers,
     ) -> None:
         """Asked of Anthropic when the model's first target is an Anthropic backend (its own
         tokenizer is the one that bills); otherwise counted by Tollgate with tiktoken."""
         model = payload.get("model")
-        runtime = services.runtime.current
         if (
             not isinstance(model, str)
             or model not in runtime.router
@@ -212,13 +190,3 @@ def _check_messages(body: dict[str, Any]) -> None:
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise InvalidRequest("system: Input should be a string or a list of text blocks")
-
-
-async def _send_error(
-    send: Send, err: TollgateError, request_id: str, ids: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [JSON, *ids, *raw_headers(err.headers.items())]
-    try:
-        await send_whole(send, err.status, headers, anthropic_error_body(err, request_id))
-    except (OSError, RuntimeError):
-        log.debug("could not send error response (client gone or response started)")

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
 
-from gateway.api.asgi import (
-    ClientWatch,
-    Receive,
-    Send,
-    raw_headers,
-    read_body,
-    send_stream,
-    send_whole,
-)
+from gateway.api.asgi import Receive, Send, raw_headers, read_body, send_whole
+from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
 from gateway.call import Call, Endpoint, Principal
-from gateway.errors import InternalError, InvalidRequest, ModelNotFound, TollgateError
-from gateway.logs import request_id_var
+from gateway.config.runtime import Runtime
+from gateway.errors import InvalidRequest, ModelNotFound, TollgateError
 from gateway.services import Services
 
 log = logging.getLogger("gateway.api")
 JSON = (b"content-type", b"application/json")
-DISCONNECT_GRACE_S = 0.25
 
 # Field that must be present per endpoint, beyond `model`.
 _REQUIRED: dict[Endpoint, str] = {
@@ -59,50 +50,32 @@ class _Headers:
         return None
 
 
-class OpenAIEndpoint:
+class OpenAIEndpoint(DialectEndpoint):
     """An ASGI endpoint for one OpenAI route (chat/completions/embeddings)."""
+
+    error_event = staticmethod(openai_error_event)
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        services: Services = scope["state"]["services"]
-        request_id = services.request_ids()
-        token = request_id_var.set(request_id)
-        watch: ClientWatch | None = None
-        try:
-            runtime = services.runtime.current
-            headers = _Headers(scope)
-            principal = runtime.auth.authenticate(headers.bearer())
-            body = await read_body(
-                receive, runtime.config.server.max_body_bytes, headers.content_length
-            )
-            call = self._call(body, principal, request_id, scope, headers)
-            watch = ClientWatch(receive, DISCONNECT_GRACE_S)
-            reply = await services.pipeline.handle(call, runtime)
-            out = raw_headers(reply.headers)
-            out.append((b"x-tollgate-request-id", request_id.encode()))
-            if reply.stream is not None:
-                await send_stream(send, watch, reply, out, openai_error_event)
-            else:
-                watch.stop()
-                try:
-                    await send_whole(send, reply.status, out, reply.body)
-                finally:
-                    await reply.done()
-        except TollgateError as err:
-            await _send_error(send, err, request_id)
-        except asyncio.CancelledError:
-            if watch is None or watch.reason is None:
-                raise
-            log.info("client disconnected before the response was sent")
-        except Exception:
-            log.exception("unhandled error")
-            await _send_error(send, InternalError("Internal error in the gateway."), request_id)
-        finally:
-            if watch is not None:
-                watch.stop()
-            request_id_var.reset(token)
+    async def prepare(
+        self,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        services: Services,
+        runtime: Runtime,
+        request_id: str,
+    ) -> Call:
+        headers = _Headers(scope)
+        principal = runtime.auth.authenticate(headers.bearer())
+        body = await read_body(
+            receive, runtime.config.server.max_body_bytes, headers.content_length
+        )
+        return self._call(body, principal, request_id, scope, headers)
+
+    async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
+        await _send_error(send, err, request_id)
 
     def _call(
         self,

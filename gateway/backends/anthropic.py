@@ -11,7 +11,7 @@ import orjson
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
 from gateway.backends.base import UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import map_transport_error
-from gateway.backends.openai_compat import body_chunks, read_all
+from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
 from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import Usage
 from gateway.dialects.usage import usage_from_anthropic
@@ -71,45 +71,27 @@ class AnthropicBackend:
             )
         body = dict(request.body)
         body["model"] = request.model
-        headers = dict(self._headers)
+        outgoing = dict(self._headers)
         for key in _CLIENT_HEADERS:  # the client's API version and betas win over ours
             if key in request.headers:
-                headers[key] = request.headers[key]
+                outgoing[key] = request.headers[key]
         http_request = httpx.Request(
             "POST",
             self._urls[request.endpoint],
             content=orjson.dumps(body),
-            headers=headers,
+            headers=outgoing,
             extensions=self._extensions,
         )
-        await self._slots.acquire()
-        try:
-            response = await self._transport.handle_async_request(http_request)
-        except (TimeoutError, httpx.HTTPError, OSError) as exc:
-            self._slots.release()
-            raise map_transport_error(exc, self.name) from exc
-        except BaseException:
-            self._slots.release()
-            raise
-        relayed = tuple(
-            (k.decode("latin-1").lower(), v.decode("latin-1"))
-            for k, v in response.headers.raw
-            if k.lower() in _RELAY
-        )
+        response = await open_response(self._transport, http_request, self._slots, self.name)
+        headers = relayed(response.headers, _RELAY)
         if request.stream and response.status_code < 400:
             relay = EventRelay(response, body, self._tokens, self.name, self._slots)
-            return UpstreamResponse(response.status_code, relayed, stream=relay)
-        try:
-            content = await read_all(response)
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc, self.name) from exc
-        finally:
-            await response.aclose()
-            self._slots.release()
+            return UpstreamResponse(response.status_code, headers, stream=relay)
+        content = await read_and_release(response, self._slots, self.name)
         usage = None
         if response.status_code < 400 and request.endpoint == "messages":
             usage = self._usage_of(content, body)
-        return UpstreamResponse(response.status_code, relayed, content, usage)
+        return UpstreamResponse(response.status_code, headers, content, usage)
 
     def _usage_of(self, content: bytes, body: Mapping[str, object]) -> Usage:
         try:

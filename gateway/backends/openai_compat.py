@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 import orjson
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.base import UpstreamRequest, UpstreamResponse
-from gateway.backends.errors import map_transport_error
+from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
 from gateway.backends.openai_stream import StreamRelay
 from gateway.backends.openai_usage import usage_of_body
 from gateway.errors import InvalidRequest
@@ -90,28 +90,14 @@ class OpenAICompatBackend:
             headers=self._headers_for(request),
             extensions=self._extensions,
         )
-        await self._slots.acquire()
-        try:
-            response = await self._transport.handle_async_request(http_request)
-        except (TimeoutError, httpx.HTTPError, OSError) as exc:
-            self._slots.release()
-            raise map_transport_error(exc, self.name) from exc
-        except BaseException:
-            self._slots.release()
-            raise
-        headers = _relayed(response.headers)
+        response = await open_response(self._transport, http_request, self._slots, self.name)
+        headers = relayed(response.headers, _RELAY)
         if request.stream and response.status_code < 400:
             relay = StreamRelay(
                 response, body_chunks(response), request, self._tokens, self.name, self._slots
             )
             return UpstreamResponse(response.status_code, headers, stream=relay)
-        try:
-            content = await read_all(response)
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc, self.name) from exc
-        finally:
-            await response.aclose()
-            self._slots.release()
+        content = await read_and_release(response, self._slots, self.name)
         usage = None
         if response.status_code < 400:
             usage = usage_of_body(content, request, self._tokens)
@@ -135,30 +121,3 @@ class OpenAICompatBackend:
 
     async def aclose(self) -> None:
         return None
-
-
-async def read_all(response: httpx.Response) -> bytes:
-    """The body straight from the transport's stream: `aread` adds a decoder, a re-chunker and
-    a context manager per chunk that an identity-encoded body does not need."""
-    chunks = [chunk async for chunk in body_chunks(response)]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """Decoded body chunks: the raw stream when the upstream did not compress (we never ask it
-    to), httpx's decoding iterator when it did anyway."""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    stream = response.stream
-    if encoding in ("", "identity") and isinstance(stream, httpx.AsyncByteStream):
-        return stream.__aiter__()
-    return response.aiter_bytes()
-
-
-def _relayed(headers: httpx.Headers) -> tuple[tuple[str, str], ...]:
-    """Relay-worthy headers from the raw pairs: `items()` would decode every header first,
-    measured at ~0.1 ms per call on the hot path."""
-    return tuple(
-        (key.decode("latin-1").lower(), value.decode("latin-1"))
-        for key, value in headers.raw
-        if key.lower() in _RELAY
-    )

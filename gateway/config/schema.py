@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config.accounting_schema import (
     AdminConfig,
@@ -38,62 +38,47 @@ class ConnectionLimits(Strict):
     keepalive_expiry: float = Field(30.0, gt=0)
 
 
-class OpenAIBackend(Strict):
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class NetworkBackendBase(Strict):
+    """What every backend reached over HTTP has: a secret by name, headers, timeouts, a pool."""
+
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    limits: ConnectionLimits = ConnectionLimits()
+
+
+class OpenAIBackend(NetworkBackendBase):
     """Any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, Ollama, OpenAI itself."""
 
     type: Literal["openai"]
-    base_url: str
-    api_key_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Timeouts()
-    limits: ConnectionLimits = ConnectionLimits()
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    base_url: HttpUrl
 
 
-class AnthropicBackend(Strict):
+class AnthropicBackend(NetworkBackendBase):
     """Anthropic's Messages API: native for Anthropic-dialect calls, translated for OpenAI chat."""
 
     type: Literal["anthropic"]
-    base_url: str = "https://api.anthropic.com"
-    api_key_env: str | None = None
+    base_url: HttpUrl = "https://api.anthropic.com"
     version: str = "2023-06-01"  # sent as anthropic-version unless the client sends its own
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Timeouts()
-    limits: ConnectionLimits = ConnectionLimits()
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
 
-class AzureOpenAIBackend(Strict):
+class AzureOpenAIBackend(NetworkBackendBase):
     """Azure OpenAI: `{endpoint}/openai/deployments/{deployment}/...?api-version=...` with an
     `api-key` header. A target's model names the deployment, unless `deployments` maps it."""
 
     type: Literal["azure_openai"]
-    endpoint: str
+    endpoint: HttpUrl
     api_version: str
-    api_key_env: str | None = None
     deployments: dict[str, str] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Timeouts()
-    limits: ConnectionLimits = ConnectionLimits()
-
-    @field_validator("endpoint")
-    @classmethod
-    def _https_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with https:// (or http:// for a local stand-in)")
-        return value.rstrip("/")
 
 
 class SimBackend(SimConfig):

@@ -1,0 +1,86 @@
+"""The shape every dialect's proxied endpoint shares: one request id, the runtime of the
+moment, the call through the pipeline, the reply or stream out, and errors in the dialect.
+
+A dialect supplies how to turn HTTP into a Call (`prepare`) and how its errors look."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway.api.asgi import (
+    ClientWatch,
+    ErrorEvent,
+    Receive,
+    Send,
+    raw_headers,
+    send_stream,
+    send_whole,
+)
+from gateway.call import Call
+from gateway.config.runtime import Runtime
+from gateway.errors import InternalError, TollgateError
+from gateway.logs import request_id_var
+from gateway.services import Services
+
+log = logging.getLogger("gateway.api")
+DISCONNECT_GRACE_S = 0.25
+
+
+class DialectEndpoint:
+    error_event: ErrorEvent
+
+    async def prepare(
+        self,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        services: Services,
+        runtime: Runtime,
+        request_id: str,
+    ) -> Call | None:
+        """The call to run, or None when the endpoint has answered by itself."""
+        raise NotImplementedError
+
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        return [(b"x-tollgate-request-id", request_id.encode())]
+
+    async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        services: Services = scope["state"]["services"]
+        request_id = services.request_ids()
+        token = request_id_var.set(request_id)
+        watch: ClientWatch | None = None
+        try:
+            runtime = services.runtime.current  # the call finishes on the config it started on
+            call = await self.prepare(scope, receive, send, services, runtime, request_id)
+            if call is None:
+                return
+            watch = ClientWatch(receive, DISCONNECT_GRACE_S)
+            reply = await services.pipeline.handle(call, runtime)
+            out = raw_headers(reply.headers)
+            out.extend(self.id_headers(request_id))
+            if reply.stream is not None:
+                await send_stream(send, watch, reply, out, self.error_event)
+            else:
+                watch.stop()
+                try:
+                    await send_whole(send, reply.status, out, reply.body)
+                finally:
+                    await reply.done()
+        except TollgateError as err:
+            await self.send_error(send, err, request_id)
+        except asyncio.CancelledError:
+            if watch is None or watch.reason is None:
+                raise
+            log.info("client disconnected before the response was sent")
+        except Exception:
+            log.exception("unhandled error")
+            await self.send_error(send, InternalError("Internal error in the gateway."), request_id)
+        finally:
+            if watch is not None:
+                watch.stop()
+            request_id_var.reset(token)
