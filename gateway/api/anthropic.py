@@ -7,6 +7,7 @@ raises is in Anthropic's shape (`{"type": "error", "error": {"type", "message"}}
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -21,7 +22,7 @@ from gateway.backends.base import UpstreamRequest
 from gateway.backends.bridge import dialect_of
 from gateway.call import Call, Principal
 from gateway.config.runtime import Runtime
-from gateway.errors import InvalidRequest, ModelNotFound, TollgateError
+from gateway.errors import InvalidRequest, ModelNotFound, TollgateError, UpstreamTimeout
 from gateway.services import Services
 
 log = logging.getLogger("gateway.api.anthropic")
@@ -127,7 +128,13 @@ class MessagesEndpoint(DialectEndpoint):
                 "count_tokens", target.model, payload, False, False, "",
                 dict(headers.forward), "anthropic",
             )  # fmt: skip
-            response = await backend.send(request)
+            try:
+                async with asyncio.timeout(backend.total_timeout):
+                    response = await backend.send(request)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(
+                    f"backend {target.backend} did not count within {backend.total_timeout:g}s"
+                ) from exc
             out = [*raw_headers(response.headers), *ids]
             await send_whole(send, response.status, out, response.body)
             return
