@@ -72,7 +72,9 @@ class Ledger:
         self._down_until = 0.0
         self.degraded = False
         self.windows = WindowCache(zone)
-        self.book = SpendBook(lambda: self._pick(fail_closed=False), self.windows, clock)
+        # Spend goes to the shared store only: kept in the process while it is down, shipped
+        # once it is back (the local fallback would hide the outage's spend from the fleet).
+        self.book = SpendBook(lambda: self.store, self.windows, clock)
         self.settles = SettleQueue(self._failed)
         self._task: asyncio.Task[None] | None = None
 
@@ -130,11 +132,15 @@ class Ledger:
     async def spend(
         self, group_by: str, kind: WindowKind, at: float | None = None
     ) -> dict[str, dict[str, int]]:
+        if self._pick(fail_closed=False) is not self.store:
+            raise StoreUnavailable(
+                "the shared counter store is down; spend is kept until it returns"
+            )
         await self.settles.flush()
         await self.book.flush()
         now = self.clock() if at is None else at
         window = window_at(kind, now, self.zone)
-        raw = await self._pick(fail_closed=False).table(table_name(window.tag, group_by))
+        raw = await self.store.table(table_name(window.tag, group_by))
         rows: dict[str, dict[str, int]] = {}
         for key, amount in raw.items():
             value, _, name = key.rpartition("|")

@@ -56,6 +56,7 @@ class SpendBook:
         self._clock = clock
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._lock = asyncio.Lock()
+        self._failing = False
 
     def add(self, spent: Spent) -> None:
         amounts = (spent.usd_nanos, spent.input_tokens, spent.output_tokens, 1)
@@ -75,11 +76,17 @@ class SpendBook:
             try:
                 await self._store().settle([], self._tallies(pending))
             except StoreUnavailable as exc:
-                log.warning("spend tallies kept for later: %s", exc)
+                if not self._failing:
+                    log.warning(
+                        "spend tallies kept in the process until the store is back: %s", exc
+                    )
+                self._failing = True
                 for key, row in pending.items():  # merge back; the next flush retries
                     mine = self._pending.setdefault(key, [0, 0, 0, 0])
                     for i, amount in enumerate(row):
                         mine[i] += amount
+            else:
+                self._failing = False
 
     def _tallies(self, pending: dict[tuple[str, str], list[int]]) -> list[Tally]:
         now = self._clock()

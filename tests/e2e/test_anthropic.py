@@ -248,6 +248,8 @@ def test_translated_tools_from_the_simulator(stack: Stack) -> None:
 def test_translated_count_tokens_and_errors(stack: Stack) -> None:
     counted = stack.anthropic().messages.count_tokens(model="local", messages=HI)  # type: ignore[arg-type]
     assert counted.input_tokens > 0
+    with pytest.raises(anthropic.AuthenticationError):
+        stack.anthropic(key="wrong").messages.create(model="local", max_tokens=5, messages=HI)  # type: ignore[arg-type]
     with pytest.raises(anthropic.RateLimitError) as info:
         stack.anthropic().messages.create(model="openai-429", max_tokens=5, messages=HI)  # type: ignore[arg-type]
     assert info.value.response.headers["retry-after"] == "7"

@@ -46,6 +46,18 @@ def call(gw: GatewayProcess) -> httpx.Response:
     )
 
 
+def spend(gw: GatewayProcess) -> httpx.Response:
+    return httpx.get(
+        gw.url + "/admin/spend?group_by=team&window=day",
+        headers={"authorization": "Bearer adm"},
+        timeout=10,
+    )
+
+
+def _requests(response: httpx.Response) -> int:
+    return int(response.json()["total"]["requests"]) if response.status_code == 200 else -1
+
+
 def until(predicate: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -61,7 +73,8 @@ def test_redis_killed_mid_test(
     with PrivateRedis() as redis_server:
         path.write_text(config(upstream[1], redis_server.url, mode))
         log = tmp_path / "gw.log"
-        with GatewayProcess(path, env={"TG_ALICE": KEY}, log=log) as gw:
+        env = {"TG_ALICE": KEY, "TOLLGATE_ADMIN_KEY": "adm"}
+        with GatewayProcess(path, env=env, log=log) as gw:
             assert call(gw).status_code == 200
             redis_server.kill()
             if mode == "closed":
@@ -79,6 +92,11 @@ def test_redis_killed_mid_test(
                 statuses = [call(gw).status_code for _ in range(8)]
                 assert statuses[0] == 200 and 429 in statuses, statuses
                 assert httpx.get(gw.url + "/readyz").status_code == 200
+                assert spend(gw).status_code == 503, "no half-true spend report while down"
+                redis_server.start()
+                # The spend of calls served during the outage reaches Redis once it is back.
+                served = 1 + statuses.count(200)
+                until(lambda: _requests(spend(gw)) == served)
             exposition = httpx.get(gw.url + "/metrics").text
             assert "tollgate_budget_store_failures_total" in exposition
             if mode == "open":
