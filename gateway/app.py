@@ -18,7 +18,8 @@ from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
 from gateway.api.metrics import metrics
-from gateway.api.openai import ModelsEndpoint, OpenAIEndpoint
+from gateway.api.models import ModelsEndpoint
+from gateway.api.openai import OpenAIEndpoint
 from gateway.config.loader import LoadedConfig
 from gateway.errors import InvalidRequest, TollgateError
 from gateway.services import Services

@@ -30,7 +30,7 @@ JSON = (b"content-type", b"application/json")
 _FORWARD = (b"anthropic-version", b"anthropic-beta")
 
 
-class _Headers:
+class AnthropicHeaders:
     __slots__ = ("api_key", "authorization", "content_length", "forward", "user_agent")
 
     def __init__(self, scope: dict[str, Any]) -> None:
@@ -82,7 +82,7 @@ class MessagesEndpoint(DialectEndpoint):
         runtime: Runtime,
         request_id: str,
     ) -> Call | None:
-        headers = _Headers(scope)
+        headers = AnthropicHeaders(scope)
         principal = runtime.auth.authenticate(headers.key())
         body = await read_body(
             receive, runtime.config.server.max_body_bytes, headers.content_length
@@ -109,7 +109,7 @@ class MessagesEndpoint(DialectEndpoint):
         services: Services,
         runtime: Runtime,
         ids: list[tuple[bytes, bytes]],
-        headers: _Headers,
+        headers: AnthropicHeaders,
     ) -> None:
         """Asked of Anthropic when the model's first target is an Anthropic backend (its own
         tokenizer is the one that bills); otherwise counted by Tollgate with tiktoken."""
@@ -151,7 +151,7 @@ def _call(
     principal: Principal,
     request_id: str,
     scope: dict[str, Any],
-    headers: _Headers,
+    headers: AnthropicHeaders,
 ) -> Call:
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -12,7 +12,7 @@ from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
 from gateway.call import Call, Endpoint, Principal
 from gateway.config.runtime import Runtime
-from gateway.errors import InvalidRequest, ModelNotFound, TollgateError
+from gateway.errors import InvalidRequest, TollgateError
 from gateway.services import Services
 
 log = logging.getLogger("gateway.api")
@@ -75,7 +75,7 @@ class OpenAIEndpoint(DialectEndpoint):
         return self._call(body, principal, request_id, scope, headers)
 
     async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
-        await _send_error(send, err, request_id)
+        await send_openai_error(send, err, request_id)
 
     def _call(
         self,
@@ -148,7 +148,7 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
 
 
-async def _send_error(send: Send, err: TollgateError, request_id: str) -> None:
+async def send_openai_error(send: Send, err: TollgateError, request_id: str) -> None:
     headers = [
         JSON,
         (b"x-tollgate-request-id", request_id.encode()),
@@ -158,37 +158,3 @@ async def _send_error(send: Send, err: TollgateError, request_id: str) -> None:
         await send_whole(send, err.status, headers, openai_error_body(err))
     except (OSError, RuntimeError):
         log.debug("could not send error response (client gone or response started)")
-
-
-class ModelsEndpoint:
-    """GET /v1/models and /v1/models/{id}: the aliases this caller may use."""
-
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        services: Services = scope["state"]["services"]
-        request_id = services.request_ids()
-        try:
-            runtime = services.runtime.current
-            principal = runtime.auth.authenticate(_Headers(scope).bearer())
-            config = runtime.config
-            allowed = [a for a in runtime.router.aliases() if principal.may_use(a)]
-            cards = {
-                a: {"id": a, "object": "model", "created": 0, "owned_by": config.models[a].owned_by}
-                for a in allowed
-            }
-            model_id = scope.get("path_params", {}).get("model_id")
-            if model_id is None:
-                body = orjson.dumps({"object": "list", "data": list(cards.values())})
-            elif model_id in cards:
-                body = orjson.dumps(cards[model_id])
-            else:
-                raise ModelNotFound(
-                    f"The model '{model_id}' does not exist or you do not have "
-                    f"access to it. Available models: "
-                    f"{', '.join(allowed) or 'none'}.",
-                    param="model",
-                )
-            await send_whole(
-                send, 200, [JSON, (b"x-tollgate-request-id", request_id.encode())], body
-            )
-        except TollgateError as err:
-            await _send_error(send, err, request_id)

@@ -371,3 +371,13 @@ def test_bearer_auth_and_budgets_count_anthropic_calls(stack: Stack) -> None:
     missing = httpx.post(stack.gateway.url + "/v1/messages", json={"model": "claude"})
     assert missing.status_code == 401
     assert missing.json()["error"]["type"] == "authentication_error"
+
+
+def test_models_list_in_each_dialect(stack: Stack) -> None:
+    listed = stack.anthropic().models.list()
+    ids = [m.id for m in listed.data]
+    assert "claude" in ids and "local" in ids
+    assert stack.anthropic().models.retrieve("local").type == "model"
+    with pytest.raises(anthropic.NotFoundError):
+        stack.anthropic().models.retrieve("nope")
+    assert "claude" in [m.id for m in stack.openai().models.list().data]
