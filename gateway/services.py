@@ -59,7 +59,12 @@ class Services:
         engine = await asyncio.to_thread(prepare_database, url, config.database.auto_upgrade)
         ring = KeyRing(server_secret(config.keys.secret_env, data_dir_of(url)))
         store = counter_store(config.limits)
-        ledger = Ledger(store, config.limits.on_store_failure, ZoneInfo(config.limits.timezone))
+        ledger = Ledger(
+            store,
+            config.limits.on_store_failure,
+            ZoneInfo(config.limits.timezone),
+            hold_s=config.limits.hold_seconds,
+        )
         persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
         if persisted is not None:
             persisted.track_dirty = True

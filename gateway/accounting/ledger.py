@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ from gateway.accounting.limits import Line
 from gateway.accounting.settle import SettleQueue
 from gateway.accounting.spend import SPEND_FIELDS, SpendBook, Spent, table_name
 from gateway.accounting.windows import WindowCache, WindowKind, window_at
-from gateway.stores.counters import Charge, CounterStore, Refused, StoreUnavailable
+from gateway.stores.counters import (
+    CounterStore,
+    HoldTag,
+    Refused,
+    Settlement,
+    StoreUnavailable,
+)
 from gateway.stores.memory import MemoryCounters
 
 log = logging.getLogger("gateway.ledger")
@@ -39,6 +46,7 @@ class Hold:
     store: CounterStore
     values: list[int]
     degraded: bool = False
+    tag: HoldTag | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,7 @@ class Ledger:
         zone: ZoneInfo,
         clock: Callable[[], float] = time.time,
         retry_s: float = 1.0,
+        hold_s: float = 900.0,
     ) -> None:
         self.store = store
         self.local = store if isinstance(store, MemoryCounters) else MemoryCounters(clock)
@@ -68,6 +77,7 @@ class Ledger:
         self.zone = zone
         self.clock = clock
         self.retry_s = retry_s
+        self.hold_s = hold_s
         self.stats = LedgerStats()
         self._down_until = 0.0
         self.degraded = False
@@ -89,11 +99,12 @@ class Ledger:
     async def reserve(self, lines: Sequence[Line]) -> Hold | Denial:
         charges = [line.charge for line in lines]
         store = self._pick()
+        tag = self._tag() if store is not self.local else None
         try:
-            result = await store.reserve(charges)
+            result = await store.reserve(charges, tag)
         except StoreUnavailable as exc:
             self._failed(exc)
-            store = self._pick()
+            store, tag = self._pick(), None
             result = await store.reserve(charges)
         else:
             self._recovered(store)
@@ -102,12 +113,16 @@ class Ledger:
         degraded = store is self.local and self.shared
         if degraded:
             self.stats.degraded_calls += 1
-        return Hold(list(lines), store, result, degraded)
+        return Hold(list(lines), store, result, degraded, tag)
+
+    def _tag(self) -> HoldTag:
+        """A shared-store reservation outlives a dead gateway by at most `hold_s` seconds."""
+        return HoldTag(secrets.token_hex(8), self.clock() + self.hold_s)
 
     def settle(self, hold: Hold, spent: Spent | None) -> None:
         """Commit what the call really used and release the rest (all of it if `spent` is
         None: the call failed before the backend did any work)."""
-        deltas = []
+        lines = []
         for line in hold.lines:
             reserved = line.charge.amount
             if spent is None:
@@ -118,12 +133,10 @@ class Ledger:
                 actual = spent.tokens
             else:
                 actual = reserved
-            if actual != reserved:
-                deltas.append(Charge(line.charge.key, actual - reserved, None, line.charge.ttl))
+            lines.append((line.charge.key, reserved, actual, line.charge.ttl))
         if spent is not None:
             self.book.add(spent)
-        if deltas:
-            self.settles.add(hold.store, deltas)
+        self.settles.add(hold.store, Settlement(hold.tag, tuple(lines)))
 
     def record(self, spent: Spent) -> None:
         """Spend of a call no budget applied to: tallies only (shipped in the next batch)."""
@@ -182,17 +195,31 @@ class Ledger:
         self._task = asyncio.create_task(self._maintain(), name="tollgate-ledger")
 
     async def _maintain(self) -> None:
-        """Once a second, ship the spend tallies; once a minute, drop expired local counters."""
+        """Once a second, ship the spend tallies; every 5 s, release the holds of calls whose
+        gateway died (any gateway may do it, atomically); once a minute, drop expired local
+        counters."""
         ticks = 0
         while True:
             await asyncio.sleep(1.0)
             ticks += 1
             try:
                 await self.book.flush()
+                if ticks % 5 == 0:
+                    await self.sweep()
                 if ticks % 60 == 0:
                     self.local.sweep()
+            except StoreUnavailable as exc:
+                self._failed(exc)
             except Exception:
                 log.exception("ledger maintenance failed")
+
+    async def sweep(self) -> int:
+        if not self.shared or self._pick(fail_closed=False) is not self.store:
+            return 0
+        released = await self.store.sweep_holds(self.clock())
+        if released:
+            log.warning("released %d reservations left by calls that never settled", released)
+        return released
 
     async def flush(self) -> None:
         """Ship pending settlements and spend now (shutdown, before persisting counters)."""

@@ -1,9 +1,9 @@
-"""Corrections to reservations, shipped in small batches: no response waits for them.
+"""Settlements of finished calls, shipped in small batches: no response waits for them.
 
-Settling releases what a call reserved but did not use. Doing it a few milliseconds late only
-keeps a counter high for those milliseconds (never low), so it is safe to batch: one script
-call carries every correction gathered in the window, summed per counter. A correction that
-cannot be shipped (store down) is kept and retried; the embedded store applies them at once.
+Settling replaces what a call reserved by what it used. Doing it a few milliseconds late only
+keeps a counter high for those milliseconds (never low), so it is safe to batch: one script call
+carries every settlement gathered in the window. One that cannot be shipped (store down) is kept
+and retried; the embedded store applies them at once.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from gateway.stores.counters import Charge, CounterStore, StoreUnavailable
+from gateway.stores.counters import CounterStore, Settlement, StoreUnavailable
 from gateway.stores.memory import MemoryCounters
 
 log = logging.getLogger("gateway.settle")
-_MAX_PENDING_KEYS = 100_000
+_MAX_PENDING = 100_000
 
 
 class SettleQueue:
@@ -26,41 +26,35 @@ class SettleQueue:
     ) -> None:
         self._on_failure = on_failure
         self._window_s = window_s
-        self._pending: dict[int, tuple[CounterStore, dict[str, list[int]]]] = {}
+        self._pending: dict[int, tuple[CounterStore, list[Settlement]]] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
-    def add(self, store: CounterStore, deltas: Sequence[Charge]) -> None:
+    def add(self, store: CounterStore, settlement: Settlement) -> None:
         if isinstance(store, MemoryCounters):
-            store.settle_now(deltas, ())
+            store.release_now((settlement,))
             return
-        _, by_key = self._pending.setdefault(id(store), (store, {}))
-        for delta in deltas:
-            entry = by_key.get(delta.key)
-            if entry is None:
-                if len(by_key) >= _MAX_PENDING_KEYS:
-                    self.dropped += 1  # the store has been down too long: keep memory bounded
-                    continue
-                by_key[delta.key] = [delta.amount, delta.ttl]
-            else:
-                entry[0] += delta.amount
-                entry[1] = max(entry[1], delta.ttl)
+        _, queue = self._pending.setdefault(id(store), (store, []))
+        if len(queue) >= _MAX_PENDING:
+            # The store has been down too long: keep memory bounded. The dropped call's hold
+            # expires and is swept, charging its reservation instead of its actual cost.
+            self.dropped += 1
+            return
+        queue.append(settlement)
         self._wake.set()
 
     async def flush(self) -> None:
         async with self._lock:
             pending, self._pending = self._pending, {}
-            for store, by_key in pending.values():
-                charges = [Charge(k, a, None, ttl) for k, (a, ttl) in by_key.items() if a]
-                if not charges:
-                    continue
+            for store, queue in pending.values():
                 try:
-                    await store.settle(charges, ())
+                    await store.release(queue)
                 except StoreUnavailable as exc:
                     self._on_failure(exc)
-                    self.add(store, charges)  # merged back, retried with the next batch
+                    for settlement in queue:  # kept, retried with the next batch
+                        self.add(store, settlement)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tollgate-settle")

@@ -45,11 +45,38 @@ class Tally:
     ttl: int
 
 
+@dataclass(frozen=True, slots=True)
+class HoldTag:
+    """Names a reservation in a shared store so that, if its gateway dies before settling it,
+    any other gateway releases it once `expires_at` (epoch seconds) has passed."""
+
+    id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A finished call: per counter (key, reserved, actual, ttl)."""
+
+    hold: HoldTag | None
+    lines: tuple[tuple[str, int, int, int], ...]
+
+
 class CounterStore(Protocol):
     name: str
 
-    async def reserve(self, charges: Sequence[Charge]) -> Refused | list[int]:
+    async def reserve(
+        self, charges: Sequence[Charge], hold: HoldTag | None = None
+    ) -> Refused | list[int]:
         """All charges at once, or none: the counters' new values, or what did not fit."""
+        ...
+
+    async def release(self, settlements: Sequence[Settlement]) -> None:
+        """Replace reservations by actual amounts (each hold released exactly once)."""
+        ...
+
+    async def sweep_holds(self, now: float) -> int:
+        """Release holds that expired unsettled; how many."""
         ...
 
     async def settle(self, deltas: Sequence[Charge], tallies: Sequence[Tally]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.stores.counters import Charge, Refused, Tally
+from gateway.stores.counters import Charge, HoldTag, Refused, Settlement, Tally
 
 
 class MemoryCounters:
@@ -37,8 +37,24 @@ class MemoryCounters:
         if self.track_dirty:
             self.dirty.add(key)
 
-    async def reserve(self, charges: Sequence[Charge]) -> Refused | list[int]:
+    async def reserve(
+        self, charges: Sequence[Charge], hold: HoldTag | None = None
+    ) -> Refused | list[int]:
         return self.reserve_now(charges)
+
+    async def release(self, settlements: Sequence[Settlement]) -> None:
+        self.release_now(settlements)
+
+    def release_now(self, settlements: Sequence[Settlement]) -> None:
+        """In one process a reservation cannot outlive its gateway: just the differences."""
+        for settlement in settlements:
+            for key, reserved, actual, ttl in settlement.lines:
+                if actual != reserved:
+                    self._counters[key] = self._live(key) + actual - reserved
+                    self._touch(key, ttl)
+
+    async def sweep_holds(self, now: float) -> int:
+        return 0
 
     def reserve_now(self, charges: Sequence[Charge]) -> Refused | list[int]:
         for i, charge in enumerate(charges):

@@ -14,49 +14,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.stores.counters import Charge, Refused, StoreUnavailable, Tally
+from gateway.stores import redis_scripts
+from gateway.stores.counters import Charge, HoldTag, Refused, Settlement, StoreUnavailable, Tally
 from gateway.stores.resp import RedisReplyError, RespPipe
 
-# KEYS: counters. ARGV: per key (amount, limit or -1, ttl). Check all, then charge all.
-_RESERVE = """
-local n = #KEYS
-local current = {}
-for i = 1, n do
-  local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-  current[i] = cur
-  local limit = tonumber(ARGV[3 * i - 1])
-  if limit >= 0 and cur + tonumber(ARGV[3 * i - 2]) > limit then
-    return {i, cur}
-  end
-end
-local out = {0}
-for i = 1, n do
-  out[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
-  local ttl = tonumber(ARGV[3 * i])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-return out
-"""
-
-# KEYS: counters then tables. ARGV[1]: how many counters; then per counter (delta, ttl);
-# then per table (field, amount, ttl).
-_SETTLE = """
-local n = tonumber(ARGV[1])
-local a = 2
-for i = 1, n do
-  redis.call('INCRBY', KEYS[i], ARGV[a])
-  local ttl = tonumber(ARGV[a + 1])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-  a = a + 2
-end
-for i = n + 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1])
-  local ttl = tonumber(ARGV[a + 2])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-  a = a + 3
-end
-return 1
-"""
+# A hold's own record outlives its expiry long enough for a sweeper to find it.
+_HOLD_KEEP_S = 86_400
 
 
 class RedisCounters:
@@ -77,20 +40,56 @@ class RedisCounters:
         self._redis = aioredis.Redis(connection_pool=pool)
         self._pipe = RespPipe(url, timeout_s)
         self._prefix = "{" + prefix + "}:"
-        self._scripts = {name: (body, sha1(body.encode()).hexdigest()) for name, body in (
-            ("reserve", _RESERVE), ("settle", _SETTLE))}  # fmt: skip
+        self._scripts = {
+            name: (body, sha1(body.encode()).hexdigest())
+            for name, body in (
+                ("reserve", redis_scripts.RESERVE),
+                ("release", redis_scripts.RELEASE),
+                ("sweep", redis_scripts.SWEEP),
+                ("settle", redis_scripts.SETTLE),
+            )
+        }
+        self._holds = self._prefix + "holds"
 
     def _k(self, key: str) -> str:
         return self._prefix + key
 
-    async def reserve(self, charges: Sequence[Charge]) -> Refused | list[int]:
-        args: list[Any] = []
+    async def reserve(
+        self, charges: Sequence[Charge], hold: HoldTag | None = None
+    ) -> Refused | list[int]:
+        args: list[Any] = [len(charges)]
         for c in charges:
             args += [c.amount, -1 if c.limit is None else c.limit, c.ttl]
-        result = await self._script("reserve", [self._k(c.key) for c in charges], args)
+        keys = [self._k(c.key) for c in charges]
+        if hold is not None:
+            keys += [self._holds, self._hold_key(hold)]
+            args += [f"{hold.expires_at:.3f}", _HOLD_KEEP_S]
+        else:
+            keys += [self._holds, self._k("hold:none")]
+            args += [0, 0]
+        result = await self._script("reserve", keys, args)
         if int(result[0]) != 0:
             return Refused(int(result[0]) - 1, int(result[1]))
         return [int(v) for v in result[1:]]
+
+    async def release(self, settlements: Sequence[Settlement]) -> None:
+        keys: list[str] = [self._holds]
+        args: list[Any] = [len(settlements)]
+        for settlement in settlements:
+            tag = settlement.hold
+            keys.append(self._hold_key(tag) if tag is not None else self._k("hold:none"))
+            args.append(len(settlement.lines))
+            for key, reserved, actual, ttl in settlement.lines:
+                keys.append(self._k(key))
+                args += [reserved, actual, ttl]
+        if settlements:
+            await self._script("release", keys, args)
+
+    async def sweep_holds(self, now: float) -> int:
+        return int(await self._script("sweep", [self._holds], [f"{now:.3f}", 500]))
+
+    def _hold_key(self, hold: HoldTag) -> str:
+        return self._prefix + "hold:" + hold.id
 
     async def settle(self, deltas: Sequence[Charge], tallies: Sequence[Tally]) -> None:
         keys = [self._k(d.key) for d in deltas] + [self._k(t.table) for t in tallies]

@@ -167,3 +167,45 @@ def _wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:
         if done(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+def test_reservations_of_a_killed_gateway_are_released_by_another(
+    upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    import threading
+
+    with redis_prefix() as prefix:
+        slow_model = "  slow: {targets: [{backend: fake, model: slow}]}\n"
+        text = (
+            config(upstream[1], prefix, Decimal(1))
+            .replace("  prompt_margin: 0\n", "  prompt_margin: 0\n  hold_seconds: 2\n")
+            .replace("  endless: {targets:", slow_model + "  endless: {targets:")
+        )
+        with gateways(2, text, tmp_path) as (doomed, survivor):
+
+            def slow_call() -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.post(
+                        doomed.url + "/v1/chat/completions",
+                        json={"model": "slow", "messages": MESSAGES, "max_tokens": 50},
+                        headers={"authorization": f"Bearer {KEY}"},
+                        timeout=10,
+                    )
+
+            caller = threading.Thread(target=slow_call)
+            caller.start()
+            used = _wait_for(
+                lambda: admin(survivor.url, "/admin/budgets/ml-daily")["usage"]["usd"],
+                lambda usd: Decimal(usd) > 0,
+            )
+            assert Decimal(used) > 0, "the slow call's reservation is held"
+            assert doomed.proc is not None
+            doomed.proc.kill()  # kill -9: the call will never settle
+            doomed.proc.wait(5)
+            caller.join(10)
+            released = _wait_for(
+                lambda: admin(survivor.url, "/admin/budgets/ml-daily")["usage"]["usd"],
+                lambda usd: Decimal(usd) == 0,
+                timeout=15,
+            )
+            assert Decimal(released) == 0, "the survivor released the dead gateway's hold"

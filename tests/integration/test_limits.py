@@ -35,7 +35,7 @@ def setup(
     zone: str = "UTC",
 ) -> tuple[Ledger, Planner]:
     tz = ZoneInfo(zone)
-    ledger = Ledger(make_store(clock), "closed", tz, clock=clock)
+    ledger = Ledger(make_store(clock), "closed", tz, clock=clock, hold_s=60)
     return ledger, Planner(budgets, rates, tz, clock)
 
 
@@ -176,3 +176,33 @@ async def test_spend_is_tallied_by_team_key_and_model(make_store: StoreFactory) 
     clock.set("2026-05-06T00:00:01")
     assert await ledger.spend("team", "day") == {}, "a new day starts empty"
     assert (await ledger.spend("key", "month"))["alice"]["usd"] == 1500
+
+
+async def test_a_dead_gateways_reservation_is_released(make_store: StoreFactory) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(make_store, clock, [budget("b", "team", "ml", usd_nanos=1000)])
+    key = planner.lines(ALICE, "c", Ask(0, 0))[0].charge.key
+    assert isinstance(await ledger.reserve(planner.lines(ALICE, "c", Ask(400, 0))), Hold)
+    # ... and its gateway dies: nothing will ever settle it.
+    clock.set("2026-05-05T12:00:59")
+    assert await ledger.sweep() == 0, "not before the hold expires"
+    clock.set("2026-05-05T12:01:01")
+    if ledger.shared:
+        assert await ledger.sweep() == 1
+        assert await ledger.values([key]) == [0]
+    else:  # one process: a reservation cannot outlive the gateway holding it
+        assert await ledger.sweep() == 0
+
+
+async def test_a_call_settling_after_its_hold_was_swept_is_charged_once(
+    make_store: StoreFactory,
+) -> None:
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(make_store, clock, [budget("b", "team", "ml", usd_nanos=1000)])
+    key = planner.lines(ALICE, "c", Ask(0, 0))[0].charge.key
+    slow = await ledger.reserve(planner.lines(ALICE, "c", Ask(400, 0)))
+    assert isinstance(slow, Hold)
+    clock.set("2026-05-05T12:02:00")
+    await ledger.sweep()
+    ledger.settle(slow, Spent(250, 0, 0, 0, "ml", "alice", "c"))
+    assert await ledger.values([key]) == [250], "its real cost, neither 400 nor -150"
