@@ -23,9 +23,10 @@ class SchemaOutOfDate(RuntimeError):
 
 
 def migrations_dir() -> Path:
-    """migrations/ beside the package in a checkout, or shipped inside it when installed."""
+    """migrations/ beside the package in a checkout, or inside it (`_migrations`) when installed
+    from a wheel."""
     package = Path(__file__).resolve().parent.parent
-    for candidate in (package.parent / "migrations", package / "migrations"):
+    for candidate in (package.parent / "migrations", package / "_migrations"):
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("the migrations directory is missing from this installation")

@@ -52,3 +52,24 @@ def test_upgrade_downgrade_upgrade(kind: str, tmp_path: Path) -> None:
 
 def test_the_code_knows_the_newest_migration() -> None:
     assert head_revision() == SCHEMA_HEAD, "bump SCHEMA_HEAD with every new migration"
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    """`pip install .` (not editable) has no repository beside it: the wheel carries
+    migrations/ as gateway/_migrations, and the package data patterns cover every file."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    linked = root / "gateway" / "_migrations"
+    assert linked.resolve() == (root / "migrations").resolve()
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["gateway"]
+    shipped = [
+        f"_migrations/{p.relative_to(root / 'migrations')}"
+        for p in (root / "migrations").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    missing = [f for f in shipped if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert not missing, f"not in the wheel: {missing}"
