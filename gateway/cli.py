@@ -72,19 +72,7 @@ def serve(
         level=config.logging.level,
     )
     check_state(config, workers, config_path)
-    if config.auth.mode == "open":
-        if not _is_loopback(host):
-            click.echo(
-                f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
-                f"refusing --host {host}",
-                err=True,
-            )
-            sys.exit(2)
-        log.warning(
-            "*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
-            "simulated backends on %s. Configure keys before exposing real backends. ***",
-            host,
-        )
+    _check_open_access(config.auth.mode, host)
     import uvicorn
 
     options: dict[str, Any] = {
@@ -184,6 +172,24 @@ def sim(config_path: str | None, host: str, port: int, time_scale: float | None)
         http="httptools",
         access_log=False,
         log_level="warning",
+    )
+
+
+def _check_open_access(mode: str, host: str) -> None:
+    """`auth.mode: open` accepts any key: loopback only, and said loudly."""
+    if mode != "open":
+        return
+    if not _is_loopback(host):
+        click.echo(
+            f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
+            f"refusing --host {host}",
+            err=True,
+        )
+        sys.exit(2)
+    log.warning(
+        "*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
+        "simulated backends on %s. Configure keys before exposing real backends. ***",
+        host,
     )
 
 

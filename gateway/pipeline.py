@@ -97,20 +97,8 @@ class Pipeline:
         if call.model not in runtime.router or not call.principal.may_use(call.model):
             raise _model_not_found(call, runtime)
         verdict, finish.ran = await runtime.chain.on_request(call)
-        if isinstance(verdict, Deny):
-            denied = PolicyDenied(
-                verdict.message, status=verdict.status, code=verdict.code, headers=verdict.headers
-            )
-            denied.error_type = verdict.error_type
-            raise denied
-        if isinstance(verdict, Answer):
-            outcome.status, outcome.cache = 200, verdict.cache
-            outcome.first_byte_at = time.time()
-            return Reply(
-                200,
-                [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)],
-                orjson.dumps(verdict.body),
-            )
+        if verdict is not None:
+            return _verdict_reply(verdict, outcome)
         targets = call.route.targets if call.route else runtime.router.targets(call.model)
         target = targets[0]
         backend = runtime.backends[target.backend]
@@ -186,6 +174,23 @@ class StreamReply:
             elif error is not None:
                 outcome.status, outcome.error_type = error.status, error.error_type
             await self._finish()
+
+
+def _verdict_reply(verdict: Deny | Answer, outcome: Outcome) -> Reply:
+    """A policy stopped the call: its refusal raised, or its answer (a cache hit) as the reply."""
+    if isinstance(verdict, Deny):
+        denied = PolicyDenied(
+            verdict.message, status=verdict.status, code=verdict.code, headers=verdict.headers
+        )
+        denied.error_type = verdict.error_type
+        raise denied
+    outcome.status, outcome.cache = 200, verdict.cache
+    outcome.first_byte_at = time.time()
+    return Reply(
+        200,
+        [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)],
+        orjson.dumps(verdict.body),
+    )
 
 
 def _model_not_found(call: Call, runtime: Runtime) -> ModelNotFound:

@@ -22,6 +22,7 @@ from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.runtime import RuntimeDeps, RuntimeRef, build_runtime
+from gateway.config.schema import Config
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.sinks.fanout import SinkFanout
@@ -55,22 +56,7 @@ class Services:
         config = loaded.config
         transport = upstream_transport(settings.pool_connections, settings.upstream_transport)
         tokens = TokenCounter()
-        url = os.environ.get("TOLLGATE_DATABASE_URL") or config.database.url
-        engine = await asyncio.to_thread(prepare_database, url, config.database.auto_upgrade)
-        ring = KeyRing(server_secret(config.keys.secret_env, data_dir_of(url)))
-        store = counter_store(config.limits)
-        ledger = Ledger(
-            store,
-            config.limits.on_store_failure,
-            ZoneInfo(config.limits.timezone),
-            hold_s=config.limits.hold_seconds,
-        )
-        persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
-        if persisted is not None:
-            persisted.track_dirty = True
-        accounts = Accounts(engine, ring, config.keys.refresh_seconds, persisted)
-        await accounts.start()
-        ledger.start()
+        ring, ledger, accounts = await start_accounting(settings, config)
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -131,6 +117,29 @@ class RequestIds:
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+async def start_accounting(settings: Settings, config: Config) -> tuple[KeyRing, Ledger, Accounts]:
+    """Keys and budgets from SQL, the counters budgets are checked against, and the background
+    work that keeps them current (refresh, settlement, persistence)."""
+    url = os.environ.get("TOLLGATE_DATABASE_URL") or config.database.url
+    engine = await asyncio.to_thread(prepare_database, url, config.database.auto_upgrade)
+    ring = KeyRing(server_secret(config.keys.secret_env, data_dir_of(url)))
+    store = counter_store(config.limits)
+    ledger = Ledger(
+        store,
+        config.limits.on_store_failure,
+        ZoneInfo(config.limits.timezone),
+        hold_s=config.limits.hold_seconds,
+    )
+    # One process's embedded counters are persisted; several workers' would overwrite each other.
+    persisted = store if isinstance(store, MemoryCounters) and settings.workers == 1 else None
+    if persisted is not None:
+        persisted.track_dirty = True
+    accounts = Accounts(engine, ring, config.keys.refresh_seconds, persisted)
+    await accounts.start()
+    ledger.start()
+    return ring, ledger, accounts
 
 
 def counter_store(limits: LimitsConfig) -> CounterStore:
