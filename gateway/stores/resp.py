@@ -128,6 +128,9 @@ class _Protocol(asyncio.Protocol):
             if parsed is None:
                 break
             reply, pos = parsed
+            if not self.waiting:  # a reply nobody asked for: the stream is out of step
+                self._fail(StoreUnavailable("redis: unexpected reply; reconnecting"))
+                return
             future = self.waiting.popleft()
             self.deadlines.popleft()
             if future.done():  # its caller timed out; the reply is dropped in order

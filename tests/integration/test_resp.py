@@ -92,3 +92,19 @@ async def test_selects_the_database_in_the_url() -> None:
                 assert db0.get("{" + prefix + "}:n") is None
         finally:
             await store.aclose()
+
+
+async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
+    from gateway.stores.resp import _Protocol
+
+    class Transport:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    proto = _Protocol(1.0)
+    transport = Transport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"+OK\r\n")
+    assert isinstance(proto.lost, StoreUnavailable) and transport.closed
