@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from gateway.call import Target
+from gateway.config.accounting_schema import BudgetConfig, RateLimitConfig
 from gateway.config.prices import price_table
 from gateway.config.schema import Config, PolicyConfig, PolicyFile, SimBackend
 from gateway.config.yamlmarks import Located, YamlProblem, load_yaml
@@ -54,6 +55,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     entries: list[tuple[Located, tuple[str | int, ...], PolicyConfig]] = [
         (main, ("policies", i), p) for i, p in enumerate(config.policies)
     ]
+    limits = _Limits(config)
     base_dir = Path(file).parent
     for i, pattern in enumerate(config.policy_files):
         matched = sorted(glob.glob(str(base_dir / pattern)))
@@ -72,6 +74,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             entries.extend(
                 (located, ("policies", j), p) for j, p in enumerate(policy_file.policies)
             )
+            problems.extend(limits.add(located, policy_file))
     specs: list[PolicySpec] = []
     for located, at, policy in entries:
         try:
@@ -82,7 +85,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     problems.extend(_check_money(main, config))
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(config, tuple(specs), tuple(files), file)
+    return LoadedConfig(limits.merged(config), tuple(specs), tuple(files), file)
 
 
 def _parse(file: str, env: Mapping[str, str]) -> Located:
@@ -197,11 +200,69 @@ def _check_money(main: Located, config: Config) -> list[str]:
                     f"{target.backend!r} model {target.model!r}: add a `pricing:` entry "
                     "(or mark it `free: true`)"
                 )
-    for i, rate in enumerate(config.limits.rate_limits):
+    problems += _rate_models(
+        main, ("limits", "rate_limits"), config.limits.rate_limits, set(config.models)
+    )
+    return problems
+
+
+def _rate_models(
+    located: Located,
+    at: tuple[str | int, ...],
+    rates: Sequence[RateLimitConfig],
+    models: set[str],
+) -> list[str]:
+    """Rate limits that name a model (by `model`, or as the subject of a `model` scope) must
+    name one that exists."""
+    problems = []
+    for i, rate in enumerate(rates):
         for field, value in (("model", rate.model), ("subject", rate.subject)):
             if field == "subject" and rate.scope != "model":
                 continue
-            if value not in (None, "*") and value not in config.models:
-                loc = ("limits", "rate_limits", i, field)
-                problems.append(f"{main.where(loc)}: {_dotted(loc)}: unknown model {value!r}")
+            if value not in (None, "*") and value not in models:
+                loc = (*at, i, field)
+                problems.append(f"{located.where(loc)}: {_dotted(loc)}: unknown model {value!r}")
     return problems
+
+
+class _Limits:
+    """Budgets and rate limits gathered from policy files, checked where they are written."""
+
+    def __init__(self, config: Config) -> None:
+        self._models = set(config.models)
+        self._names = {
+            "budgets": {b.name for b in config.limits.budgets},
+            "rate_limits": {r.name for r in config.limits.rate_limits},
+        }
+        self.budgets: list[BudgetConfig] = []
+        self.rates: list[RateLimitConfig] = []
+
+    def add(self, located: Located, policy_file: PolicyFile) -> list[str]:
+        problems = self._unique(located, "budgets", [b.name for b in policy_file.budgets])
+        problems += self._unique(located, "rate_limits", [r.name for r in policy_file.rate_limits])
+        problems += _rate_models(located, ("rate_limits",), policy_file.rate_limits, self._models)
+        self.budgets.extend(policy_file.budgets)
+        self.rates.extend(policy_file.rate_limits)
+        return problems
+
+    def _unique(self, located: Located, section: str, names: list[str]) -> list[str]:
+        problems = []
+        for j, name in enumerate(names):
+            if name in self._names[section]:
+                loc: tuple[str | int, ...] = (section, j, "name")
+                problems.append(
+                    f"{located.where(loc)}: {_dotted(loc)}: {name!r} is already defined"
+                )
+            self._names[section].add(name)
+        return problems
+
+    def merged(self, config: Config) -> Config:
+        if not self.budgets and not self.rates:
+            return config
+        limits = config.limits.model_copy(
+            update={
+                "budgets": (*config.limits.budgets, *self.budgets),
+                "rate_limits": (*config.limits.rate_limits, *self.rates),
+            }
+        )
+        return config.model_copy(update={"limits": limits})

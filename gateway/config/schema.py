@@ -12,10 +12,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from gateway.config.accounting_schema import (
     AdminConfig,
+    BudgetConfig,
     DatabaseConfig,
     KeysConfig,
     LimitsConfig,
     PriceConfig,
+    RateLimitConfig,
 )
 from gateway.sim.config import SimConfig
 
@@ -176,6 +178,9 @@ class Config(Strict):
 
 
 class PolicyFile(Strict):
-    """A file under policies/: an ordered list appended to the main chain."""
+    """A file under policies/: an ordered list appended to the main chain, and budgets and rate
+    limits added to the main file's `limits` (names must be unique across all files)."""
 
     policies: tuple[PolicyConfig, ...] = ()
+    budgets: tuple[BudgetConfig, ...] = ()
+    rate_limits: tuple[RateLimitConfig, ...] = ()

@@ -152,6 +152,42 @@ def test_shipped_configs_are_valid() -> None:
         probe = root / "policies" / ".probe.yaml"
         try:
             probe.write_text(VALID + f"policy_files: [{policy_file.name}]\n")
-            assert load_config(probe, env={}).policies, policy_file
+            loaded = load_config(probe, env={})
+            limits = loaded.config.limits
+            assert loaded.policies or limits.budgets or limits.rate_limits, policy_file
         finally:
             probe.unlink()
+
+
+def test_policy_files_add_budgets_and_rate_limits(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "10-a.yaml").write_text(
+        "budgets:\n  - {name: team-a, scope: team, subject: a, usd: 5}\n"
+        "rate_limits:\n  - {name: rpm, scope: key, subject: '*', rpm: 10}\n"
+    )
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(
+        VALID
+        + "policy_files: [policies/*.yaml]\n"
+        + "limits:\n  budgets:\n    - {name: main, scope: global, tokens: 9}\n"
+    )
+    limits = load_config(path, env={}).config.limits
+    assert [b.name for b in limits.budgets] == ["main", "team-a"]
+    assert [r.name for r in limits.rate_limits] == ["rpm"]
+
+
+def test_policy_file_limits_are_checked_where_they_are_written(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "10-a.yaml").write_text(
+        "budgets:\n  - {name: main, scope: global, tokens: 1}\n"
+        "rate_limits:\n  - {name: r, scope: model, subject: nope, rpm: 1}\n"
+    )
+    text = (
+        VALID
+        + "policy_files: [policies/*.yaml]\n"
+        + "limits:\n  budgets:\n    - {name: main, scope: global, tokens: 9}\n"
+    )
+    assert problems(tmp_path, text) == [
+        "policies/10-a.yaml:2:12: budgets[0].name: 'main' is already defined",
+        "policies/10-a.yaml:4:38: rate_limits[0].subject: unknown model 'nope'",
+    ]
