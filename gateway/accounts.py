@@ -38,7 +38,7 @@ class Accounts:
         self.budgets: tuple[BudgetRule, ...] = ()
         self._seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._failing = False
+        self.failing = False
 
     def current_budgets(self) -> tuple[BudgetRule, ...]:
         return self.budgets
@@ -71,13 +71,13 @@ class Accounts:
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving on the last known state
-                if not self._failing:
+                if not self.failing:
                     log.error("cannot refresh keys and budgets from SQL: %s", exc)
-                self._failing = True
+                self.failing = True
             else:
-                if self._failing:
+                if self.failing:
                     log.warning("keys and budgets refresh from SQL works again")
-                self._failing = False
+                self.failing = False
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -39,6 +39,9 @@ async def readyz(request: Request) -> Response:
                 "on_store_failure": services.ledger.on_failure,
                 **services.ledger.snapshot(),
             },
+            # Keys and budgets keep being served from memory while SQL is away: reported, not
+            # a reason to take the gateway out of rotation.
+            "database": "unreachable" if services.accounts.failing else "ok",
         }
     )
     return Response(body, 200 if ready else 503, media_type="application/json")

@@ -1,0 +1,37 @@
+"""Keys and budgets keep being served from memory when SQL goes away, and the gateway says so."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.accounts import Accounts
+from gateway.auth import KeyRing
+from gateway.stores.keys import create_key
+from gateway.stores.migrate import downgrade, upgrade
+from gateway.stores.sql import make_engine
+
+
+async def _until(predicate: object, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_sql_outage_keeps_the_last_keys_and_is_reported(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/a.db")
+    upgrade(engine)
+    ring = KeyRing(b"s")
+    _, secret = create_key(engine, b"s", name="k", team="t")
+    accounts = Accounts(engine, ring, refresh_s=0.01)
+    await accounts.start()
+    try:
+        assert ring.lookup(secret) is not None and not accounts.failing
+        await asyncio.to_thread(downgrade, engine, "base")  # the tables are gone
+        await _until(lambda: accounts.failing)
+        assert ring.lookup(secret) is not None, "the last known keys still authenticate"
+        await asyncio.to_thread(upgrade, engine)
+        await _until(lambda: not accounts.failing)
+    finally:
+        await accounts.aclose()
