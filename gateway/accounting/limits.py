@@ -124,7 +124,7 @@ class Planner:
 
     def _budget_lines(self, rule: BudgetRule, subject: str, ask: Ask, now: float) -> list[Line]:
         window = self._windows.at(rule.window, now)
-        base = f"b:{rule.name}:{subject}:{window.tag}"
+        base = budget_stem(rule, subject, window)
         ttl = _ttl(window, now)
         hard = rule.enforcement == "hard"
         out = []
@@ -161,7 +161,12 @@ def budget_counter(
 ) -> tuple[Window, str]:
     """The window a budget is in at `now`, and its counters' key stem (+ ":usd" / ":tokens")."""
     window = window_at(rule.window, now, zone)
-    return window, f"b:{rule.name}:{subject}:{window.tag}"
+    return window, budget_stem(rule, subject, window)
+
+
+def budget_stem(rule: BudgetRule, subject: str, window: Window) -> str:
+    """The one place a budget counter's key is spelled (planning and reporting share it)."""
+    return f"b:{rule.name}:{subject}:{window.tag}"
 
 
 def subject_label(scope: str, value: str) -> str:

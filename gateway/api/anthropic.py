@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.accounting.tokens import anthropic_prompt_tokens
-from gateway.api.asgi import Receive, Send, raw_headers, read_body, send_whole
+from gateway.api.asgi import Receive, RequestHeaders, Send, raw_headers, read_body, send_whole
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import anthropic_error_body, anthropic_error_event
 from gateway.api.openai import parse_json_object
@@ -27,37 +27,6 @@ from gateway.services import Services
 
 log = logging.getLogger("gateway.api.anthropic")
 JSON = (b"content-type", b"application/json")
-_FORWARD = (b"anthropic-version", b"anthropic-beta")
-
-
-class AnthropicHeaders:
-    __slots__ = ("api_key", "authorization", "content_length", "forward", "user_agent")
-
-    def __init__(self, scope: dict[str, Any]) -> None:
-        self.api_key: str | None = None
-        self.authorization: str | None = None
-        self.content_length: int | None = None
-        self.user_agent: str | None = None
-        self.forward: list[tuple[str, str]] = []
-        for key, value in scope["headers"]:
-            if key == b"x-api-key":
-                self.api_key = value.decode("latin-1").strip() or None
-            elif key == b"authorization":
-                self.authorization = value.decode("latin-1")
-            elif key == b"content-length" and value.isdigit():
-                self.content_length = int(value)
-            elif key == b"user-agent":
-                self.user_agent = value.decode("latin-1")
-            elif key in _FORWARD:
-                self.forward.append((key.decode(), value.decode("latin-1")))
-
-    def key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        auth = self.authorization
-        if auth and auth[:7].lower() == "bearer ":
-            return auth[7:].strip() or None
-        return None
 
 
 class MessagesEndpoint(DialectEndpoint):
@@ -82,7 +51,7 @@ class MessagesEndpoint(DialectEndpoint):
         runtime: Runtime,
         request_id: str,
     ) -> Call | None:
-        headers = AnthropicHeaders(scope)
+        headers = RequestHeaders(scope)
         principal = runtime.auth.authenticate(headers.key())
         body = await read_body(
             receive, runtime.config.server.max_body_bytes, headers.content_length
@@ -109,7 +78,7 @@ class MessagesEndpoint(DialectEndpoint):
         services: Services,
         runtime: Runtime,
         ids: list[tuple[bytes, bytes]],
-        headers: AnthropicHeaders,
+        headers: RequestHeaders,
     ) -> None:
         """Asked of Anthropic when the model's first target is an Anthropic backend (its own
         tokenizer is the one that bills); otherwise counted by Tollgate with tiktoken."""
@@ -151,7 +120,7 @@ def _call(
     principal: Principal,
     request_id: str,
     scope: dict[str, Any],
-    headers: AnthropicHeaders,
+    headers: RequestHeaders,
 ) -> Call:
     model = body.get("model")
     if not isinstance(model, str) or not model:

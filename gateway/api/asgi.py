@@ -152,3 +152,42 @@ async def _close_quietly(stream: StreamReply, *, disconnected: bool) -> None:
         await asyncio.shield(stream.close(disconnected=disconnected))
     except BaseException:
         log.debug("stream close during cancellation failed", exc_info=True)
+
+
+_FORWARD = (b"anthropic-version", b"anthropic-beta")
+
+
+class RequestHeaders:
+    """The few request headers the endpoints read, found in one pass: the key (Bearer, or
+    Anthropic's `x-api-key`), body length, user agent, and the Anthropic headers an Anthropic
+    upstream must see."""
+
+    __slots__ = ("api_key", "authorization", "content_length", "forward", "user_agent")
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.api_key: str | None = None
+        self.authorization: str | None = None
+        self.content_length: int | None = None
+        self.user_agent: str | None = None
+        self.forward: list[tuple[str, str]] = []
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                self.authorization = value.decode("latin-1")
+            elif key == b"content-length" and value.isdigit():
+                self.content_length = int(value)
+            elif key == b"user-agent":
+                self.user_agent = value.decode("latin-1")
+            elif key == b"x-api-key":
+                self.api_key = value.decode("latin-1").strip() or None
+            elif key in _FORWARD:
+                self.forward.append((key.decode(), value.decode("latin-1")))
+
+    def bearer(self) -> str | None:
+        auth = self.authorization
+        if auth and auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return None
+
+    def key(self) -> str | None:
+        """Anthropic clients send `x-api-key`; Bearer is accepted too."""
+        return self.api_key or self.bearer()

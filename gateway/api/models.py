@@ -9,8 +9,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api.anthropic import AnthropicHeaders
-from gateway.api.asgi import Receive, Send, send_whole
+from gateway.api.asgi import Receive, RequestHeaders, Send, send_whole
 from gateway.api.errors import anthropic_error_body
 from gateway.api.openai import JSON, send_openai_error
 from gateway.config.runtime import Runtime
@@ -22,7 +21,7 @@ class ModelsEndpoint:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         services: Services = scope["state"]["services"]
         request_id = services.request_ids()
-        headers = AnthropicHeaders(scope)
+        headers = RequestHeaders(scope)
         anthropic = headers.api_key is not None or any(
             k == "anthropic-version" for k, _ in headers.forward
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api.asgi import Receive, Send, raw_headers, read_body, send_whole
+from gateway.api.asgi import Receive, RequestHeaders, Send, raw_headers, read_body, send_whole
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
 from gateway.call import Call, Endpoint, Principal
@@ -24,30 +24,6 @@ _REQUIRED: dict[Endpoint, str] = {
     "completions": "prompt",
     "embeddings": "input",
 }
-
-
-class _Headers:
-    """The few request headers the hot path reads, found in one pass."""
-
-    __slots__ = ("authorization", "content_length", "user_agent")
-
-    def __init__(self, scope: dict[str, Any]) -> None:
-        self.authorization: str | None = None
-        self.content_length: int | None = None
-        self.user_agent: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                self.authorization = value.decode("latin-1")
-            elif key == b"content-length" and value.isdigit():
-                self.content_length = int(value)
-            elif key == b"user-agent":
-                self.user_agent = value.decode("latin-1")
-
-    def bearer(self) -> str | None:
-        auth = self.authorization
-        if auth and auth[:7].lower() == "bearer ":
-            return auth[7:].strip() or None
-        return None
 
 
 class OpenAIEndpoint(DialectEndpoint):
@@ -67,7 +43,7 @@ class OpenAIEndpoint(DialectEndpoint):
         runtime: Runtime,
         request_id: str,
     ) -> Call:
-        headers = _Headers(scope)
+        headers = RequestHeaders(scope)
         principal = runtime.auth.authenticate(headers.bearer())
         body = await read_body(
             receive, runtime.config.server.max_body_bytes, headers.content_length
@@ -83,7 +59,7 @@ class OpenAIEndpoint(DialectEndpoint):
         principal: Principal,
         request_id: str,
         scope: dict[str, Any],
-        headers: _Headers,
+        headers: RequestHeaders,
     ) -> Call:
         body = parse_json_object(raw)
         model = body.get("model")

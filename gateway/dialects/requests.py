@@ -12,19 +12,19 @@ from typing import Any
 
 import orjson
 
+from gateway.accounting.tokens import content_text
+from gateway.dialects.responses import tool_input
+
 _SAMPLING = ("temperature", "top_p")
 
 
-def _text_of(blocks: Any) -> str:
-    if isinstance(blocks, str):
-        return blocks
-    if isinstance(blocks, list):
-        return "".join(
-            str(b.get("text", ""))
-            for b in blocks
-            if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return ""
+def _copy_common(body: dict[str, Any], out: dict[str, Any]) -> None:
+    """What both dialects spell the same way: sampling parameters and the stream flag."""
+    for name in _SAMPLING:
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("stream") is True:
+        out["stream"] = True
 
 
 # --- Anthropic -> OpenAI ------------------------------------------------------------------
@@ -36,7 +36,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = out["messages"]
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text_of(system)})
+        messages.append({"role": "system", "content": content_text(system)})
     for message in body.get("messages") or ():
         messages.extend(_chat_messages(message))
     if "max_tokens" in body:
@@ -44,11 +44,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     stops = body.get("stop_sequences")
     if stops:
         out["stop"] = list(stops)
-    for name in _SAMPLING:
-        if body.get(name) is not None:
-            out[name] = body[name]
-    if body.get("stream") is True:
-        out["stream"] = True
+    _copy_common(body, out)
     tools = body.get("tools")
     if tools:
         out["tools"] = [
@@ -117,7 +113,7 @@ def _chat_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "tool_result":
             # OpenAI wants tool results as their own `tool` messages, before the user's text.
             result = block.get("content")
-            text = _text_of(result) if not isinstance(result, str) else result
+            text = content_text(result)
             if block.get("is_error"):
                 text = f"Error: {text}"
             out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
@@ -152,7 +148,7 @@ def chat_to_messages(body: dict[str, Any], default_max_tokens: int) -> dict[str,
     for message in body.get("messages") or ():
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(_openai_text(message.get("content")))
+            system.append(content_text(message.get("content")))
             continue
         role, blocks = _anthropic_turn(message)
         if turns and turns[-1]["role"] == role:
@@ -167,11 +163,7 @@ def chat_to_messages(body: dict[str, Any], default_max_tokens: int) -> dict[str,
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    for name in _SAMPLING:
-        if body.get(name) is not None:
-            out[name] = body[name]
-    if body.get("stream") is True:
-        out["stream"] = True
+    _copy_common(body, out)
     tools = body.get("tools")
     if tools:
         out["tools"] = [
@@ -205,14 +197,6 @@ def _anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
     return None
 
 
-def _openai_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 def _anthropic_turn(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     role = message.get("role")
     content = message.get("content")
@@ -220,7 +204,7 @@ def _anthropic_turn(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]
         block = {
             "type": "tool_result",
             "tool_use_id": message.get("tool_call_id"),
-            "content": _openai_text(content),
+            "content": content_text(content),
         }
         return "user", [block]
     blocks: list[dict[str, Any]] = []
@@ -242,7 +226,7 @@ def _anthropic_turn(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": function.get("name"),
-                "input": _json_object(function.get("arguments")),
+                "input": tool_input(function.get("arguments")),
             }
         )
     return ("assistant" if role == "assistant" else "user"), blocks
@@ -254,13 +238,3 @@ def _image_block(image: dict[str, Any]) -> dict[str, Any]:
         media, data = url[5:].split(";base64,", 1)
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
-
-
-def _json_object(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": str(arguments)}
-    return value if isinstance(value, dict) else {"value": value}

@@ -37,13 +37,16 @@ def chat_id(anthropic_id: Any) -> str:
     return raw if raw.startswith("chatcmpl-") else "chatcmpl-" + raw.removeprefix("msg_")
 
 
-def tool_input(arguments: Any) -> Any:
+def tool_input(arguments: Any) -> dict[str, Any]:
+    """OpenAI's tool-call arguments (a JSON string) as the object Anthropic's `input` must be;
+    arguments that are not a JSON object are kept, wrapped, rather than lost."""
     if isinstance(arguments, dict):
         return arguments
     try:
-        return orjson.loads(arguments or "{}")
+        value = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
         return {"_raw_arguments": str(arguments)}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def chat_completion_to_message(body: dict[str, Any], usage: Usage) -> dict[str, Any]:
