@@ -5,11 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens"]
 Dialect = Literal["openai", "anthropic"]
 CacheOutcome = Literal["miss", "exact", "semantic", "none"]
+Capture = Literal["none", "hash", "redacted", "full"]
+# What became of a call, for auditors: one word per outcome type.
+OutcomeKind = Literal[
+    "served", "cache_hit", "denied", "rejected", "upstream_error", "client_disconnected", "error"
+]
+# The optimisations whose savings are accounted separately (DESIGN.md, "Money").
+SAVINGS_KINDS = (
+    "exact_cache",
+    "semantic_cache",
+    "tier_routing",
+    "prefix_reuse",
+    "provider_prompt_cache",
+    "batch",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,7 @@ class Answer:
 
     body: Mapping[str, Any]
     cache: CacheOutcome = "exact"
+    usage: Usage | None = None  # what the answer would have used upstream (for savings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +118,11 @@ class Call:
     state: dict[str, Any] = field(default_factory=dict)
     # Client headers an upstream of the same dialect must see (anthropic-version, -beta).
     forward: tuple[tuple[str, str], ...] = ()
+    # The request as the client sent it, kept (by reference) for content capture.
+    raw_body: bytes = b""
+    # How much of the content the audit log keeps; set by the `audit_capture` policy.
+    capture: Capture = "none"
+    redact: Redaction | None = None
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -123,6 +143,32 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+class Redaction(Protocol):
+    """Masks what must not be stored (emails, keys, card numbers...) in captured content."""
+
+    def __call__(self, text: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """A call's three figures in nano-dollars: what it cost, what it would have cost with no
+    optimisation, and the difference split by the optimisation that saved it (parts add up)."""
+
+    cost: int = 0
+    counterfactual: int = 0
+    savings: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def saved(self) -> int:
+        return self.counterfactual - self.cost
+
+    def saving(self, kind: str) -> int:
+        return sum(v for k, v in self.savings if k == kind)
+
+
+NO_MONEY = Money()
+
+
 @dataclass(slots=True)
 class Outcome:
     """What happened upstream; filled in as the response is relayed."""
@@ -135,6 +181,18 @@ class Outcome:
     completed_at: float | None = None
     disconnected: bool = False
     cache: CacheOutcome = "miss"
+    kind: OutcomeKind | None = None  # set where it is decided; otherwise derived from status
+    money: Money = NO_MONEY
+    response_body: bytes | None = None  # only when content capture asks for it
+
+    def final_kind(self) -> OutcomeKind:
+        if self.kind is not None:
+            return self.kind
+        if self.disconnected:
+            return "client_disconnected"
+        if self.status >= 400:
+            return "upstream_error" if self.target is not None else "error"
+        return "cache_hit" if self.cache in ("exact", "semantic") else "served"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +219,12 @@ class CallRecord:
     decisions: tuple[Decision, ...]
     client_ip: str | None
     user_agent: str | None
+    kind: OutcomeKind = "served"
+    money: Money = NO_MONEY
+    capture: Capture = "none"
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+    body: dict[str, Any] | None = None  # the request as forwarded, for the prompt hash
 
     @property
     def latency_ms(self) -> float:
@@ -196,4 +260,19 @@ class CallRecord:
             decisions=tuple(call.decisions),
             client_ip=call.client_ip,
             user_agent=call.user_agent,
+            kind=outcome.final_kind(),
+            money=outcome.money,
+            capture=call.capture,
+            request_body=_captured(call, call.raw_body),
+            response_body=_captured(call, outcome.response_body),
+            body=call.body,
         )
+
+
+def _captured(call: Call, content: bytes | None) -> bytes | None:
+    """Content as the audit log may keep it: nothing, as-is (hashed or stored), or redacted."""
+    if call.capture == "none" or content is None:
+        return None
+    if call.capture == "redacted" and call.redact is not None:
+        return call.redact(content.decode("utf-8", "replace")).encode()
+    return content

@@ -13,6 +13,7 @@ import click
 import orjson
 
 from gateway.cli_accounts import check_state, db, keys, load_or_exit
+from gateway.cli_audit import audit
 from gateway.cli_budgets import budgets, spend
 from gateway.logs import configure_logging
 
@@ -202,5 +203,5 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-for _command in (db, keys, budgets, spend):
+for _command in (db, keys, budgets, spend, audit):
     main.add_command(_command)

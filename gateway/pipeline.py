@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.accounting.tokens import TokenCounter
+from gateway.accounting.tokens import TokenCounter, prompt_tokens
 from gateway.backends import bridge
 from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream
-from gateway.call import Answer, Call, CallRecord, Deny, Outcome
+from gateway.call import Answer, Call, CallRecord, Deny, Dialect, Endpoint, Outcome, Usage
 from gateway.config.runtime import Runtime
-from gateway.errors import ModelNotFound, PolicyDenied, TollgateError, UpstreamTimeout
+from gateway.errors import (
+    ModelNotFound,
+    PolicyDenied,
+    ServiceUnavailable,
+    TollgateError,
+    UpstreamTimeout,
+)
+from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 
 
@@ -26,19 +33,47 @@ async def _nothing() -> None:
     return None
 
 
+def _nothing_now() -> None:
+    return None
+
+
 @dataclass(slots=True)
 class Reply:
     """A response ready for the wire: a whole body, or a stream the API must `close()`.
 
-    For a whole body the API awaits `done()` once it has been sent: recording the call (policy
-    response hooks, the CallRecord) then happens after the client has its answer, not before.
+    For a whole body the API calls `seal()` just before sending it (the call's record is then
+    in the audit journal before the client has its answer) and awaits `done()` once it has been
+    sent: policy response hooks (settling budgets) run after the client is answered.
     """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
     stream: StreamReply | None = None
+    seal: Callable[[], None] = field(default=_nothing_now)
     done: Callable[[], Awaitable[None]] = field(default=_nothing)
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Where a finished call's record goes: the durable journal first (synchronously, before
+    the response completes), then the sinks' queue."""
+
+    sinks: SinkFanout
+    tokens: TokenCounter
+    journal: DurableSink | None = None
+
+    def record(self, call: Call, outcome: Outcome, runtime: Runtime) -> None:
+        outcome.completed_at = time.time()
+        if outcome.usage is None and outcome.disconnected and outcome.target is not None:
+            # Abandoned before any usage came back: the prompt was (at least) processed.
+            count = prompt_tokens(call.endpoint, call.body, self.tokens)
+            outcome.usage = Usage(input_tokens=count, estimated=True)
+        outcome.money = runtime.costing.money(call.model, outcome)
+        record = CallRecord.of(call, outcome)
+        if self.journal is not None:
+            self.journal.append(record)
+        self.sinks.submit(record)
 
 
 @dataclass(slots=True)
@@ -46,28 +81,56 @@ class _Finisher:
     call: Call
     outcome: Outcome
     runtime: Runtime
-    sinks: SinkFanout
+    recorder: Recorder
     ran: int
+    sealed: bool = field(default=False)
     done: bool = field(default=False)
+
+    def seal(self) -> None:
+        """Records the call (once); from here on the record no longer changes."""
+        if not self.sealed:
+            self.sealed = True
+            self.recorder.record(self.call, self.outcome, self.runtime)
 
     async def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.outcome.completed_at = time.time()
+        self.seal()
         await self.runtime.chain.on_response(self.call, self.outcome, self.ran)
-        self.sinks.submit(CallRecord.of(self.call, self.outcome))
 
 
 class Pipeline:
-    def __init__(self, sinks: SinkFanout, tokens: TokenCounter) -> None:
-        self._sinks = sinks
-        self._tokens = tokens
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self._tokens = recorder.tokens
+
+    def rejected(
+        self,
+        err: TollgateError,
+        runtime: Runtime,
+        request: tuple[str, Dialect, Endpoint],
+        client: tuple[str | None, str | None],
+    ) -> None:
+        """Records a request refused before it became a Call (bad key, bad JSON, too large)."""
+        request_id, dialect, endpoint = request
+        call = Call(request_id, dialect, endpoint, "", {}, False, False)
+        call.client_ip, call.user_agent = client
+        outcome = Outcome(status=err.status, error_type=err.error_type, kind="rejected")
+        self.recorder.record(call, outcome, runtime)
 
     async def handle(self, call: Call, runtime: Runtime) -> Reply:
         """Raises TollgateError for anything the client should see as an error (after recording)."""
         outcome = Outcome()
-        finish = _Finisher(call, outcome, runtime, self._sinks, ran=0)
+        journal = self.recorder.journal
+        if journal is not None and not journal.accepting:
+            raise ServiceUnavailable(
+                "The audit journal is full (the audit database has been unreachable too long);"
+                " calls are refused rather than served unrecorded.",
+                code="audit_unavailable",
+                headers={"retry-after": "5"},
+            )
+        finish = _Finisher(call, outcome, runtime, self.recorder, ran=0)
         try:
             reply = await self._run(call, runtime, outcome, finish)
         except TollgateError as err:
@@ -88,6 +151,7 @@ class Pipeline:
             await finish()
             raise
         if reply.stream is None:
+            reply.seal = finish.seal
             reply.done = finish
         return reply
 
@@ -95,10 +159,11 @@ class Pipeline:
         self, call: Call, runtime: Runtime, outcome: Outcome, finish: _Finisher
     ) -> Reply:
         if call.model not in runtime.router or not call.principal.may_use(call.model):
+            outcome.kind = "rejected"
             raise _model_not_found(call, runtime)
         verdict, finish.ran = await runtime.chain.on_request(call)
         if verdict is not None:
-            return _verdict_reply(verdict, outcome)
+            return _verdict_reply(verdict, outcome, call)
         targets = call.route.targets if call.route else runtime.router.targets(call.model)
         target = targets[0]
         backend = runtime.backends[target.backend]
@@ -131,23 +196,33 @@ class Pipeline:
         if target.tier:
             headers.append(("x-tollgate-tier", target.tier))
         if response.stream is None:
-            return self._whole(response, outcome, headers)
-        return Reply(
-            response.status, headers, stream=StreamReply(response.stream, outcome, finish, deadline)
-        )
+            return self._whole(response, outcome, headers, call)
+        stream = StreamReply(response.stream, outcome, finish, deadline)
+        return Reply(response.status, headers, stream=stream)
 
     @staticmethod
     def _whole(
-        response: UpstreamResponse, outcome: Outcome, headers: list[tuple[str, str]]
+        response: UpstreamResponse, outcome: Outcome, headers: list[tuple[str, str]], call: Call
     ) -> Reply:
         if response.status >= 400:
             outcome.error_type = "upstream_error"
         outcome.usage = response.usage
+        if call.capture != "none":
+            outcome.response_body = response.body
         return Reply(response.status, headers, response.body)
 
 
+# The event that ends a stream in each dialect: the call is recorded just before it is sent.
+_OPENAI_END = b"data: [DONE]\n\n"
+_ANTHROPIC_END = b"event: message_stop"
+
+
 class StreamReply:
-    """Relays upstream events; `close()` (always called by the API) settles usage and records."""
+    """Relays upstream events; `close()` (always called by the API) settles usage and records.
+
+    The call is recorded (journaled) just before the stream's final event goes out, or at
+    `close()` for a stream that ends any other way, so it is never recorded after the client
+    has seen its last byte."""
 
     def __init__(
         self, upstream: UpstreamStream, outcome: Outcome, finish: _Finisher, deadline: float
@@ -156,9 +231,32 @@ class StreamReply:
         self._outcome = outcome
         self._finish = finish
         self.deadline = deadline
+        self._kept: list[bytes] | None = [] if finish.call.capture != "none" else None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._upstream.__aiter__()
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        anthropic = self._finish.call.dialect == "anthropic"
+        kept = self._kept
+        async for chunk in self._upstream:
+            if kept is not None:
+                kept.append(chunk)
+            if (
+                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512)) >= 0
+                if anthropic
+                else chunk.endswith(_OPENAI_END)
+            ):
+                self._seal()
+            yield chunk
+
+    def _seal(self) -> None:
+        if self._finish.sealed:
+            return
+        self._outcome.usage = self._upstream.usage()
+        if self._kept is not None:
+            self._outcome.response_body = b"".join(self._kept)
+        self._finish.seal()
 
     async def close(
         self, *, disconnected: bool = False, error: TollgateError | None = None
@@ -167,29 +265,32 @@ class StreamReply:
         try:
             await self._upstream.aclose()
         finally:
-            outcome.usage = self._upstream.usage()
-            outcome.disconnected = disconnected
-            if disconnected:
-                outcome.error_type = "client_disconnected"
-            elif error is not None:
-                outcome.status, outcome.error_type = error.status, error.error_type
+            if not self._finish.sealed:
+                outcome.disconnected = disconnected
+                if disconnected:
+                    outcome.error_type = "client_disconnected"
+                elif error is not None:
+                    outcome.status, outcome.error_type = error.status, error.error_type
+                self._seal()
             await self._finish()
 
 
-def _verdict_reply(verdict: Deny | Answer, outcome: Outcome) -> Reply:
+def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Reply:
     """A policy stopped the call: its refusal raised, or its answer (a cache hit) as the reply."""
     if isinstance(verdict, Deny):
         denied = PolicyDenied(
             verdict.message, status=verdict.status, code=verdict.code, headers=verdict.headers
         )
         denied.error_type = verdict.error_type
+        outcome.kind = "denied"
         raise denied
-    outcome.status, outcome.cache = 200, verdict.cache
+    outcome.status, outcome.cache, outcome.usage = 200, verdict.cache, verdict.usage
     outcome.first_byte_at = time.time()
+    body = orjson.dumps(verdict.body)
+    if call.capture != "none":
+        outcome.response_body = body
     return Reply(
-        200,
-        [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)],
-        orjson.dumps(verdict.body),
+        200, [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)], body
     )
 
 

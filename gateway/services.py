@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
 from gateway.accounts import Accounts
+from gateway.audit.service import AuditLog
+from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
 from gateway.backends.base import Backend
@@ -23,7 +25,7 @@ from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.runtime import RuntimeDeps, RuntimeRef, build_runtime
 from gateway.config.schema import Config
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Recorder
 from gateway.settings import Settings
 from gateway.sinks.fanout import SinkFanout
 from gateway.sinks.logsink import LogSink
@@ -47,6 +49,7 @@ class Services:
     pipeline: Pipeline
     ledger: Ledger
     accounts: Accounts
+    audit: AuditLog | None = None
     admin_key: str | None = None
     retired: list[Backend] = field(default_factory=list)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
@@ -57,6 +60,7 @@ class Services:
         transport = upstream_transport(settings.pool_connections, settings.upstream_transport)
         tokens = TokenCounter()
         ring, ledger, accounts = await start_accounting(settings, config)
+        audit = await start_audit(config, accounts.engine)
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -82,9 +86,10 @@ class Services:
             sinks,
             ref,
             reloader,
-            Pipeline(sinks, tokens),
+            Pipeline(Recorder(sinks, tokens, audit.journal if audit else None)),
             ledger,
             accounts,
+            audit,
             os.environ.get(config.admin.key_env) or None,
             retired,
         )
@@ -95,6 +100,8 @@ class Services:
     async def aclose(self) -> None:
         await self.reloader.aclose()
         await self.sinks.aclose()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
         runtime = self.runtime.current
         await runtime.chain.aclose()
         for backend in [*runtime.backends.values(), *self.retired]:
@@ -140,6 +147,15 @@ async def start_accounting(settings: Settings, config: Config) -> tuple[KeyRing,
     await accounts.start()
     ledger.start()
     return ring, ledger, accounts
+
+
+async def start_audit(config: Config, engine: Engine) -> AuditLog | None:
+    if not config.audit.enabled:
+        return None
+    url = engine.url.render_as_string(hide_password=False)
+    data_dir = data_dir_of(url)
+    key = signing_key(config.audit.signing_key_env, config.keys.secret_env, data_dir)
+    return await asyncio.to_thread(AuditLog.open, config.audit, engine, key, data_dir)
 
 
 def counter_store(limits: LimitsConfig) -> CounterStore:

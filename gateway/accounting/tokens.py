@@ -92,3 +92,13 @@ def anthropic_prompt_tokens(body: Mapping[str, Any], tokens: TokenCounter) -> in
     messages = body.get("messages")
     total = tokens.count_messages(messages if isinstance(messages, list) else ())
     return total + tokens.count(content_text(body.get("system")))
+
+
+def prompt_tokens(endpoint: str, body: Mapping[str, Any], tokens: TokenCounter) -> int:
+    """Tollgate's own count of any endpoint's prompt (for reservations and abandoned calls)."""
+    if endpoint == "chat.completions":
+        messages = body.get("messages")
+        return tokens.count_messages(messages if isinstance(messages, list) else ())
+    if endpoint in ("messages", "count_tokens"):
+        return anthropic_prompt_tokens(body, tokens)
+    return tokens.count_prompt(body.get("prompt", body.get("input")))

@@ -33,9 +33,11 @@ class MessagesEndpoint(DialectEndpoint):
     """POST /v1/messages (and, with `count=True`, /v1/messages/count_tokens)."""
 
     error_event = staticmethod(anthropic_error_event)
+    dialect = "anthropic"
 
     def __init__(self, count: bool = False) -> None:
         self.count = count
+        self.endpoint = "count_tokens" if count else "messages"
 
     def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
         # `request-id` is where the Anthropic SDK looks for it (`message._request_id`).
@@ -61,7 +63,9 @@ class MessagesEndpoint(DialectEndpoint):
             ids = self.id_headers(request_id)
             await self._count(send, payload, principal, services, runtime, ids, headers)
             return None
-        return _call(payload, principal, request_id, scope, headers)
+        call = _call(payload, principal, request_id, scope, headers)
+        call.raw_body = body
+        return call
 
     async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
         headers = [JSON, *self.id_headers(request_id), *raw_headers(err.headers.items())]

@@ -18,7 +18,7 @@ from gateway.api.asgi import (
     send_stream,
     send_whole,
 )
-from gateway.call import Call
+from gateway.call import Call, Dialect, Endpoint
 from gateway.config.runtime import Runtime
 from gateway.errors import InternalError, TollgateError
 from gateway.logs import request_id_var
@@ -30,6 +30,8 @@ DISCONNECT_GRACE_S = 0.25
 
 class DialectEndpoint:
     error_event: ErrorEvent
+    dialect: Dialect
+    endpoint: Endpoint
 
     async def prepare(
         self,
@@ -43,6 +45,23 @@ class DialectEndpoint:
         """The call to run, or None when the endpoint has answered by itself."""
         raise NotImplementedError
 
+    def _record_rejected(
+        self,
+        services: Services,
+        runtime: Runtime,
+        err: TollgateError,
+        request_id: str,
+        scope: dict[str, Any],
+    ) -> None:
+        client = scope.get("client")
+        agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
+        services.pipeline.rejected(
+            err,
+            runtime,
+            (request_id, self.dialect, self.endpoint),
+            (client[0] if client else None, agent.decode("latin-1") if agent else None),
+        )
+
     def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
         return [(b"x-tollgate-request-id", request_id.encode())]
 
@@ -54,8 +73,9 @@ class DialectEndpoint:
         request_id = services.request_ids()
         token = request_id_var.set(request_id)
         watch: ClientWatch | None = None
+        runtime = services.runtime.current  # the call finishes on the config it started on
+        call: Call | None = None
         try:
-            runtime = services.runtime.current  # the call finishes on the config it started on
             call = await self.prepare(scope, receive, send, services, runtime, request_id)
             if call is None:
                 return
@@ -67,11 +87,14 @@ class DialectEndpoint:
                 await send_stream(send, watch, reply, out, self.error_event)
             else:
                 watch.stop()
+                reply.seal()
                 try:
                     await send_whole(send, reply.status, out, reply.body)
                 finally:
                     await reply.done()
         except TollgateError as err:
+            if call is None:
+                self._record_rejected(services, runtime, err, request_id, scope)
             await self.send_error(send, err, request_id)
         except asyncio.CancelledError:
             if watch is None or watch.reason is None:

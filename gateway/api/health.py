@@ -28,9 +28,14 @@ async def readyz(request: Request) -> Response:
         store = "unreachable"
     # Failing closed, a gateway without its store would deny every budgeted call: not ready.
     ready = store == "ok" or services.ledger.on_failure == "open"
+    audit = services.audit.status() if services.audit is not None else None
+    # A full journal refuses calls; a database outage alone is absorbed by the journal.
+    audit_ok = audit is None or bool(audit["accepting"])
     body = orjson.dumps(
         {
-            "status": "ready" if ready else "store_unreachable",
+            "status": "ready"
+            if ready and audit_ok
+            else ("store_unreachable" if not ready else "audit_journal_full"),
             "config_generation": runtime.generation,
             "models": runtime.router.aliases(),
             "counter_store": {
@@ -42,6 +47,7 @@ async def readyz(request: Request) -> Response:
             # Keys and budgets keep being served from memory while SQL is away: reported, not
             # a reason to take the gateway out of rotation.
             "database": "unreachable" if services.accounts.failing else "ok",
+            "audit": audit,
         }
     )
-    return Response(body, 200 if ready else 503, media_type="application/json")
+    return Response(body, 200 if ready and audit_ok else 503, media_type="application/json")

@@ -60,6 +60,36 @@ class GatewayCollector(Collector):
             s.runtime.current.generation,
         )
         yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
+        if s.audit is not None:
+            yield from _audit(s.audit.status())
+
+
+def _audit(status: dict[str, object]) -> Iterator[Metric]:
+    yield _gauge(
+        "tollgate_audit_lag_events",
+        "Audit events journaled but not yet in the database.",
+        float(status["lag_events"]),  # type: ignore[arg-type]
+    )
+    yield _gauge(
+        "tollgate_audit_journal_bytes",
+        "Bytes of audit journal waiting to ship.",
+        float(status["journal_pending_bytes"]),  # type: ignore[arg-type]
+    )
+    yield _gauge(
+        "tollgate_audit_journal_max_bytes",
+        "Journal bound: at it, calls are refused.",
+        float(status["journal_max_bytes"]),  # type: ignore[arg-type]
+    )
+    yield _gauge(
+        "tollgate_audit_database_unreachable",
+        "1 while audit events cannot be shipped to the database.",
+        1 if status["database"] != "ok" else 0,
+    )
+    yield _gauge(
+        "tollgate_audit_journal_alarm",
+        "1 while the journal is past its alarm level.",
+        1 if status["journal_alarm"] else 0,
+    )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -30,6 +30,7 @@ class OpenAIEndpoint(DialectEndpoint):
     """An ASGI endpoint for one OpenAI route (chat/completions/embeddings)."""
 
     error_event = staticmethod(openai_error_event)
+    dialect = "openai"
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -86,6 +87,7 @@ class OpenAIEndpoint(DialectEndpoint):
             principal=principal,
             client_ip=client[0] if client else None,
             user_agent=headers.user_agent,
+            raw_body=raw,
         )
 
 

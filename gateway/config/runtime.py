@@ -18,6 +18,8 @@ import httpx
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
+from gateway.accounting.money import Costing
+from gateway.accounting.pricing import PriceTable
 from gateway.accounting.tokens import TokenCounter
 from gateway.auth import (
     Authenticator,
@@ -73,6 +75,7 @@ class Runtime:
     chain: PolicyChain
     auth: Authenticator
     generation: int
+    costing: Costing
 
     @property
     def config(self) -> Config:
@@ -97,10 +100,16 @@ def build_runtime(
         alias: tuple(Target(t.backend, t.model, t.tier) for t in model.targets)
         for alias, model in config.models.items()
     }
+    prices = price_table(config)
+    costing = Costing(
+        prices,
+        {alias: targets[0] for alias, targets in models.items()},
+        frozenset(n for n, b in config.backends.items() if isinstance(b, SimBackend)),
+    )
     context = PluginContext(
         tokens=deps.tokens,
         models=frozenset(config.models),
-        limits=_limits(config, models, deps, reloading=previous is not None),
+        limits=_limits(config, models, prices, deps, reloading=previous is not None),
     )
     entries = [
         ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
@@ -118,11 +127,16 @@ def build_runtime(
         chain=chain,
         auth=WithVirtualKeys(deps.ring, _authenticator(config.auth, environ)),
         generation=(previous.generation + 1) if previous else 1,
+        costing=costing,
     )
 
 
 def _limits(
-    config: Config, models: Mapping[str, tuple[Target, ...]], deps: RuntimeDeps, reloading: bool
+    config: Config,
+    models: Mapping[str, tuple[Target, ...]],
+    prices: PriceTable,
+    deps: RuntimeDeps,
+    reloading: bool,
 ) -> LimitsContext:
     limits = config.limits
     if reloading:
@@ -132,7 +146,7 @@ def _limits(
     )
     return LimitsContext(
         ledger=deps.ledger,
-        prices=price_table(config),
+        prices=prices,
         budgets=yaml_budgets(config),
         rates=rates,
         sql_budgets=deps.sql_budgets,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from gateway.audit.config import AuditConfig
 from gateway.config.accounting_schema import (
     AdminConfig,
     BudgetConfig,
@@ -175,6 +176,7 @@ class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
     keys: KeysConfig = KeysConfig()
     admin: AdminConfig = AdminConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 class PolicyFile(Strict):

@@ -15,8 +15,8 @@ from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Denial, Hold, StoreDown
 from gateway.accounting.limits import Ask, Line, Planner
 from gateway.accounting.spend import Spent
-from gateway.accounting.tokens import anthropic_prompt_tokens
-from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
+from gateway.accounting.tokens import prompt_tokens
+from gateway.call import Call, Decision, Deny, Outcome, Verdict
 from gateway.errors import ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
 
@@ -54,7 +54,7 @@ class BudgetGuard(PolicyPlugin):
         planner = self.planner()
         if not planner:
             return None
-        prompt, ask = self._ask(call)
+        ask = self._ask(call)
         lines = planner.lines(call.principal, call.model, ask)
         if not lines:
             return None
@@ -68,29 +68,23 @@ class BudgetGuard(PolicyPlugin):
             ) from exc
         if isinstance(result, Denial):
             return self._deny(result)
-        call.state[_NAME] = (result, prompt)
+        call.state[_NAME] = result
         if result.degraded:
             call.decide(Decision(_NAME, "modify", "budget store down: limits enforced locally"))
         self._note_soft(call, result)
         return None
 
     async def on_response(self, call: Call, outcome: Outcome) -> None:
-        held: tuple[Hold, int] | None = call.state.pop(_NAME, None)
-        spent = self._spent(call, outcome, held[1] if held else 0)
+        held: Hold | None = call.state.pop(_NAME, None)
+        spent = self._spent(call, outcome)
         if held is not None:
-            self.limits.ledger.settle(held[0], spent)
+            self.limits.ledger.settle(held, spent)
         elif spent is not None:
             self.limits.ledger.record(spent)
 
-    def _ask(self, call: Call) -> tuple[int, Ask]:
+    def _ask(self, call: Call) -> Ask:
         body = call.body
-        tokens = self.context.tokens
-        if call.endpoint == "chat.completions":
-            prompt = tokens.count_messages(body.get("messages") or ())
-        elif call.endpoint == "messages":
-            prompt = anthropic_prompt_tokens(body, tokens)
-        else:
-            prompt = tokens.count_prompt(body.get("prompt", body.get("input")))
+        prompt = prompt_tokens(call.endpoint, body, self.context.tokens)
         output = 0
         if call.endpoint != "embeddings":
             cap = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -101,20 +95,19 @@ class BudgetGuard(PolicyPlugin):
         prices = [self.limits.prices.price(t) for t in targets]
         reserved = math.ceil(prompt * (1 + self.limits.prompt_margin))
         worst = max((p.worst_case(reserved, output) for p in prices if p is not None), default=0)
-        return prompt, Ask(usd_nanos=worst, tokens=reserved + output)
+        return Ask(usd_nanos=worst, tokens=reserved + output)
 
-    def _spent(self, call: Call, outcome: Outcome, prompt: int) -> Spent | None:
-        target = outcome.target
-        if target is None:
-            return None
+    @staticmethod
+    def _spent(call: Call, outcome: Outcome) -> Spent | None:
+        """What the call used, at the cost the pipeline put on it (abandoned calls carry their
+        prompt as estimated usage by then)."""
         usage = outcome.usage
-        if outcome.disconnected and usage is None:
-            # Abandoned before any byte came back: the prompt was (at least) processed.
-            usage = Usage(input_tokens=prompt, estimated=True)
-        if usage is None or (outcome.status >= 400 and not outcome.disconnected):
+        if outcome.target is None or usage is None:
+            return None
+        if outcome.status >= 400 and not outcome.disconnected:
             return None
         return Spent(
-            usd_nanos=self.limits.prices.cost(target, usage),
+            usd_nanos=outcome.money.cost,
             tokens=usage.total_tokens,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,

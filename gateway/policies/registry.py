@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "tollgate.policies"
 BUILTINS: Mapping[str, str] = {
     "max_tokens": "gateway.policies.max_tokens:MaxTokensCap",
     "budgets": "gateway.policies.budgets:BudgetGuard",
+    "audit_capture": "gateway.policies.audit_capture:AuditCapture",
 }
 
 _HOOKS = {"on_request": 1, "on_response": 2, "aclose": 0}

@@ -18,3 +18,14 @@ class Sink(Protocol):
     async def write(self, records: Sequence[CallRecord]) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class DurableSink(Protocol):
+    """Written on the request path, before the response completes (the audit journal): one
+    cheap append, made durable in the background. `accepting` is False when it cannot take
+    more (calls are then refused rather than served unrecorded)."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def append(self, record: CallRecord) -> None: ...

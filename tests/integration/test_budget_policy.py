@@ -14,6 +14,7 @@ from gateway.call import Call, CallRecord, Principal, Usage
 from gateway.config.runtime import Runtime
 from gateway.errors import PolicyDenied
 from gateway.pipeline import Pipeline
+from gateway.pipeline import Recorder as CallRecorder
 from gateway.stores.budgets import BudgetRule
 from tests.integration.conftest import Clock, StoreFactory
 from tests.support.runtime import make_deps, runtime_from
@@ -60,7 +61,7 @@ class Harness:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sink = Recorder()
-        self.pipeline = Pipeline(self.sink, TokenCounter())  # type: ignore[arg-type]
+        self.pipeline = Pipeline(CallRecorder(self.sink, TokenCounter()))  # type: ignore[arg-type]
         self.ledger = runtime.chain._entries[-1].plugin.limits.ledger  # type: ignore[attr-defined]
 
     async def call(self, principal: Principal = ML, **body: Any) -> Call:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from gateway.audit import tables as audit_tables
 from gateway.stores.migrate import (
     SCHEMA_HEAD,
     SchemaOutOfDate,
@@ -44,8 +45,37 @@ def test_upgrade_downgrade_upgrade(kind: str, tmp_path: Path) -> None:
             downgrade(engine, "base")
             assert not set(metadata.tables) & set(inspect(engine).get_table_names())
             upgrade(engine)
-            columns = {c["name"] for c in inspect(engine).get_columns("tollgate_keys")}
-            assert {c.name for c in metadata.tables["tollgate_keys"].columns} == columns
+            for table in ("tollgate_keys", "tollgate_audit_events", "tollgate_audit_decisions"):
+                columns = {c["name"] for c in inspect(engine).get_columns(table)}
+                assert {c.name for c in metadata.tables[table].columns} == columns
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_audit_views_come_and_go_with_their_migration(kind: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    views = {
+        "tollgate_audit_requests",
+        "tollgate_audit_spend_by_team_day",
+        "tollgate_audit_denied",
+        "tollgate_audit_policy_overrides",
+        "tollgate_audit_cache_savings",
+    }
+    with database(kind, tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+            assert views <= set(inspect(engine).get_view_names())
+            with engine.connect() as conn:
+                for view in views:
+                    conn.execute(text(f"SELECT * FROM {view}")).all()
+            downgrade(engine, "0001")
+            audit = {t for t in inspect(engine).get_table_names() if t.startswith("tollgate_audit")}
+            assert not audit and not views & set(inspect(engine).get_view_names())
+            assert audit_tables.events.name not in inspect(engine).get_table_names()
+            assert "tollgate_keys" in inspect(engine).get_table_names()
         finally:
             engine.dispose()
 

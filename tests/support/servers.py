@@ -80,6 +80,11 @@ class GatewayProcess:
             # Each gateway gets its own SQLite file (keys, budgets, counters), removed at stop.
             self._own_dir = tempfile.TemporaryDirectory(prefix="tollgate-db-")
             self.env["TOLLGATE_DATABASE_URL"] = f"sqlite:///{self._own_dir.name}/tollgate.db"
+        self._audit_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "TOLLGATE_AUDIT_DIR" not in (env or {}):
+            # Its own audit journal too (a test that restarts a gateway passes the same one).
+            self._audit_dir = tempfile.TemporaryDirectory(prefix="tollgate-audit-")
+            self.env["TOLLGATE_AUDIT_DIR"] = self._audit_dir.name
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._out: Any = None
@@ -139,9 +144,10 @@ class GatewayProcess:
         if self._out is not None:
             self._out.close()
             self._out = None
-        if self._own_dir is not None:
-            self._own_dir.cleanup()
-            self._own_dir = None
+        for own in (self._own_dir, self._audit_dir):
+            if own is not None:
+                own.cleanup()
+        self._own_dir = self._audit_dir = None
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

@@ -11,8 +11,9 @@ from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
 from gateway.config.runtime import Runtime, build_runtime
-from gateway.errors import ModelNotFound, PolicyDenied
+from gateway.errors import ModelNotFound, PolicyDenied, ServiceUnavailable
 from gateway.pipeline import Pipeline
+from gateway.pipeline import Recorder as CallRecorder
 from tests.support.runtime import make_deps
 
 CONFIG = """
@@ -67,11 +68,25 @@ def call(max_tokens: int = 5, model: str = "chat", stream: bool = False) -> Call
     )
 
 
+class Journal:
+    """A durable sink that remembers what it was given, in order."""
+
+    accepting = True
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    def append(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+
 async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None:
     sink = Recorder()
-    reply = await Pipeline(sink, TokenCounter()).handle(call(), runtime)  # type: ignore[arg-type]
+    reply = await Pipeline(CallRecorder(sink, TokenCounter())).handle(call(), runtime)  # type: ignore[arg-type]
     assert reply.status == 200
-    assert sink.records == [], "recorded only once the response is on its way"
+    assert sink.records == [], "recorded only when the API is about to send the response"
+    reply.seal()
+    assert len(sink.records) == 1
     await reply.done()
     (record,) = sink.records
     assert (record.status, record.backend, record.tier) == (200, "sim", "int4")
@@ -81,7 +96,7 @@ async def test_served_call_is_recorded_once_with_usage(runtime: Runtime) -> None
 
 async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> None:
     sink = Recorder()
-    pipeline = Pipeline(sink, TokenCounter())  # type: ignore[arg-type]
+    pipeline = Pipeline(CallRecorder(sink, TokenCounter()))  # type: ignore[arg-type]
     with pytest.raises(PolicyDenied):
         await pipeline.handle(call(max_tokens=500), runtime)
     with pytest.raises(ModelNotFound):
@@ -95,7 +110,7 @@ async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> N
 
 async def test_stream_is_recorded_when_closed(runtime: Runtime) -> None:
     sink = Recorder()
-    reply = await Pipeline(sink, TokenCounter()).handle(call(stream=True), runtime)  # type: ignore[arg-type]
+    reply = await Pipeline(CallRecorder(sink, TokenCounter())).handle(call(stream=True), runtime)  # type: ignore[arg-type]
     assert reply.stream is not None and sink.records == []
     body = b"".join([chunk async for chunk in reply.stream])
     await reply.stream.close()
@@ -103,3 +118,28 @@ async def test_stream_is_recorded_when_closed(runtime: Runtime) -> None:
     assert body.endswith(b"data: [DONE]\n\n")
     (record,) = sink.records
     assert record.stream and record.usage is not None and record.usage.output_tokens == 5
+
+
+async def test_journal_has_the_call_before_a_stream_sends_its_last_event(runtime: Runtime) -> None:
+    journal = Journal()
+    pipeline = Pipeline(CallRecorder(Recorder(), TokenCounter(), journal))  # type: ignore[arg-type]
+    reply = await pipeline.handle(call(stream=True), runtime)
+    assert reply.stream is not None
+    journaled_before: list[int] = []
+    async for chunk in reply.stream:
+        journaled_before.append(len(journal.records))
+        if chunk.endswith(b"data: [DONE]\n\n"):
+            break
+    assert journaled_before[0] == 0 and journaled_before[-1] == 1
+    await reply.stream.close()
+    (record,) = journal.records
+    assert record.usage is not None and record.usage.output_tokens == 5
+
+
+async def test_a_full_journal_refuses_calls(runtime: Runtime) -> None:
+    journal = Journal()
+    journal.accepting = False
+    pipeline = Pipeline(CallRecorder(Recorder(), TokenCounter(), journal))  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable) as info:
+        await pipeline.handle(call(), runtime)
+    assert info.value.code == "audit_unavailable"

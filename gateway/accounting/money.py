@@ -1,0 +1,60 @@
+"""Cost, counterfactual cost and savings of a finished call, computed here and nowhere else.
+
+The same Money travels in the CallRecord to the audit log, the budgets and (later) the traces,
+so what an auditor sums in SQL is what finance sees on the dashboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.accounting.pricing import PriceTable
+from gateway.call import NO_MONEY, Money, Outcome, Target, Usage
+
+
+class Costing:
+    """Prices calls against one config's price table.
+
+    `references` maps each model alias to the target a plain proxy would have used (its first
+    target): the counterfactual bills the call's usage there with every prompt token uncached.
+    Cached prompt tokens on a local engine are prefix reuse; on a vendor API they are the
+    provider's prompt cache.
+    """
+
+    def __init__(
+        self, prices: PriceTable, references: Mapping[str, Target], local: frozenset[str]
+    ) -> None:
+        self.prices = prices
+        self._references = references
+        self._local = local
+
+    def money(self, alias: str, outcome: Outcome) -> Money:
+        usage = outcome.usage
+        if usage is None:
+            return NO_MONEY
+        uncached = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        reference = self._references.get(alias)
+        counterfactual = self.prices.cost(reference, uncached) if reference else 0
+        target = outcome.target
+        if target is None:
+            if outcome.cache in ("exact", "semantic") and counterfactual:
+                # Answered by Tollgate from its cache: nothing spent upstream.
+                return Money(0, counterfactual, ((f"{outcome.cache}_cache", counterfactual),))
+            return NO_MONEY
+        if outcome.status >= 400 and not outcome.disconnected:
+            return NO_MONEY  # an upstream error bills nothing
+        cost = self.prices.cost(target, usage)
+        plain = self.prices.cost(target, uncached)
+        if reference is None:
+            counterfactual = plain
+        savings: list[tuple[str, int]] = []
+        if counterfactual != plain:
+            savings.append(("tier_routing", counterfactual - plain))
+        if plain != cost:
+            savings.append((self._cache_kind(target), plain - cost))
+        return Money(cost, counterfactual, tuple(savings))
+
+    def _cache_kind(self, target: Target) -> str:
+        price = self.prices.price(target)
+        local = target.backend in self._local or (price is not None and price.source == "gpu-hour")
+        return "prefix_reuse" if local else "provider_prompt_cache"

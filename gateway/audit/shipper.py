@@ -1,0 +1,296 @@
+"""Ships the journal to SQL in batches, in order, exactly once, from a background thread.
+
+Each batch is one transaction: the events, their decisions and bodies, and the chain's signed
+head (last seq and hash). The head is what makes replay exact: after a crash the shipper asks
+the database how far the chain got and skips what is already there, whatever the local
+position file says. While the database is away the batch is retried with backoff and the
+journal grows (journal.py bounds it); events arrive in order when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from gateway.audit import tables
+from gateway.audit.events import GENESIS, TIMES, micros, to_datetime
+from gateway.audit.journal import (
+    Journal,
+    Position,
+    read_position,
+    segment_path,
+    segments,
+    write_position,
+)
+from gateway.audit.signing import Signer
+
+log = logging.getLogger("gateway.audit")
+READ_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperSettings:
+    batch_size: int = 500
+    interval_s: float = 0.1
+    checkpoint_s: float = 60.0
+    max_backoff_s: float = 5.0
+
+
+@dataclass(slots=True)
+class Entry:
+    seq: int
+    hash: str
+    prev: str
+    event: dict[str, Any]
+    bodies: dict[str, str]
+
+
+@dataclass(slots=True)
+class ShipperState:
+    """Read by /readyz and /metrics from the event loop; written only by the shipper thread."""
+
+    shipped_seq: int = 0
+    shipped_events: int = 0
+    failing: bool = False
+    last_error: str | None = None
+    failures: int = 0
+    last_checkpoint: float = field(default_factory=time.time)
+
+
+class Shipper:
+    def __init__(
+        self,
+        journal: Journal,
+        engine: Engine,
+        signer: Signer,
+        settings: ShipperSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.engine = engine
+        self.signer = signer
+        self.settings = settings
+        self.state = ShipperState()
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._db_seq: int | None = None
+        self._since_checkpoint = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tollgate-audit-shipper")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Drains what is journaled (for at most `timeout_s`); True when all of it is in SQL.
+        What is left stays in the journal and ships on the next start."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.lag:
+            log.error(
+                "audit journal not drained at shutdown: %d events stay journaled and ship on "
+                "the next start (%s)",
+                self.lag,
+                self.state.last_error or f"not done within {timeout_s:.0f}s",
+            )
+        return self.lag == 0
+
+    @property
+    def lag(self) -> int:
+        return self.journal.seq - self.state.shipped_seq
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        directory = self.journal.directory
+        first = segments(directory)
+        position = read_position(directory) or Position(first[0] if first else 1, 0, 0, GENESIS)
+        self.state.shipped_seq = position.seq
+        backoff = 0.05
+        while True:
+            try:
+                position, progressed = self._step(position)
+                if self.state.failing:
+                    log.warning("audit database reachable again; shipping the journal")
+                self.state.failing, self.state.last_error = False, None
+                backoff = 0.05
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the journal, retry
+                self._failed(exc)
+                if self._stopping.wait(backoff):
+                    return  # stopping while the database is away: the journal keeps it
+                backoff = min(backoff * 2, self.settings.max_backoff_s)
+                continue
+            if progressed:
+                continue
+            if self._stopping.is_set():
+                self._final_checkpoint(position)
+                return
+            self._wake.wait(self.settings.interval_s)
+            self._wake.clear()
+
+    def _failed(self, exc: Exception) -> None:
+        self.state.failures += 1
+        first = not self.state.failing
+        self.state.failing, self.state.last_error = True, f"{type(exc).__name__}: {exc}"[:500]
+        if first:
+            log.error(
+                "audit database unavailable, events stay journaled: %s", self.state.last_error
+            )
+        self._db_seq = None  # ask again where the chain got to once it is back
+
+    def _step(self, position: Position) -> tuple[Position, bool]:
+        if self._db_seq is None:
+            self._db_seq = self._db_head()
+        entries, after = self._read(position)
+        if after == position:
+            return position, False
+        fresh = [e for e in entries if e.seq > self._db_seq]
+        if fresh:
+            self._commit(fresh)
+            self._db_seq = fresh[-1].seq
+            self.state.shipped_events += len(fresh)
+        consumed = after.offset - position.offset if after.segment == position.segment else 0
+        if after.segment != position.segment:
+            consumed = after.offset + _remaining(self.journal, position)
+        write_position(self.journal.directory, after)
+        self.journal.shipped += consumed
+        self.state.shipped_seq = after.seq
+        for number in segments(self.journal.directory):
+            if number < after.segment:
+                segment_path(self.journal.directory, number).unlink(missing_ok=True)
+        return after, True
+
+    def _db_head(self) -> int:
+        chain = self.journal.slot.chain_id
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(tables.chains.c.last_seq).where(tables.chains.c.chain_id == chain)
+            ).first()
+        return int(row[0]) if row else 0
+
+    def _read(self, position: Position) -> tuple[list[Entry], Position]:
+        """Complete lines from `position` (up to a batch), and the position after them."""
+        path = segment_path(self.journal.directory, position.segment)
+        try:
+            with open(path, "rb") as f:
+                f.seek(position.offset)
+                data = f.read(READ_BYTES)
+        except FileNotFoundError:
+            data = b""
+        entries: list[Entry] = []
+        offset, seq, row_hash = position.offset, position.seq, position.hash
+        start = 0
+        while len(entries) < self.settings.batch_size:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            raw = orjson.loads(data[start:end])
+            event = raw["event"]
+            entry = Entry(event["seq"], raw["hash"], raw["prev"], event, raw["bodies"])
+            entries.append(entry)
+            seq, row_hash = entry.seq, entry.hash
+            start = end + 1
+        offset += start
+        if not entries and start == len(data) and self._newer_segment(position.segment):
+            return [], Position(position.segment + 1, 0, seq, row_hash)
+        return entries, Position(position.segment, offset, seq, row_hash)
+
+    def _newer_segment(self, number: int) -> bool:
+        return segment_path(self.journal.directory, number + 1).exists()
+
+    # -- SQL -------------------------------------------------------------------------------
+
+    def _commit(self, entries: list[Entry]) -> None:
+        chain = self.journal.slot.chain_id
+        rows, decisions, bodies = [], [], []
+        for entry in entries:
+            rows.append(_row(entry))
+            for i, (plugin, action, reason, enforced) in enumerate(entry.event["decisions"]):
+                decisions.append(
+                    {"chain_id": chain, "seq": entry.seq, "position": i, "plugin": plugin,
+                     "action": action, "reason": reason, "enforced": enforced}
+                )  # fmt: skip
+            for part, content in entry.bodies.items():
+                bodies.append(
+                    {"chain_id": chain, "seq": entry.seq, "part": part, "content": content}
+                )
+        last = entries[-1]
+        now = self._clock()
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.events), rows)
+            if decisions:
+                conn.execute(insert(tables.decisions), decisions)
+            if bodies:
+                conn.execute(insert(tables.bodies), bodies)
+            self._advance_head(conn, last.seq, last.hash, now)
+            self._since_checkpoint += len(entries)
+            if now - self.state.last_checkpoint >= self.settings.checkpoint_s:
+                self._checkpoint(conn, "periodic", last.seq, last.hash, now)
+
+    def _advance_head(self, conn: Connection, seq: int, row_hash: str, now: float) -> None:
+        chain = self.journal.slot.chain_id
+        values = {
+            "last_seq": seq,
+            "last_hash": row_hash,
+            "updated_at": to_datetime(micros(now)),
+            "signature": self.signer.head(chain, seq, row_hash),
+        }
+        table = tables.chains
+        done = conn.execute(update(table).where(table.c.chain_id == chain).values(**values))
+        if done.rowcount == 0:
+            conn.execute(insert(table).values(chain_id=chain, **values))
+
+    def _checkpoint(self, conn: Connection, kind: str, seq: int, row_hash: str, now: float) -> None:
+        chain = self.journal.slot.chain_id
+        created = micros(now)
+        assert created is not None
+        conn.execute(
+            insert(tables.checkpoints).values(
+                chain_id=chain,
+                seq=seq,
+                row_hash=row_hash,
+                kind=kind,
+                created_at=to_datetime(created),
+                signature=self.signer.checkpoint(kind, chain, seq, row_hash, created),
+            )
+        )
+        self.state.last_checkpoint = now
+        self._since_checkpoint = 0
+
+    def _final_checkpoint(self, position: Position) -> None:
+        if self._since_checkpoint == 0 or position.seq == 0:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._checkpoint(conn, "shutdown", position.seq, position.hash, self._clock())
+        except Exception:
+            log.warning("could not write the shutdown audit checkpoint", exc_info=True)
+
+
+def _remaining(journal: Journal, position: Position) -> int:
+    """Bytes left unread in a segment the shipper moved past (normally none)."""
+    try:
+        size = segment_path(journal.directory, position.segment).stat().st_size
+    except FileNotFoundError:
+        return 0
+    return max(size - position.offset, 0)
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    row = {k: v for k, v in entry.event.items() if k != "decisions"}
+    for name in TIMES:
+        row[name] = to_datetime(row[name])
+    row["prev_hash"] = entry.prev
+    row["row_hash"] = entry.hash
+    return row

@@ -1,0 +1,125 @@
+"""The audit schema (SQLAlchemy Core). migrations/versions/0002_audit.py creates it; docs/audit.md
+documents every column for auditors.
+
+Money is integer nano-dollars (`*_nanousd`; the views show USD). Times are UTC timestamps
+with microseconds; durations integer microseconds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import JSON
+
+from gateway.call import SAVINGS_KINDS
+from gateway.stores.sql import metadata
+
+TS = DateTime(timezone=True)
+SAVINGS_COLUMNS = tuple(f"savings_{kind}_nanousd" for kind in SAVINGS_KINDS)
+
+events = Table(
+    "tollgate_audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("chain_id", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("first_byte_at", TS),
+    Column("completed_at", TS, nullable=False),
+    Column("key_id", String(64)),
+    Column("key_name", String(200)),
+    Column("user_id", String(200)),
+    Column("team", String(200)),
+    Column("org", String(200)),
+    Column("tags", JSON),
+    Column("dialect", String(16), nullable=False),
+    Column("endpoint", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("backend", String(200)),
+    Column("tier", String(64)),
+    Column("replica", String(200)),
+    Column("upstream_model", String(200)),
+    Column("outcome", String(32), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("cache", String(16), nullable=False),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Column("cached_tokens", BigInteger),
+    Column("cache_write_tokens", BigInteger),
+    Column("usage_estimated", Boolean),
+    Column("cost_nanousd", BigInteger, nullable=False),
+    Column("counterfactual_nanousd", BigInteger, nullable=False),
+    Column("savings_nanousd", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in SAVINGS_COLUMNS),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("ttft_us", BigInteger),
+    Column("client_ip", String(64)),
+    Column("user_agent", Text),
+    Column("prompt_sha256", String(64)),
+    Column("capture", String(16), nullable=False),
+    Column("request_sha256", String(64)),
+    Column("response_sha256", String(64)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
+    UniqueConstraint("chain_id", "seq", name="uq_tollgate_audit_events_chain_seq"),
+    Index("ix_tollgate_audit_events_received_at", "received_at"),
+    Index("ix_tollgate_audit_events_request_id", "request_id"),
+    Index("ix_tollgate_audit_events_team", "team", "received_at"),
+)
+
+decisions = Table(
+    "tollgate_audit_decisions",
+    metadata,
+    Column("chain_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("plugin", String(200), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("enforced", Boolean, nullable=False),
+)
+
+bodies = Table(
+    "tollgate_audit_bodies",
+    metadata,
+    Column("chain_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("part", String(16), primary_key=True),  # request | response
+    Column("content", Text, nullable=False),
+)
+
+chains = Table(
+    "tollgate_audit_chains",
+    metadata,
+    Column("chain_id", String(32), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("signature", String(64), nullable=False),
+)
+
+checkpoints = Table(
+    "tollgate_audit_checkpoints",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("chain_id", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("row_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # periodic | prune | shutdown
+    Column("created_at", TS, nullable=False),
+    Column("signature", String(64), nullable=False),
+    Index("ix_tollgate_audit_checkpoints_chain", "chain_id", "seq"),
+)

@@ -1,0 +1,137 @@
+"""The journal and shipper on their own: torn tails, exact replay, segments, a full journal."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from gateway.audit.journal import (
+    Journal,
+    JournalSettings,
+    Position,
+    Slot,
+    read_position,
+    segments,
+    write_position,
+)
+from gateway.audit.shipper import Shipper, ShipperSettings
+from gateway.audit.verify import verify
+from gateway.call import Call, CallRecord, Outcome
+from gateway.stores.sql import make_engine
+from tests.support.audit import audit_engine, events, signer
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with audit_engine(request.param, tmp_path) as made:
+        yield made
+
+
+def record(n: int) -> CallRecord:
+    call = Call(f"r{n}", "openai", "chat.completions", "chat", {"messages": [n]}, False, False)
+    return CallRecord.of(call, Outcome(status=200))
+
+
+def open_journal(base: Path, **settings: int) -> Journal:
+    journal = Journal(Slot.acquire(base), JournalSettings(**settings))  # type: ignore[arg-type]
+    journal.open()
+    return journal
+
+
+def ship(journal: Journal, engine: Engine) -> Shipper:
+    shipper = Shipper(journal, engine, signer(), ShipperSettings(interval_s=0.005))
+    shipper.start()
+    return shipper
+
+
+def close(journal: Journal, shipper: Shipper | None = None) -> None:
+    if shipper is not None:
+        assert shipper.stop(30)
+    journal.close()
+    journal.slot.release()
+
+
+def test_a_torn_last_line_is_cut_and_the_chain_goes_on(engine: Engine, tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    for n in range(3):
+        journal.append(record(n))
+    close(journal)
+    (segment,) = (tmp_path / "slot-0").glob("segment-*.jsonl")
+    with open(segment, "ab") as f:
+        f.write(b'{"hash":"abc","prev":')  # the write a power cut interrupted
+    journal = open_journal(tmp_path)
+    assert journal.seq == 3
+    journal.append(record(3))
+    close(journal, ship(journal, engine))
+    assert [r.seq for r in events(engine)] == [1, 2, 3, 4]
+    assert verify(engine, signer()).ok
+
+
+def test_replay_after_a_crash_is_exactly_once(engine: Engine, tmp_path: Path) -> None:
+    """The shipper committed a batch but died before recording its position: on restart it
+    asks the database how far the chain got and skips what is there."""
+    journal = open_journal(tmp_path)
+    for n in range(5):
+        journal.append(record(n))
+    close(journal, ship(journal, engine))
+    assert read_position(journal.directory) is not None
+    write_position(journal.directory, Position(segments(journal.directory)[0], 0, 0, "0" * 64))
+    journal = open_journal(tmp_path)
+    journal.append(record(5))
+    close(journal, ship(journal, engine))
+    rows = events(engine)
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r.request_id for r in rows] == [f"r{n}" for n in range(6)]
+    assert verify(engine, signer()).ok
+
+
+def test_segments_rotate_ship_in_order_and_are_deleted(engine: Engine, tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, segment_bytes=4000)
+    shipper = ship(journal, engine)
+    for n in range(60):
+        journal.append(record(n))
+    close(journal, shipper)
+    assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(60)]
+    assert len(segments(journal.directory)) == 1, "shipped segments are removed"
+    assert journal.pending_bytes == 0
+    assert verify(engine, signer()).ok
+
+
+def test_each_process_gets_its_own_slot_and_chain(tmp_path: Path) -> None:
+    first, second = Slot.acquire(tmp_path), Slot.acquire(tmp_path)
+    assert first.directory != second.directory and first.chain_id != second.chain_id
+    first.release()
+    again = Slot.acquire(tmp_path)
+    assert (again.directory, again.chain_id) == (first.directory, first.chain_id)
+    again.release()
+    second.release()
+
+
+def test_a_full_journal_refuses_and_alarms_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database never answers: the journal grows to its bound, alarms near it, then
+    stops accepting (the pipeline then refuses calls rather than serve them unrecorded)."""
+    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    journal = open_journal(tmp_path, max_bytes=20_000, alarm_fraction=0.5)  # type: ignore[arg-type]
+    shipper = ship(journal, dead)
+    caplog.set_level(logging.WARNING, "gateway.audit")
+    appended = 0
+    while journal.accepting:
+        journal.append(record(appended))
+        appended += 1
+    assert 10 < appended < 100
+    assert any("audit journal" in r.message and "full" in r.message for r in caplog.records)
+    deadline = time.monotonic() + 10
+    while not shipper.state.failing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shipper.state.failing and shipper.lag == appended
+    assert not shipper.stop(0.2), "cannot drain into a database that is away"
+    journal.close()
+    journal.slot.release()
+    dead.dispose()

@@ -1,0 +1,90 @@
+"""Redaction patterns, the money of a call, and the event's canonical form."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from gateway.accounting.money import Costing
+from gateway.accounting.pricing import Price, PriceRule, PriceTable
+from gateway.audit.events import canonical, chain_hash, from_datetime, micros, to_datetime
+from gateway.audit.redact import BUILTIN, Redactor
+from gateway.call import Outcome, Target, Usage
+
+
+def test_redaction_masks_emails_keys_and_valid_card_numbers() -> None:
+    redact = Redactor(tuple(BUILTIN), {"ticket": r"TCK-\d+"})
+    text = (
+        "mail ann.lee@example.org, key sk-abcdefghijklmnopqrstuv, card 4111 1111 1111 1111, "
+        "order 1234 5678 9012 3456, Authorization: Bearer abcdefghijklmnop1234, TCK-991"
+    )
+    out = redact(text)
+    assert "ann.lee@example.org" not in out and "[REDACTED:email]" in out
+    assert "sk-abcdefghijklmnopqrstuv" not in out and "[REDACTED:api_key]" in out
+    assert "4111 1111 1111 1111" not in out and "[REDACTED:card_number]" in out
+    assert "1234 5678 9012 3456" in out, "not a valid card number (Luhn): kept"
+    assert "abcdefghijklmnop1234" not in out
+    assert "[REDACTED:ticket]" in out
+
+
+def _costing() -> Costing:
+    fp16, int4, vendor = (
+        Target("gpu", "m", "fp16"),
+        Target("gpu", "m-q", "int4"),
+        Target("oa", "g", None),
+    )
+    rules = [
+        PriceRule("gpu", "m", Price(Decimal(4), Decimal(8), Decimal(0), Decimal(4))),
+        PriceRule("gpu", "m-q", Price(Decimal(1), Decimal(2), Decimal(0), Decimal(1))),
+        PriceRule("oa", "g", Price(Decimal(2), Decimal(8), Decimal(1), Decimal(2))),
+    ]
+    table = PriceTable(rules, [fp16, int4, vendor])
+    return Costing(table, {"chat": fp16, "vendor": vendor}, frozenset({"gpu"}))
+
+
+def test_savings_split_by_optimisation_and_add_up() -> None:
+    costing = _costing()
+    usage = Usage(input_tokens=1000, output_tokens=100, cached_tokens=600)
+    outcome = Outcome(status=200, target=Target("gpu", "m-q", "int4"), usage=usage)
+    money = costing.money("chat", outcome)
+    assert money.counterfactual == 1000 * 4000 + 100 * 8000  # every token uncached, at fp16
+    assert money.cost == 400 * 1000 + 100 * 2000  # int4, cached prompt free on a local engine
+    assert dict(money.savings) == {
+        "tier_routing": money.counterfactual - (1000 * 1000 + 100 * 2000),
+        "prefix_reuse": 600 * 1000,
+    }
+    assert sum(v for _, v in money.savings) == money.saved
+
+
+def test_a_vendor_prompt_cache_is_its_own_saving() -> None:
+    usage = Usage(input_tokens=1000, output_tokens=10, cached_tokens=800)
+    outcome = Outcome(status=200, target=Target("oa", "g", None), usage=usage)
+    money = _costing().money("vendor", outcome)
+    assert dict(money.savings) == {"provider_prompt_cache": 800 * (2000 - 1000)}
+
+
+def test_errors_cost_nothing_and_cache_hits_save_everything() -> None:
+    costing = _costing()
+    usage = Usage(input_tokens=10, output_tokens=10)
+    error = Outcome(status=500, target=Target("gpu", "m", "fp16"), usage=usage)
+    assert costing.money("chat", error).cost == 0
+    hit = costing.money("chat", Outcome(status=200, usage=usage, cache="exact"))
+    assert (hit.cost, dict(hit.savings)) == (0, {"exact_cache": hit.counterfactual})
+    assert hit.counterfactual == 10 * 4000 + 10 * 8000
+
+
+def test_times_round_trip_exactly_and_the_hash_covers_every_value() -> None:
+    us = micros(1_795_000_000.123456)
+    assert us is not None and from_datetime(to_datetime(us)) == us
+    naive = to_datetime(us)
+    assert naive is not None and from_datetime(naive.replace(tzinfo=None)) == us
+    event = {"b": 1, "a": [1, "x", None, True]}
+    assert canonical(event) == b'{"a":[1,"x",null,true],"b":1}'
+    assert chain_hash("0" * 64, canonical(event)) != chain_hash(
+        "0" * 64, canonical({**event, "b": 2})
+    )
+    assert chain_hash("0" * 64, canonical(event)) != chain_hash("1" * 64, canonical(event))
+
+
+def test_phone_numbers_in_international_format_are_masked() -> None:
+    out = Redactor(("phone",), {})("call +44 20 7946 0958 about order 20260511 1200")
+    assert out == "call [REDACTED:phone] about order 20260511 1200"
