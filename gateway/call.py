@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens"]
 Dialect = Literal["openai", "anthropic"]
@@ -195,9 +195,12 @@ class Outcome:
         return "cache_hit" if self.cache in ("exact", "semantic") else "served"
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """The immutable account of one finished call, fanned out to every sink."""
+class CallRecord(NamedTuple):
+    """The immutable account of one finished call, fanned out to every sink.
+
+    A NamedTuple, not a frozen dataclass: it is built once per call on the request path, and a
+    frozen dataclass's __init__ (one object.__setattr__ per field) cost ~8 us for these
+    28 fields against ~2 us here."""
 
     request_id: str
     dialect: str

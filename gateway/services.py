@@ -155,7 +155,9 @@ async def start_audit(config: Config, engine: Engine) -> AuditLog | None:
     url = engine.url.render_as_string(hide_password=False)
     data_dir = data_dir_of(url)
     key = signing_key(config.audit.signing_key_env, config.keys.secret_env, data_dir)
-    return await asyncio.to_thread(AuditLog.open, config.audit, engine, key, data_dir)
+    audit = await asyncio.to_thread(AuditLog.open, config.audit, url, key, data_dir)
+    audit.start_monitor()
+    return audit
 
 
 def counter_store(limits: LimitsConfig) -> CounterStore:

@@ -18,10 +18,13 @@ class AuditConfig(BaseModel):
     segment_mb: int = Field(64, ge=1)
     max_journal_mb: int = Field(1024, ge=1)
     alarm_fraction: float = Field(0.8, gt=0, lt=1)
-    batch_size: int = Field(500, ge=1, le=10_000)
-    ship_interval_ms: float = Field(100.0, gt=0)
+    batch_size: int = Field(2000, ge=1, le=20_000)
+    ship_interval_ms: float = Field(250.0, gt=0)
     checkpoint_seconds: float = Field(60.0, gt=0)
     drain_seconds: float = Field(10.0, ge=0)
     signing_key_env: str | None = None
+    # CPUs the audit worker process may run on (default: those of the gateway process); e.g.
+    # keep it off the cores a pinned gateway serves from.
+    worker_cpus: tuple[int, ...] | None = None
     client_ip: bool = True
     user_agent: bool = True

@@ -52,69 +52,108 @@ def prompt_hash(body: dict[str, Any] | None) -> str | None:
 
 def _clean(text: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: one such byte must not wedge the shipper."""
-    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
 
 
-def event_of(
-    record: CallRecord, stored: dict[str, str], *, client_ip: bool, user_agent: bool
-) -> dict[str, Any]:
-    """The event's values keyed by column (without chain, seq and hashes). A stored body is
-    hashed as stored (so verify can check it); a body only hashed, as it was sent."""
+# The event's columns, in the order of its canonical form (hashes and the row id aside).
+COLUMNS = (
+    "chain_id", "seq", "request_id", "received_at", "first_byte_at", "completed_at",
+    "key_id", "key_name", "user_id", "team", "org", "tags",
+    "dialect", "endpoint", "model", "stream", "backend", "tier", "replica", "upstream_model",
+    "outcome", "status", "error_type", "cache",
+    "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "usage_estimated",
+    "cost_nanousd", "counterfactual_nanousd", "savings_nanousd",
+    *(f"savings_{kind}_nanousd" for kind in SAVINGS_KINDS),
+    "latency_us", "ttft_us", "client_ip", "user_agent",
+    "prompt_sha256", "capture", "request_sha256", "response_sha256",
+)  # fmt: skip
+TIME_INDEXES = tuple(COLUMNS.index(name) for name in TIMES)
+TAGS_INDEX = COLUMNS.index("tags")
+DECISIONS_INDEX = len(COLUMNS)
+_NO_USAGE = (None, None, None, None, None)
+_NO_SAVINGS = (0,) * len(SAVINGS_KINDS)
+Decisions = list[list[Any]]
+_CHAIN_ID_LEN = 32
+
+
+def journal_line(
+    record: CallRecord, chain_id: str, seq: int, *, client_ip: bool, user_agent: bool
+) -> bytes:
+    """The call as its journal line: the event's canonical form (what the chain hashes, and
+    what `verify` rebuilds from the stored row), then a tab and the stored bodies, if any.
+
+    This is the request path's whole share of auditing (a few microseconds): the worker hashes
+    these bytes as they are, and PostgreSQL itself turns them into rows (rows.py)."""
     p = record.principal
     u = record.usage
     money = record.money
-    received = micros(record.received_at)
-    completed = micros(record.completed_at)
+    received = round(record.received_at * 1_000_000)
+    completed = round(record.completed_at * 1_000_000)
     first = micros(record.first_byte_at)
-    assert received is not None and completed is not None
-    event: dict[str, Any] = {
-        "request_id": record.request_id,
-        "received_at": received,
-        "first_byte_at": first,
-        "completed_at": completed,
-        "key_id": p.key_id,
-        "key_name": _clean(p.name),
-        "user_id": _clean(p.user),
-        "team": _clean(p.team),
-        "org": _clean(p.org),
-        "tags": [_clean(t) for t in p.tags],
-        "dialect": record.dialect,
-        "endpoint": record.endpoint,
-        "model": _clean(record.model),
-        "stream": record.stream,
-        "backend": record.backend,
-        "tier": record.tier,
-        "replica": None,
-        "upstream_model": record.upstream_model,
-        "outcome": record.kind,
-        "status": record.status,
-        "error_type": record.error_type,
-        "cache": record.cache,
-        "input_tokens": u.input_tokens if u else None,
-        "output_tokens": u.output_tokens if u else None,
-        "cached_tokens": u.cached_tokens if u else None,
-        "cache_write_tokens": u.cache_write_tokens if u else None,
-        "usage_estimated": u.estimated if u else None,
-        "cost_nanousd": money.cost,
-        "counterfactual_nanousd": money.counterfactual,
-        "savings_nanousd": money.saved,
-        "latency_us": completed - received,
-        "ttft_us": first - received if first is not None else None,
-        "client_ip": record.client_ip if client_ip else None,
-        "user_agent": _clean(record.user_agent[:1000])
-        if user_agent and record.user_agent
-        else None,
-        "prompt_sha256": prompt_hash(record.body),
-        "capture": record.capture,
-        "request_sha256": _body_hash(stored.get("request"), record.request_body),
-        "response_sha256": _body_hash(stored.get("response"), record.response_body),
-        "decisions": [
-            [_clean(d.plugin), d.action, _clean(d.reason), d.enforced] for d in record.decisions
-        ],
-    }
-    for kind in SAVINGS_KINDS:
-        event[f"savings_{kind}_nanousd"] = money.saving(kind)
-    return event
+    values: list[Any] = [
+        chain_id, seq, record.request_id, received, first, completed,
+        p.key_id, _clean(p.name), _clean(p.user), _clean(p.team), _clean(p.org),
+        [_clean(t) for t in p.tags] if p.tags else [],
+        record.dialect, record.endpoint, _clean(record.model), record.stream,
+        record.backend, record.tier, None, record.upstream_model,
+        record.kind, record.status, record.error_type, record.cache,
+    ]  # fmt: skip
+    if u is not None:
+        values += (u.input_tokens, u.output_tokens, u.cached_tokens, u.cache_write_tokens,
+                   u.estimated)  # fmt: skip
+    else:
+        values += _NO_USAGE
+    values += (money.cost, money.counterfactual, money.counterfactual - money.cost)
+    if money.savings:
+        parts = dict(money.savings)
+        values += [parts.get(kind, 0) for kind in SAVINGS_KINDS]
+    else:
+        values += _NO_SAVINGS
+    agent = record.user_agent
+    values += (
+        completed - received, first - received if first is not None else None,
+        record.client_ip if client_ip else None,
+        _clean(agent[:1000]) if user_agent and agent else None,
+        prompt_hash(record.body), record.capture,
+    )  # fmt: skip
+    stored = bodies_of(record) if record.capture != "none" else {}
+    if stored or record.capture == "hash":
+        values += (
+            _body_hash(stored.get("request"), record.request_body),
+            _body_hash(stored.get("response"), record.response_body),
+        )
+    else:
+        values += (None, None)
+    values.append(
+        [[_clean(d.plugin), d.action, _clean(d.reason), d.enforced] for d in record.decisions]
+    )
+    line = orjson.dumps(values)
+    if stored:
+        return line + b"\t" + orjson.dumps(stored) + b"\n"
+    return line + b"\n"
+
+
+def split_line(line: bytes) -> tuple[bytes, bytes | None]:
+    """A journal line's canonical event and its bodies' JSON (no tab occurs inside JSON)."""
+    canonical_event, tab, bodies = line.partition(b"\t")
+    return canonical_event, bodies if tab else None
+
+
+def line_seq(canonical_event: bytes) -> int:
+    """The seq of a canonical event without parsing it: it follows the 32-hex chain id."""
+    start = _CHAIN_ID_LEN + 4  # ["<chain id>",
+    if canonical_event[start - 2 : start] == b'",':
+        end = canonical_event.index(b",", start)
+        return int(canonical_event[start:end])
+    return int(orjson.loads(canonical_event)[1])
+
+
+def event_of(canonical_event: bytes) -> tuple[list[Any], Decisions]:
+    """The event's values (COLUMNS order, times as microseconds) and its decisions."""
+    fields = orjson.loads(canonical_event)
+    return fields[:DECISIONS_INDEX], fields[DECISIONS_INDEX]
 
 
 def _body_hash(stored: str | None, sent: bytes | None) -> str | None:
@@ -132,8 +171,9 @@ def bodies_of(record: CallRecord) -> dict[str, str]:
     return out
 
 
-def canonical(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+def canonical(values: list[Any], decisions: Decisions) -> bytes:
+    """What the chain hashes: every column's value in COLUMNS order, then the decisions."""
+    return orjson.dumps([*values, decisions])
 
 
 def chain_hash(prev_hash: str, canonical_event: bytes) -> str:

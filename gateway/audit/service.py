@@ -1,21 +1,28 @@
-"""The audit log as the gateway runs it: a journal on the request path, a shipper behind it."""
+"""The audit log as a gateway process runs it: the journal on the request path, and the audit
+worker process (worker.py) behind it, watched and restarted if it dies."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+import orjson
 
 from gateway.audit.config import AuditConfig
-from gateway.audit.journal import Journal, JournalSettings, Slot
-from gateway.audit.shipper import Shipper, ShipperSettings
-from gateway.audit.signing import Signer
+from gateway.audit.journal import Journal, JournalSettings
+from gateway.audit.segments import Slot
+from gateway.audit.worker import read_status
 
 log = logging.getLogger("gateway.audit")
 MB = 1024 * 1024
+TICK_S = 0.25
 
 
 def journal_dir(config: AuditConfig, data_dir: Path) -> Path:
@@ -26,20 +33,66 @@ def journal_dir(config: AuditConfig, data_dir: Path) -> Path:
     return Path(config.journal_dir) if config.journal_dir else data_dir / "audit-journal"
 
 
+class AuditWorker:
+    """The worker process for one journal slot."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._spec = spec
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._started = 0.0
+
+    def start(self) -> AuditWorker:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.audit.worker"], stdin=subprocess.PIPE, close_fds=True
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(self._spec) + b"\n")
+        self.proc.stdin.flush()  # kept open: closing it is how the worker is told to stop
+        self._started = time.monotonic()
+        return self
+
+    def ensure_running(self) -> None:
+        """Restarts a worker that died (at most once a second): its journal is intact."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        if time.monotonic() - self._started < 1.0:
+            return
+        self.restarts += 1
+        log.error("audit worker exited with %s; restarting it", self.proc.returncode)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.start()
+
+    def stop(self, drain_s: float) -> bool:
+        if self.proc is None:
+            return True
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(drain_s + 5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode == 0
+
+
 class AuditLog:
-    def __init__(self, journal: Journal, shipper: Shipper, drain_s: float) -> None:
+    def __init__(self, journal: Journal, worker: AuditWorker, drain_s: float) -> None:
         self.journal = journal
-        self.shipper = shipper
+        self.worker = worker
         self._drain_s = drain_s
+        self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def open(cls, config: AuditConfig, engine: Engine, key: bytes, data_dir: Path) -> AuditLog:
-        """Blocking (file locks, recovery): call it from a thread."""
+    def open(cls, config: AuditConfig, url: str, key: bytes, data_dir: Path) -> AuditLog:
+        """Blocking (file locks, recovery, a process start): call it from a thread."""
         slot = Slot.acquire(journal_dir(config, data_dir))
         journal = Journal(
             slot,
             JournalSettings(
-                fsync_interval_s=config.fsync_interval_ms / 1000,
                 segment_bytes=config.segment_mb * MB,
                 max_bytes=config.max_journal_mb * MB,
                 alarm_fraction=config.alarm_fraction,
@@ -48,40 +101,63 @@ class AuditLog:
             ),
         )
         journal.open()
-        shipper = Shipper(
-            journal,
-            engine,
-            Signer(key),
-            ShipperSettings(
-                batch_size=config.batch_size,
-                interval_s=config.ship_interval_ms / 1000,
-                checkpoint_s=config.checkpoint_seconds,
-            ),
-        )
-        shipper.start()
+        spec = {
+            "directory": str(slot.directory),
+            "chain_id": slot.chain_id,
+            "url": url,
+            "key": key.hex(),
+            "parent": os.getpid(),
+            "fsync_interval_s": config.fsync_interval_ms / 1000,
+            "batch_size": config.batch_size,
+            "ship_interval_s": config.ship_interval_ms / 1000,
+            "checkpoint_s": config.checkpoint_seconds,
+            "drain_s": config.drain_seconds,
+            "cpus": list(config.worker_cpus) if config.worker_cpus else None,
+        }
+        worker = AuditWorker(spec).start()
         log.info(
             "audit journal %s (chain %s): %d bytes waiting to ship",
             slot.directory,
             slot.chain_id,
             journal.pending_bytes,
         )
-        return cls(journal, shipper, config.drain_seconds)
+        return cls(journal, worker, config.drain_seconds)
+
+    def start_monitor(self) -> None:
+        self._task = asyncio.create_task(self._monitor(), name="tollgate-audit-monitor")
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.journal.refresh()
+                self.worker.ensure_running()
+            except Exception:
+                log.exception("audit monitor tick failed")
 
     def close(self) -> None:
-        """Blocking: drains the journal to SQL (bounded by drain_seconds), then releases it."""
-        self.shipper.stop(self._drain_s)
+        """Blocking: the worker drains the journal to SQL (bounded by drain_seconds)."""
+        if self._task is not None:
+            self._task.cancel()
+        drained = self.worker.stop(self._drain_s)
+        if not drained:
+            log.error("audit journal not fully drained; the rest ships on the next start")
         self.journal.close()
         self.journal.slot.release()
 
     def status(self) -> dict[str, Any]:
-        state = self.shipper.state
+        worker = read_status(self.journal.directory)
+        shipped = int(worker.get("shipped_seq", 0))
+        alive = self.worker.proc is not None and self.worker.proc.poll() is None
         return {
             "chain": self.journal.slot.chain_id,
-            "database": "unreachable" if state.failing else "ok",
-            "last_error": state.last_error,
+            "database": "unreachable" if worker.get("failing") else "ok",
+            "last_error": worker.get("last_error"),
+            "worker": "running" if alive else "stopped",
+            "worker_restarts": self.worker.restarts,
             "journaled_seq": self.journal.seq,
-            "shipped_seq": state.shipped_seq,
-            "lag_events": self.shipper.lag,
+            "shipped_seq": shipped,
+            "lag_events": max(self.journal.seq - shipped, 0),
             "journal_pending_bytes": self.journal.pending_bytes,
             "journal_max_bytes": self.journal.settings.max_bytes,
             "journal_alarm": self.journal.alarm,

@@ -14,16 +14,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import orjson
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from gateway.audit import tables
-from gateway.audit.events import GENESIS, TIMES, micros, to_datetime
-from gateway.audit.journal import (
-    Journal,
+from gateway.audit.events import GENESIS, chain_hash, line_seq, micros, split_line, to_datetime
+from gateway.audit.rows import BODY_COLUMNS, insert_rows, write_events
+from gateway.audit.segments import (
     Position,
+    data_end,
     read_position,
     segment_path,
     segments,
@@ -46,10 +47,8 @@ class ShipperSettings:
 @dataclass(slots=True)
 class Entry:
     seq: int
-    hash: str
-    prev: str
-    event: dict[str, Any]
-    bodies: dict[str, str]
+    event: bytes  # canonical form, hashed as is
+    bodies: bytes | None
 
 
 @dataclass(slots=True)
@@ -58,6 +57,7 @@ class ShipperState:
 
     shipped_seq: int = 0
     shipped_events: int = 0
+    drained: bool = False  # the last look found nothing left to ship
     failing: bool = False
     last_error: str | None = None
     failures: int = 0
@@ -67,13 +67,15 @@ class ShipperState:
 class Shipper:
     def __init__(
         self,
-        journal: Journal,
+        directory: Path,
+        chain_id: str,
         engine: Engine,
         signer: Signer,
         settings: ShipperSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.journal = journal
+        self.directory = directory
+        self.chain_id = chain_id
         self.engine = engine
         self.signer = signer
         self.settings = settings
@@ -83,6 +85,7 @@ class Shipper:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._db_seq: int | None = None
+        self._prev = GENESIS  # the chain's last row hash, as the database has it
         self._since_checkpoint = 0
 
     def start(self) -> None:
@@ -97,23 +100,19 @@ class Shipper:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        if self.lag:
-            log.error(
-                "audit journal not drained at shutdown: %d events stay journaled and ship on "
-                "the next start (%s)",
-                self.lag,
-                self.state.last_error or f"not done within {timeout_s:.0f}s",
-            )
-        return self.lag == 0
-
-    @property
-    def lag(self) -> int:
-        return self.journal.seq - self.state.shipped_seq
+            if self._thread.is_alive() or not self.state.drained:
+                log.error(
+                    "audit journal not drained at shutdown: what is left ships on the next "
+                    "start (%s)",
+                    self.state.last_error or f"not done within {timeout_s:.0f}s",
+                )
+                return False
+        return True
 
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        directory = self.journal.directory
+        directory = self.directory
         first = segments(directory)
         position = read_position(directory) or Position(first[0] if first else 1, 0, 0, GENESIS)
         self.state.shipped_seq = position.seq
@@ -131,6 +130,7 @@ class Shipper:
                     return  # stopping while the database is away: the journal keeps it
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
                 continue
+            self.state.drained = not progressed
             if progressed:
                 continue
             if self._stopping.is_set():
@@ -151,95 +151,86 @@ class Shipper:
 
     def _step(self, position: Position) -> tuple[Position, bool]:
         if self._db_seq is None:
-            self._db_seq = self._db_head()
+            self._db_seq, self._prev = self._db_head()
         entries, after = self._read(position)
         if after == position:
             return position, False
         fresh = [e for e in entries if e.seq > self._db_seq]
         if fresh:
-            self._commit(fresh)
+            self._prev = self._commit(fresh, self._prev)
             self._db_seq = fresh[-1].seq
             self.state.shipped_events += len(fresh)
-        consumed = after.offset - position.offset if after.segment == position.segment else 0
-        if after.segment != position.segment:
-            consumed = after.offset + _remaining(self.journal, position)
-        write_position(self.journal.directory, after)
-        self.journal.shipped += consumed
+        after = Position(after.segment, after.offset, after.seq, self._prev)
+        write_position(self.directory, after)
         self.state.shipped_seq = after.seq
-        for number in segments(self.journal.directory):
+        for number in segments(self.directory):
             if number < after.segment:
-                segment_path(self.journal.directory, number).unlink(missing_ok=True)
+                segment_path(self.directory, number).unlink(missing_ok=True)
         return after, True
 
-    def _db_head(self) -> int:
-        chain = self.journal.slot.chain_id
+    def _db_head(self) -> tuple[int, str]:
+        chains = tables.chains
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(tables.chains.c.last_seq).where(tables.chains.c.chain_id == chain)
+                select(chains.c.last_seq, chains.c.last_hash).where(
+                    chains.c.chain_id == self.chain_id
+                )
             ).first()
-        return int(row[0]) if row else 0
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def _read(self, position: Position) -> tuple[list[Entry], Position]:
         """Complete lines from `position` (up to a batch), and the position after them."""
-        path = segment_path(self.journal.directory, position.segment)
+        path = segment_path(self.directory, position.segment)
         try:
             with open(path, "rb") as f:
                 f.seek(position.offset)
                 data = f.read(READ_BYTES)
         except FileNotFoundError:
             data = b""
+        data = data[: data_end(data)]  # the segment being written ends in zeros
         entries: list[Entry] = []
-        offset, seq, row_hash = position.offset, position.seq, position.hash
-        start = 0
+        seq, start = position.seq, 0
         while len(entries) < self.settings.batch_size:
             end = data.find(b"\n", start)
             if end < 0:
                 break
-            raw = orjson.loads(data[start:end])
-            event = raw["event"]
-            entry = Entry(event["seq"], raw["hash"], raw["prev"], event, raw["bodies"])
-            entries.append(entry)
-            seq, row_hash = entry.seq, entry.hash
+            event, bodies = split_line(data[start:end])
+            entries.append(Entry(line_seq(event), event, bodies))
+            seq = entries[-1].seq
             start = end + 1
-        offset += start
         if not entries and start == len(data) and self._newer_segment(position.segment):
-            return [], Position(position.segment + 1, 0, seq, row_hash)
-        return entries, Position(position.segment, offset, seq, row_hash)
+            return [], Position(position.segment + 1, 0, seq, position.hash)
+        return entries, Position(position.segment, position.offset + start, seq, position.hash)
 
     def _newer_segment(self, number: int) -> bool:
-        return segment_path(self.journal.directory, number + 1).exists()
+        return segment_path(self.directory, number + 1).exists()
 
     # -- SQL -------------------------------------------------------------------------------
 
-    def _commit(self, entries: list[Entry]) -> None:
-        chain = self.journal.slot.chain_id
-        rows, decisions, bodies = [], [], []
+    def _commit(self, entries: list[Entry], prev: str) -> str:
+        """Chains and inserts a batch in one transaction; returns the new last hash."""
+        chain = self.chain_id
+        staged, bodies = [], []
         for entry in entries:
-            rows.append(_row(entry))
-            for i, (plugin, action, reason, enforced) in enumerate(entry.event["decisions"]):
-                decisions.append(
-                    {"chain_id": chain, "seq": entry.seq, "position": i, "plugin": plugin,
-                     "action": action, "reason": reason, "enforced": enforced}
-                )  # fmt: skip
-            for part, content in entry.bodies.items():
-                bodies.append(
-                    {"chain_id": chain, "seq": entry.seq, "part": part, "content": content}
-                )
+            row_hash = chain_hash(prev, entry.event)
+            staged.append((entry.event, prev, row_hash))
+            prev = row_hash
+            if entry.bodies is not None:
+                for part, content in orjson.loads(entry.bodies).items():
+                    bodies.append((chain, entry.seq, part, content))
         last = entries[-1]
         now = self._clock()
         with self.engine.begin() as conn:
-            conn.execute(insert(tables.events), rows)
-            if decisions:
-                conn.execute(insert(tables.decisions), decisions)
-            if bodies:
-                conn.execute(insert(tables.bodies), bodies)
-            self._advance_head(conn, last.seq, last.hash, now)
+            write_events(conn, staged)
+            insert_rows(conn, tables.bodies, BODY_COLUMNS, bodies)
+            self._advance_head(conn, last.seq, prev, now)
             self._since_checkpoint += len(entries)
             if now - self.state.last_checkpoint >= self.settings.checkpoint_s:
-                self._checkpoint(conn, "periodic", last.seq, last.hash, now)
+                self._checkpoint(conn, "periodic", last.seq, prev, now)
+        return prev
 
     def _advance_head(self, conn: Connection, seq: int, row_hash: str, now: float) -> None:
-        chain = self.journal.slot.chain_id
+        chain = self.chain_id
         values = {
             "last_seq": seq,
             "last_hash": row_hash,
@@ -252,7 +243,7 @@ class Shipper:
             conn.execute(insert(table).values(chain_id=chain, **values))
 
     def _checkpoint(self, conn: Connection, kind: str, seq: int, row_hash: str, now: float) -> None:
-        chain = self.journal.slot.chain_id
+        chain = self.chain_id
         created = micros(now)
         assert created is not None
         conn.execute(
@@ -276,21 +267,3 @@ class Shipper:
                 self._checkpoint(conn, "shutdown", position.seq, position.hash, self._clock())
         except Exception:
             log.warning("could not write the shutdown audit checkpoint", exc_info=True)
-
-
-def _remaining(journal: Journal, position: Position) -> int:
-    """Bytes left unread in a segment the shipper moved past (normally none)."""
-    try:
-        size = segment_path(journal.directory, position.segment).stat().st_size
-    except FileNotFoundError:
-        return 0
-    return max(size - position.offset, 0)
-
-
-def _row(entry: Entry) -> dict[str, Any]:
-    row = {k: v for k, v in entry.event.items() if k != "decisions"}
-    for name in TIMES:
-        row[name] = to_datetime(row[name])
-    row["prev_hash"] = entry.prev
-    row["row_hash"] = entry.hash
-    return row

@@ -20,12 +20,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from gateway.audit import tables
-from gateway.audit.events import GENESIS, TIMES, canonical, chain_hash, from_datetime, sha256_hex
+from gateway.audit.events import (
+    COLUMNS,
+    GENESIS,
+    TIME_INDEXES,
+    canonical,
+    chain_hash,
+    from_datetime,
+    sha256_hex,
+)
 from gateway.audit.signing import Signer
 
-_SKIP = {"id", "prev_hash", "row_hash"}
 WINDOW = 5000
-EVENT_COLUMNS = tuple(str(c.name) for c in tables.events.columns if c.name not in _SKIP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +71,10 @@ class Anchor:
 
 
 def canonical_of_row(row: Mapping[str, Any], decisions: list[list[Any]]) -> bytes:
-    event = {name: row[name] for name in EVENT_COLUMNS}
-    for name in TIMES:
-        event[name] = from_datetime(event[name])
-    event["decisions"] = decisions
-    return canonical(event)
+    values = [row[name] for name in COLUMNS]
+    for i in TIME_INDEXES:
+        values[i] = from_datetime(values[i])
+    return canonical(values, decisions)
 
 
 def verify(engine: Engine, signer: Signer, since: datetime | None = None) -> Report:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from gateway.audit.journal import (
-    Journal,
-    JournalSettings,
+from gateway.audit.journal import Journal, JournalSettings
+from gateway.audit.segments import (
     Position,
     Slot,
+    Syncer,
     read_position,
+    segment_path,
     segments,
     write_position,
 )
@@ -44,7 +45,14 @@ def open_journal(base: Path, **settings: int) -> Journal:
 
 
 def ship(journal: Journal, engine: Engine) -> Shipper:
-    shipper = Shipper(journal, engine, signer(), ShipperSettings(interval_s=0.005))
+    """The worker's shipper, run in this process (the worker process is tested end to end)."""
+    shipper = Shipper(
+        journal.directory,
+        journal.slot.chain_id,
+        engine,
+        signer(),
+        ShipperSettings(interval_s=0.005),
+    )
     shipper.start()
     return shipper
 
@@ -60,12 +68,18 @@ def test_a_torn_last_line_is_cut_and_the_chain_goes_on(engine: Engine, tmp_path:
     journal = open_journal(tmp_path)
     for n in range(3):
         journal.append(record(n))
-    close(journal)
-    (segment,) = (tmp_path / "slot-0").glob("segment-*.jsonl")
-    with open(segment, "ab") as f:
-        f.write(b'{"hash":"abc","prev":')  # the write a power cut interrupted
+    segment = segment_path(journal.directory, segments(journal.directory)[-1])
+    end = journal._size
+    # A kill -9 (not close()): the mapped segment stays full length, zeros after the data;
+    # and a power cut tore the last write.
+    journal._map.flush()  # type: ignore[union-attr]
+    with open(segment, "r+b") as f:
+        f.seek(end)
+        f.write(b'["torn')
+    journal.slot.release()
     journal = open_journal(tmp_path)
     assert journal.seq == 3
+    assert segment.stat().st_size == end, "cut to its complete lines"
     journal.append(record(3))
     close(journal, ship(journal, engine))
     assert [r.seq for r in events(engine)] == [1, 2, 3, 4]
@@ -95,9 +109,12 @@ def test_segments_rotate_ship_in_order_and_are_deleted(engine: Engine, tmp_path:
     shipper = ship(journal, engine)
     for n in range(60):
         journal.append(record(n))
+        if n == 30:
+            time.sleep(0.05)  # the shipper reads a segment while it is being written
     close(journal, shipper)
     assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(60)]
     assert len(segments(journal.directory)) == 1, "shipped segments are removed"
+    journal.refresh()
     assert journal.pending_bytes == 0
     assert verify(engine, signer()).ok
 
@@ -125,13 +142,42 @@ def test_a_full_journal_refuses_and_alarms_first(
     while journal.accepting:
         journal.append(record(appended))
         appended += 1
-    assert 10 < appended < 100
+        journal.refresh()
+    assert 10 < appended < 200
     assert any("audit journal" in r.message and "full" in r.message for r in caplog.records)
     deadline = time.monotonic() + 10
     while not shipper.state.failing and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert shipper.state.failing and shipper.lag == appended
+    assert shipper.state.failing and shipper.state.shipped_seq == 0
     assert not shipper.stop(0.2), "cannot drain into a database that is away"
     journal.close()
     journal.slot.release()
     dead.dispose()
+
+
+def test_the_syncer_follows_the_segment_being_written(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, segment_bytes=600)
+    syncer = Syncer(journal.directory)
+    journal.append(record(1))
+    syncer.sync()
+    first = syncer._number
+    for n in range(2, 8):
+        journal.append(record(n))
+    syncer.sync()  # the first segment is complete: synced a last time, then let go
+    assert syncer._number == segments(journal.directory)[-1] > first
+    syncer.close()
+    close(journal)
+
+
+def test_a_line_larger_than_a_segment_gets_a_segment_of_its_own(
+    engine: Engine, tmp_path: Path
+) -> None:
+    journal = open_journal(tmp_path, segment_bytes=600)
+    call = Call(
+        "big", "openai", "chat.completions", "chat", {"messages": ["x" * 5000]}, False, False
+    )
+    call.capture, call.raw_body = "full", b"y" * 5000
+    journal.append(CallRecord.of(call, Outcome(status=200)))
+    journal.append(record(1))
+    close(journal, ship(journal, engine))
+    assert [r.request_id for r in events(engine)] == ["big", "r1"]

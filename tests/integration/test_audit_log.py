@@ -79,8 +79,9 @@ def make_call(rid: str, principal: Principal = ALICE, model: str = "chat", **ext
         **extra,
     }
     raw = orjson.dumps(body)
+    agent = "pytest/\x001" if principal is LEGAL else "pytest/1"  # PostgreSQL text has no NUL
     return Call(rid, "openai", "chat.completions", model, body, body.get("stream") is True,
-                False, principal=principal, client_ip="10.0.0.7", user_agent="pytest/1",
+                False, principal=principal, client_ip="10.0.0.7", user_agent=agent,
                 raw_body=raw)  # fmt: skip
 
 
@@ -235,6 +236,7 @@ async def test_content_capture_full_redacted_and_none(audited: AuditedPipeline) 
     redacted = bodies(audited.engine, rows["redacted"].seq)
     assert "bob@corp.com" not in redacted["request"]
     assert "[REDACTED:email]" in redacted["request"]
+    assert rows["redacted"].user_agent == "pytest/\ufffd1"
     streamed = bodies(audited.engine, rows["stream"].seq)
     assert streamed["response"].endswith("data: [DONE]\n\n")
     assert bodies(audited.engine, rows["limited-1"].seq) == {}  # team web: capture none

@@ -67,7 +67,8 @@ class AuditedPipeline:
         self.runtime = runtime
         self.engine = engine
         settings = AuditConfig(journal_dir=str(journal_dir), ship_interval_ms=5.0, **config)
-        self.log = AuditLog.open(settings, engine, SIGNING_KEY, journal_dir)
+        url = engine.url.render_as_string(hide_password=False)
+        self.log = AuditLog.open(settings, url, SIGNING_KEY, journal_dir)
         sinks = SinkFanout([], capacity=10_000)
         self.pipeline = Pipeline(Recorder(sinks, TokenCounter(), self.log.journal))
 

@@ -77,12 +77,23 @@ def test_times_round_trip_exactly_and_the_hash_covers_every_value() -> None:
     assert us is not None and from_datetime(to_datetime(us)) == us
     naive = to_datetime(us)
     assert naive is not None and from_datetime(naive.replace(tzinfo=None)) == us
-    event = {"b": 1, "a": [1, "x", None, True]}
-    assert canonical(event) == b'{"a":[1,"x",null,true],"b":1}'
-    assert chain_hash("0" * 64, canonical(event)) != chain_hash(
-        "0" * 64, canonical({**event, "b": 2})
+    values: list[object] = [1, "x", None, True]
+    assert (
+        canonical(values, [["p", "deny", "r", True]])
+        == b'[1,"x",null,true,[["p","deny","r",true]]]'
     )
-    assert chain_hash("0" * 64, canonical(event)) != chain_hash("1" * 64, canonical(event))
+    base = chain_hash("0" * 64, canonical(values, []))
+    assert base != chain_hash("0" * 64, canonical([1, "x", None, False], []))
+    assert base != chain_hash("0" * 64, canonical(values, [["p", "deny", "r", True]]))
+    assert base != chain_hash("1" * 64, canonical(values, []))
+
+
+def test_the_canonical_form_covers_every_column_of_the_table() -> None:
+    from gateway.audit import tables
+    from gateway.audit.events import COLUMNS
+
+    assert len(set(COLUMNS)) == len(COLUMNS)
+    assert {*COLUMNS, "id", "prev_hash", "row_hash"} == {c.name for c in tables.events.columns}
 
 
 def test_phone_numbers_in_international_format_are_masked() -> None:
