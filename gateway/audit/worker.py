@@ -116,7 +116,10 @@ def main() -> None:
     spec = orjson.loads(sys.stdin.buffer.readline())
     _die_with_parent(spec["parent"])
     if spec.get("cpus"):
-        os.sched_setaffinity(0, spec["cpus"])
+        try:
+            os.sched_setaffinity(0, spec["cpus"])
+        except OSError as exc:  # e.g. CPUs outside this container's cpuset
+            log.warning("audit worker stays on the gateway's CPUs: %s", exc)
 
     threading.Thread(target=_until_eof, args=(sys.stdin.buffer, stop), daemon=True).start()
     logging.basicConfig(

@@ -78,9 +78,6 @@ def upgrade() -> None:
         sa.Column("row_hash", sa.String(64), nullable=False),
         sa.UniqueConstraint("chain_id", "seq", name="uq_tollgate_audit_events_chain_seq"),
     )
-    op.create_index(
-        "ix_tollgate_audit_events_team", "tollgate_audit_events", ["team", "received_at"]
-    )
     op.create_index("ix_tollgate_audit_events_request_id", "tollgate_audit_events", ["request_id"])
     op.create_index(
         "ix_tollgate_audit_events_received_at", "tollgate_audit_events", ["received_at"]

@@ -181,3 +181,18 @@ def test_a_line_larger_than_a_segment_gets_a_segment_of_its_own(
     journal.append(record(1))
     close(journal, ship(journal, engine))
     assert [r.request_id for r in events(engine)] == ["big", "r1"]
+
+
+def test_written_pages_leave_the_gateway_but_not_the_journal(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """refresh() unmaps what is written (RSS stays flat); the data is still there to ship."""
+    journal = open_journal(tmp_path)
+    for n in range(40):
+        journal.append(record(n))
+    journal.refresh()
+    assert journal._released > 0
+    for n in range(40, 45):
+        journal.append(record(n))
+    close(journal, ship(journal, engine))
+    assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(45)]

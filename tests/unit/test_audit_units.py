@@ -99,3 +99,23 @@ def test_the_canonical_form_covers_every_column_of_the_table() -> None:
 def test_phone_numbers_in_international_format_are_masked() -> None:
     out = Redactor(("phone",), {})("call +44 20 7946 0958 about order 20260511 1200")
     assert out == "call [REDACTED:phone] about order 20260511 1200"
+
+
+def test_the_audit_worker_keeps_off_a_pinned_gateways_cores() -> None:
+    import os
+
+    import pytest
+
+    from gateway.audit.config import AuditConfig
+    from gateway.audit.service import worker_cpus
+
+    assert worker_cpus(AuditConfig(worker_cpus=(1,))) == [1]
+    every = set(range(os.cpu_count() or 1))
+    if len(every) < 2 or os.sched_getaffinity(0) != every:
+        pytest.skip("needs two CPUs, all allowed")
+    assert worker_cpus(AuditConfig()) is None, "an unpinned gateway: the worker goes anywhere"
+    try:
+        os.sched_setaffinity(0, {0})
+        assert worker_cpus(AuditConfig()) == sorted(every - {0})
+    finally:
+        os.sched_setaffinity(0, every)
