@@ -7,7 +7,8 @@ operator needs to see a degraded gateway: the budget store, dropped records, fai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,32 +65,25 @@ class GatewayCollector(Collector):
             yield from _audit(s.audit.status())
 
 
-def _audit(status: dict[str, object]) -> Iterator[Metric]:
-    yield _gauge(
-        "tollgate_audit_lag_events",
-        "Audit events journaled but not yet in the database.",
-        float(status["lag_events"]),  # type: ignore[arg-type]
-    )
-    yield _gauge(
-        "tollgate_audit_journal_bytes",
-        "Bytes of audit journal waiting to ship.",
-        float(status["journal_pending_bytes"]),  # type: ignore[arg-type]
-    )
-    yield _gauge(
-        "tollgate_audit_journal_max_bytes",
-        "Journal bound: at it, calls are refused.",
-        float(status["journal_max_bytes"]),  # type: ignore[arg-type]
-    )
-    yield _gauge(
-        "tollgate_audit_database_unreachable",
-        "1 while audit events cannot be shipped to the database.",
-        1 if status["database"] != "ok" else 0,
-    )
-    yield _gauge(
-        "tollgate_audit_journal_alarm",
-        "1 while the journal is past its alarm level.",
-        1 if status["journal_alarm"] else 0,
-    )
+_AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("tollgate_audit_lag_events", "Audit events journaled but not yet in the database.",
+     lambda s: s["lag_events"]),
+    ("tollgate_audit_journal_bytes", "Bytes of audit journal waiting to ship.",
+     lambda s: s["journal_pending_bytes"]),
+    ("tollgate_audit_journal_max_bytes", "Journal bound: at it, calls are refused.",
+     lambda s: s["journal_max_bytes"]),
+    ("tollgate_audit_database_unreachable", "1 while audit events cannot reach the database.",
+     lambda s: s["database"] != "ok"),
+    ("tollgate_audit_journal_alarm", "1 while the journal is past its alarm level.",
+     lambda s: s["journal_alarm"]),
+    ("tollgate_audit_worker_restarts", "Audit worker processes restarted after dying.",
+     lambda s: s["worker_restarts"]),
+)  # fmt: skip
+
+
+def _audit(status: dict[str, Any]) -> Iterator[Metric]:
+    for name, doc, value in _AUDIT_GAUGES:
+        yield _gauge(name, doc, float(value(status)))
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -196,3 +196,26 @@ def test_written_pages_leave_the_gateway_but_not_the_journal(
         journal.append(record(n))
     close(journal, ship(journal, engine))
     assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(45)]
+
+
+def test_a_dead_worker_is_restarted_and_ships_the_backlog(engine: Engine, tmp_path: Path) -> None:
+    from gateway.audit.config import AuditConfig
+    from gateway.audit.service import AuditLog
+    from tests.support.audit import SIGNING_KEY
+
+    url = engine.url.render_as_string(hide_password=False)
+    settings = AuditConfig(journal_dir=str(tmp_path / "j"), ship_interval_ms=5.0)
+    log = AuditLog.open(settings, url, SIGNING_KEY, tmp_path)
+    assert log.worker.proc is not None
+    log.worker.proc.kill()
+    log.worker.proc.wait(10)
+    for n in range(5):
+        log.journal.append(record(n))
+    deadline = time.monotonic() + 15
+    while log.status()["lag_events"]:
+        log.worker.ensure_running()  # what the gateway's monitor does every 0.25 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert log.worker.restarts == 1 and log.status()["worker"] == "running"
+    log.close()
+    assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(5)]

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
 
 from gateway.accounting.money import Costing
 from gateway.accounting.pricing import Price, PriceRule, PriceTable
+from gateway.accounting.tokens import TokenCounter
+from gateway.audit.config import AuditConfig
 from gateway.audit.events import canonical, chain_hash, from_datetime, micros, to_datetime
 from gateway.audit.redact import BUILTIN, Redactor
+from gateway.audit.service import worker_cpus
 from gateway.call import Outcome, Target, Usage
+from gateway.config.loader import load_config
+from gateway.config.runtime import build_runtime
+from tests.support.runtime import make_deps
 
 
 def test_redaction_masks_emails_keys_and_valid_card_numbers() -> None:
@@ -102,13 +114,6 @@ def test_phone_numbers_in_international_format_are_masked() -> None:
 
 
 def test_the_audit_worker_keeps_off_a_pinned_gateways_cores() -> None:
-    import os
-
-    import pytest
-
-    from gateway.audit.config import AuditConfig
-    from gateway.audit.service import worker_cpus
-
     assert worker_cpus(AuditConfig(worker_cpus=(1,))) == [1]
     every = set(range(os.cpu_count() or 1))
     if len(every) < 2 or os.sched_getaffinity(0) != every:
@@ -119,3 +124,21 @@ def test_the_audit_worker_keeps_off_a_pinned_gateways_cores() -> None:
         assert worker_cpus(AuditConfig()) == sorted(every - {0})
     finally:
         os.sched_setaffinity(0, every)
+
+
+async def test_a_reload_that_changes_audit_settings_says_they_wait_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = "version: 1\nauth: {mode: open}\nbackends: {sim: {type: sim, models: [{name: m}]}}\n"
+    path = tmp_path / "t.yaml"
+    path.write_text(base)
+    transport = httpx.AsyncHTTPTransport()
+    deps = make_deps(transport, TokenCounter())
+    first = build_runtime(load_config(path, env={}), deps)
+    caplog.set_level(logging.WARNING, "gateway.runtime")
+    build_runtime(load_config(path, env={}), deps, previous=first)
+    assert not caplog.records
+    path.write_text(base + "audit: {client_ip: false}\n")
+    build_runtime(load_config(path, env={}), deps, previous=first)
+    assert any("audit settings take effect on restart" in r.message for r in caplog.records)
+    await transport.aclose()
