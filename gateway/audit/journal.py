@@ -105,7 +105,7 @@ class Journal:
         )
         size = len(line)
         try:
-            if self._size + size > self._capacity:
+            if self._map is None or self._size + size > self._capacity:
                 self._rotate(size)
             start, view = self._size, self._map
             assert view is not None
@@ -124,7 +124,14 @@ class Journal:
 
     def refresh(self) -> None:
         """Recomputes what is waiting to ship from the worker's position (a few stat calls;
-        called periodically, off the request path) and raises or clears the alarm."""
+        called periodically, off the request path) and raises or clears the alarm. A journal
+        that could not start a segment (disk full) tries again here."""
+        if self._map is None and self._fd < 0:
+            try:
+                self._start_segment(self.settings.segment_bytes)
+                log.warning("audit journal writable again")
+            except OSError as exc:
+                log.debug("audit journal still not writable: %s", exc)
         position = read_position(self.directory)
         pending = 0
         for number in segments(self.directory):
@@ -167,12 +174,21 @@ class Journal:
             log.warning("audit journal back below its alarm level")
 
     def _start_segment(self, capacity: int) -> None:
+        path = segment_path(self.directory, self._segment + 1)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Blocks reserved up front: a full disk is an OSError here (calls are then
+            # refused), never a SIGBUS on a later write into a hole of the mapping.
+            os.posix_fallocate(fd, 0, capacity)
+            self._map = mmap.mmap(fd, capacity, mmap.MAP_SHARED, mmap.PROT_WRITE)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         self._segment += 1
-        path = segment_path(self.directory, self._segment)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.ftruncate(self._fd, capacity)  # sparse: zeros until written
-        self._map = mmap.mmap(self._fd, capacity, mmap.MAP_SHARED, mmap.PROT_WRITE)
+        self._fd = fd
         self._capacity, self._size, self._released = capacity, 0, 0
+        self._broken = False
 
     def _finish_segment(self) -> None:
         if self._map is not None:

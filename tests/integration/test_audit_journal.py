@@ -219,3 +219,32 @@ def test_a_dead_worker_is_restarted_and_ships_the_backlog(engine: Engine, tmp_pa
     assert log.worker.restarts == 1 and log.status()["worker"] == "running"
     log.close()
     assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(5)]
+
+
+def test_a_full_disk_refuses_calls_instead_of_crashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new segment's blocks are reserved when it is created; if the disk is full that fails
+    there (and the gateway refuses calls) rather than as a SIGBUS on a write into the map."""
+    import errno
+    import os
+
+    journal = open_journal(tmp_path, segment_bytes=600)
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    caplog.set_level(logging.ERROR, "gateway.audit")
+    for n in range(10):
+        journal.append(record(n))
+    written = journal.seq
+    assert 0 < written < 10 and journal.failed == 10 - written
+    assert not journal.accepting
+    assert "audit journal write failed" in caplog.text and '"r9"' in caplog.text, "in the log"
+    monkeypatch.undo()  # space again: the periodic refresh reopens the journal
+    journal.refresh()
+    assert journal.accepting
+    journal.append(record(10))
+    assert journal.seq == written + 1
+    close(journal)
