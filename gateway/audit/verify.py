@@ -145,15 +145,24 @@ class ChainCheck:
     ) -> Problem | None:
         expected = anchor.seq + 1 if anchor else 1
         prev = anchor.row_hash if anchor else GENESIS
+        if since is not None:
+            # From the first event received since then, through the head: a chain is in
+            # completion order, so later rows may have been received a little earlier.
+            start = self._first_since(since)
+            if start is None:
+                return None
+            if start > expected:
+                expected, prev = start, ""  # the first row's own link is taken as given
         marks = self._marks()
         last_seq = expected - 1
-        for row, decisions, bodies in self._rows(since, upto):
+        lowest = expected if since is not None else None
+        for row, decisions, bodies in self._rows(lowest, upto):
             if row.seq > self.head.last_seq:
                 return self._problem("inserted", row.seq, "beyond the signed head", row)
             if row.seq < expected:
                 return self._problem("inserted", row.seq, "before the chain's prune anchor", row)
-            if since is not None and last_seq == expected - 1 and row.seq > expected:
-                expected, prev = row.seq, row.prev_hash  # --since: trust the first row's link
+            if not prev:
+                prev = row.prev_hash
             if row.seq > expected:
                 return self._problem(
                     "deleted",
@@ -166,7 +175,7 @@ class ChainCheck:
                 return problem
             self.report.rows += 1
             prev, expected, last_seq = row.row_hash, row.seq + 1, row.seq
-        if upto is None and last_seq < self.head.last_seq and since is None:
+        if upto is None and last_seq < self.head.last_seq:
             return self._problem(
                 "deleted", last_seq + 1, f"rows {last_seq + 1}..{self.head.last_seq} are missing"
             )
@@ -203,15 +212,25 @@ class ChainCheck:
         marks[self.head.last_seq] = self.head.last_hash
         return marks
 
+    def _first_since(self, since: datetime) -> int | None:
+        ev = tables.events
+        found = self.conn.execute(
+            select(func.min(ev.c.seq)).where(
+                ev.c.chain_id == self.chain_id, ev.c.received_at >= since
+            )
+        ).scalar()
+        return int(found) if found is not None else None
+
     def _rows(
-        self, since: datetime | None, upto: int | None
+        self, lowest: int | None, upto: int | None
     ) -> Iterator[tuple[Any, list[list[Any]], dict[str, str]]]:
         """Rows in sequence order with their decisions and bodies, a window of seqs at a time
-        (memory stays flat however long the chain)."""
+        (memory stays flat however long the chain), from `lowest` (default: every row, so one
+        below a prune anchor is seen and reported)."""
         ev, dec, bod = tables.events, tables.decisions, tables.bodies
         where = [ev.c.chain_id == self.chain_id]
-        if since is not None:
-            where.append(ev.c.received_at >= since)
+        if lowest is not None:
+            where.append(ev.c.seq >= lowest)
         if upto is not None:
             where.append(ev.c.seq <= upto)
         bounds = self.conn.execute(select(func.min(ev.c.seq), func.max(ev.c.seq)).where(*where))

@@ -386,3 +386,16 @@ async def test_auditor_views_answer_in_plain_sql(audited: AuditedPipeline) -> No
         Decimal(str(cache.exact_cache_usd))
         == Decimal(rows["cache-hit"].savings_exact_cache_nanousd) / 10**9
     )
+
+
+async def test_verify_since_checks_from_there_through_the_head(audited: AuditedPipeline) -> None:
+    rows = events(audited.engine)
+    since = rows[6].received_at
+    report = verify(audited.engine, signer(), since)
+    assert report.ok and report.rows == len(rows) - 6
+    with audited.engine.begin() as conn:
+        conn.execute(delete(tables.events).where(tables.events.c.id == rows[2].id))
+    assert verify(audited.engine, signer(), since).ok, "before --since: not looked at"
+    with audited.engine.begin() as conn:
+        conn.execute(update(tables.events).where(tables.events.c.id == rows[9].id).values(status=7))
+    assert not verify(audited.engine, signer(), since).ok
