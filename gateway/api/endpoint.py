@@ -13,6 +13,7 @@ from gateway.api.asgi import (
     ClientWatch,
     ErrorEvent,
     Receive,
+    RequestHeaders,
     Send,
     raw_headers,
     send_stream,
@@ -54,12 +55,11 @@ class DialectEndpoint:
         scope: dict[str, Any],
     ) -> None:
         client = scope.get("client")
-        agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
         services.pipeline.rejected(
             err,
             runtime,
             (request_id, self.dialect, self.endpoint),
-            (client[0] if client else None, agent.decode("latin-1") if agent else None),
+            (client[0] if client else None, RequestHeaders(scope).user_agent),
         )
 
     def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:

@@ -12,11 +12,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from gateway.audit import tables
-from gateway.audit.events import micros, to_datetime
-from gateway.audit.signing import Signer
+from gateway.audit.signing import Signer, insert_checkpoint
 from gateway.audit.verify import ChainCheck, Problem, Report
 
 
@@ -70,18 +69,7 @@ def _prune_chain(
     problem = ChainCheck(conn, signer, chain_id, head, Report()).run(upto=through)
     if problem is not None:
         raise PruneRefused(problem)
-    created = micros(time.time())
-    assert created is not None
-    conn.execute(
-        insert(tables.checkpoints).values(
-            chain_id=chain_id,
-            seq=through,
-            row_hash=boundary.row_hash,
-            kind="prune",
-            created_at=to_datetime(created),
-            signature=signer.checkpoint("prune", chain_id, through, boundary.row_hash, created),
-        )
-    )
+    insert_checkpoint(conn, signer, chain_id, "prune", through, boundary.row_hash, time.time())
     for table in (tables.decisions, tables.bodies):
         conn.execute(delete(table).where(table.c.chain_id == chain_id, table.c.seq <= through))
     removed = conn.execute(delete(ev).where(ev.c.chain_id == chain_id, ev.c.seq <= through))

@@ -116,9 +116,11 @@ class Syncer:
     def sync(self) -> None:
         if self._fd < 0 and not self._follow_newest():
             return
+        # Looked at first: once the next segment exists, the writer is done with this one, so
+        # the sync below covers all of it and we can follow on.
+        moved_on = segment_path(self.directory, self._number + 1).exists()
         os.fdatasync(self._fd)
-        if segment_path(self.directory, self._number + 1).exists():
-            os.fdatasync(self._fd)  # the writer has moved on: what it wrote last, then follow
+        if moved_on:
             self.close()
             self._follow_newest()
 

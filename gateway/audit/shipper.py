@@ -30,7 +30,7 @@ from gateway.audit.segments import (
     segments,
     write_position,
 )
-from gateway.audit.signing import Signer
+from gateway.audit.signing import Signer, insert_checkpoint
 
 log = logging.getLogger("gateway.audit")
 READ_BYTES = 4 * 1024 * 1024
@@ -243,19 +243,7 @@ class Shipper:
             conn.execute(insert(table).values(chain_id=chain, **values))
 
     def _checkpoint(self, conn: Connection, kind: str, seq: int, row_hash: str, now: float) -> None:
-        chain = self.chain_id
-        created = micros(now)
-        assert created is not None
-        conn.execute(
-            insert(tables.checkpoints).values(
-                chain_id=chain,
-                seq=seq,
-                row_hash=row_hash,
-                kind=kind,
-                created_at=to_datetime(created),
-                signature=self.signer.checkpoint(kind, chain, seq, row_hash, created),
-            )
-        )
+        insert_checkpoint(conn, self.signer, self.chain_id, kind, seq, row_hash, now)
         self.state.last_checkpoint = now
         self._since_checkpoint = 0
 

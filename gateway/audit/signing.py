@@ -14,6 +14,11 @@ import hmac
 import os
 from pathlib import Path
 
+from sqlalchemy import Connection, insert
+
+from gateway.audit import tables
+from gateway.audit.events import to_datetime
+
 
 class Signer:
     def __init__(self, key: bytes) -> None:
@@ -32,6 +37,23 @@ class Signer:
     @staticmethod
     def same(expected: str, given: str) -> bool:
         return hmac.compare_digest(expected, given)
+
+
+def insert_checkpoint(
+    conn: Connection, signer: Signer, chain_id: str, kind: str, seq: int, row_hash: str, now: float
+) -> None:
+    """A signed mark that row `seq` of the chain had `row_hash` (periodic, shutdown, prune)."""
+    created = round(now * 1_000_000)
+    conn.execute(
+        insert(tables.checkpoints).values(
+            chain_id=chain_id,
+            seq=seq,
+            row_hash=row_hash,
+            kind=kind,
+            created_at=to_datetime(created),
+            signature=signer.checkpoint(kind, chain_id, seq, row_hash, created),
+        )
+    )
 
 
 def signing_key(env_name: str | None, secret_env: str, data_dir: Path) -> bytes:

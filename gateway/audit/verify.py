@@ -99,6 +99,7 @@ class ChainCheck:
         self.chain_id = chain_id
         self.head = head
         self.report = report
+        self.marks: dict[int, str] = {}
 
     def run(self, since: datetime | None = None, upto: int | None = None) -> Problem | None:
         """The chain's first problem (rows up to `upto` only, when given), or None."""
@@ -125,9 +126,11 @@ class ChainCheck:
         )
 
     def _checkpoints(self) -> tuple[Anchor | None, Problem | None]:
-        """Checks every checkpoint signature; returns the newest prune anchor (chain start)."""
+        """Checks every checkpoint signature, noting the hashes they vouch for (`self.marks`,
+        with the head's); returns the newest prune anchor (where the chain now starts)."""
         table = tables.checkpoints
         anchor: Anchor | None = None
+        self.marks = {self.head.last_seq: self.head.last_hash}
         query = select(table).where(table.c.chain_id == self.chain_id).order_by(table.c.id)
         for cp in self.conn.execute(query):
             self.report.checkpoints += 1
@@ -136,6 +139,7 @@ class ChainCheck:
             )
             if not self.signer.same(expected, cp.signature):
                 return None, self._problem("forged", cp.seq, f"{cp.kind} checkpoint {cp.id} HMAC")
+            self.marks.setdefault(int(cp.seq), cp.row_hash)
             if cp.kind == "prune" and (anchor is None or cp.seq > anchor.seq):
                 anchor = Anchor(cp.seq, cp.row_hash)
         return anchor, None
@@ -153,7 +157,7 @@ class ChainCheck:
                 return None
             if start > expected:
                 expected, prev = start, ""  # the first row's own link is taken as given
-        marks = self._marks()
+        marks = self.marks
         last_seq = expected - 1
         lowest = expected if since is not None else None
         for row, decisions, bodies in self._rows(lowest, upto):
@@ -203,14 +207,6 @@ class ChainCheck:
             if sha256_hex(content.encode()) != getattr(row, f"{part}_sha256"):
                 return self._problem("altered", row.seq, f"stored {part} body was changed", row)
         return None
-
-    def _marks(self) -> dict[int, str]:
-        """Hashes the signed head and checkpoints vouch for, by sequence."""
-        table = tables.checkpoints
-        query = select(table.c.seq, table.c.row_hash).where(table.c.chain_id == self.chain_id)
-        marks = {int(seq): h for seq, h in self.conn.execute(query)}
-        marks[self.head.last_seq] = self.head.last_hash
-        return marks
 
     def _first_since(self, since: datetime) -> int | None:
         ev = tables.events

@@ -4,8 +4,7 @@ when the database goes away under load (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.support.load import Load, prompt_hash
 from tests.support.servers import GatewayProcess
 from tests.support.services import postgres_database
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import until
 
 CONFIG = """
 version: 1
@@ -33,13 +33,6 @@ models:
 audit: {ship_interval_ms: 20, signing_key_env: TG_AUDIT_KEY}
 """
 KEY = {"TG_AUDIT_KEY": "test-audit-signing-key"}
-
-
-def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def audit_status(gw: GatewayProcess) -> dict[str, Any]:
@@ -83,13 +76,13 @@ def test_kill_9_under_load_loses_no_event(kind: str, tmp_path: Path) -> None:
         env = {**KEY, "TOLLGATE_DATABASE_URL": url, "TOLLGATE_AUDIT_DIR": str(tmp_path / "j")}
         first = GatewayProcess(config, env=env).start()
         with Load(lambda: first.url) as load:
-            until(lambda: load.count() >= 300)
+            until(lambda: load.count() >= 300, timeout=30)
             assert first.proc is not None
             first.proc.kill()  # SIGKILL: no shutdown, no drain
             first.proc.wait(10)
         in_flight = load.failed
         with GatewayProcess(config, env=env) as second:
-            until(lambda: drained(second))
+            until(lambda: drained(second), timeout=30)
             engine = make_engine(url)
             rows = checked_events(engine)
             engine.dispose()
@@ -113,17 +106,17 @@ def test_postgres_outage_under_load_loses_nothing(tmp_path: Path) -> None:
         via_proxy = url.replace(":5432/", f":{proxy.port}/")
         env = {**KEY, "TOLLGATE_DATABASE_URL": via_proxy}
         with GatewayProcess(config, env=env) as gw, Load(lambda: gw.url) as load:
-            until(lambda: load.count() >= 100)
+            until(lambda: load.count() >= 100, timeout=30)
             proxy.cut()
-            until(lambda: audit_status(gw)["database"] == "unreachable")
+            until(lambda: audit_status(gw)["database"] == "unreachable", timeout=30)
             before = load.count()
-            until(lambda: load.count() >= before + 200)
+            until(lambda: load.count() >= before + 200, timeout=30)
             status = audit_status(gw)
             assert status["lag_events"] > 0 and status["accepting"]
             proxy.restore()
-            until(lambda: load.count() >= before + 300)
+            until(lambda: load.count() >= before + 300, timeout=30)
             load.stop()
-            until(lambda: drained(gw))
+            until(lambda: drained(gw), timeout=30)
         assert not load.failed, "calls are served while the database is away"
         rows = checked_events(engine)
         engine.dispose()

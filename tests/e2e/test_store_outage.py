@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import GatewayProcess
 from tests.support.services import PrivateRedis
+from tests.support.wait import until
 
 KEY = "tg-outage-key"
 
@@ -56,13 +56,6 @@ def spend(gw: GatewayProcess) -> httpx.Response:
 
 def _requests(response: httpx.Response) -> int:
     return int(response.json()["total"]["requests"]) if response.status_code == 200 else -1
-
-
-def until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("mode", ["closed", "open"])
