@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from gateway.api.admin import admin_routes
 from gateway.api.anthropic import MessagesEndpoint
+from gateway.api.dashboard import dashboard_routes
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
 from gateway.api.metrics import metrics
@@ -57,6 +58,7 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> HotPaths:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(),
+        *dashboard_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_exception_handler(404, _not_found)

@@ -26,6 +26,38 @@ SAVINGS_KINDS = (
 )
 
 
+class ResponseMeta(NamedTuple):
+    """What the upstream said about its response, for traces: its id, the model that actually
+    answered, and why generation stopped (one reason per choice)."""
+
+    id: str | None = None
+    model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+
+
+class TraceIds(NamedTuple):
+    """A call's place in a distributed trace, fixed on the request path so the upstream can be
+    told (W3C `traceparent`) before the spans themselves are built, off the request path."""
+
+    trace_id: int
+    root_span_id: int
+    upstream_span_id: int
+    parent_span_id: int | None  # the client's span, when it sent a traceparent
+    sampled: bool
+    tracestate: str | None = None
+
+
+class Timings(NamedTuple):
+    """When the stages of a call ran (epoch seconds), for the span tree."""
+
+    policies: tuple[float, float] | None = None
+    lookups: tuple[tuple[str, float, float], ...] = ()  # cache lookups: (plugin, start, end)
+    upstream_at: float | None = None
+
+
+NO_TIMINGS = Timings()
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: resolved once by auth, never carrying the secret itself."""
@@ -123,6 +155,12 @@ class Call:
     # How much of the content the audit log keeps; set by the `audit_capture` policy.
     capture: Capture = "none"
     redact: Redaction | None = None
+    # W3C trace context the client sent (raw headers), and the ids this call traces under.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    trace: TraceIds | None = None
+    # Cache-lookup plugin timings (plugin, start, end), appended by the policy chain.
+    lookups: list[tuple[str, float, float]] | None = None
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -184,6 +222,9 @@ class Outcome:
     kind: OutcomeKind | None = None  # set where it is decided; otherwise derived from status
     money: Money = NO_MONEY
     response_body: bytes | None = None  # only when content capture asks for it
+    meta: ResponseMeta | None = None
+    policies_at: tuple[float, float] | None = None
+    upstream_at: float | None = None
 
     def final_kind(self) -> OutcomeKind:
         if self.kind is not None:
@@ -228,6 +269,10 @@ class CallRecord(NamedTuple):
     request_body: bytes | None = None
     response_body: bytes | None = None
     body: dict[str, Any] | None = None  # the request as forwarded, for the prompt hash
+    meta: ResponseMeta | None = None
+    trace: TraceIds | None = None
+    traceparent: str | None = None  # as the client sent it (the trace ids when none were fixed)
+    timings: Timings = NO_TIMINGS
 
     @property
     def latency_ms(self) -> float:
@@ -269,6 +314,16 @@ class CallRecord(NamedTuple):
             request_body=_captured(call, call.raw_body),
             response_body=_captured(call, outcome.response_body),
             body=call.body,
+            meta=outcome.meta,
+            trace=call.trace,
+            traceparent=call.traceparent,
+            timings=NO_TIMINGS
+            if outcome.policies_at is None and outcome.upstream_at is None
+            else Timings(
+                outcome.policies_at,
+                tuple(call.lookups) if call.lookups else (),
+                outcome.upstream_at,
+            ),
         )
 
 

@@ -27,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
+from gateway.telemetry.context import TraceStarter
 
 
 async def _nothing() -> None:
@@ -101,9 +102,10 @@ class _Finisher:
 
 
 class Pipeline:
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, tracing: TraceStarter | None = None) -> None:
         self.recorder = recorder
         self._tokens = recorder.tokens
+        self._tracing = tracing
 
     def rejected(
         self,
@@ -158,16 +160,27 @@ class Pipeline:
     async def _run(
         self, call: Call, runtime: Runtime, outcome: Outcome, finish: _Finisher
     ) -> Reply:
+        tracing = self._tracing
+        if tracing is not None:
+            call.trace = tracing.start(call.traceparent, call.tracestate)
         if call.model not in runtime.router or not call.principal.may_use(call.model):
             outcome.kind = "rejected"
             raise _model_not_found(call, runtime)
-        verdict, finish.ran = await runtime.chain.on_request(call)
-        if verdict is not None:
-            return _verdict_reply(verdict, outcome, call)
+        if len(runtime.chain):
+            started = time.time()
+            verdict, finish.ran = await runtime.chain.on_request(call)
+            outcome.policies_at = (started, time.time())
+            if verdict is not None:
+                return _verdict_reply(verdict, outcome, call)
         targets = call.route.targets if call.route else runtime.router.targets(call.model)
         target = targets[0]
         backend = runtime.backends[target.backend]
         outcome.target = target
+        sent = dict(call.forward) if call.forward else {}
+        if call.trace is not None:
+            sent["traceparent"] = TraceStarter.header(call.trace)
+            if call.trace.tracestate:
+                sent["tracestate"] = call.trace.tracestate
         request = UpstreamRequest(
             call.endpoint,
             target.model,
@@ -175,10 +188,11 @@ class Pipeline:
             call.stream,
             call.client_wants_usage,
             call.request_id,
-            dict(call.forward) if call.forward else {},
+            sent,
             call.dialect,
         )
         deadline = asyncio.get_running_loop().time() + backend.total_timeout
+        outcome.upstream_at = time.time()
         try:
             async with asyncio.timeout_at(deadline):
                 response = await bridge.send(backend, request, self._tokens)
@@ -206,7 +220,7 @@ class Pipeline:
     ) -> Reply:
         if response.status >= 400:
             outcome.error_type = "upstream_error"
-        outcome.usage = response.usage
+        outcome.usage, outcome.meta = response.usage, response.meta
         if call.capture != "none":
             outcome.response_body = response.body
         return Reply(response.status, headers, response.body)
@@ -254,6 +268,7 @@ class StreamReply:
         if self._finish.sealed:
             return
         self._outcome.usage = self._upstream.usage()
+        self._outcome.meta = self._upstream.meta()
         if self._kept is not None:
             self._outcome.response_body = b"".join(self._kept)
         self._finish.seal()

@@ -34,6 +34,8 @@ from gateway.stores.memory import MemoryCounters
 from gateway.stores.migrate import SCHEMA_HEAD, check_current, current_revision, upgrade
 from gateway.stores.secret import data_dir_of, server_secret
 from gateway.stores.sql import make_engine
+from gateway.telemetry.service import Telemetry
+from gateway.telemetry.spans import Peer, peer_of
 
 log = logging.getLogger("gateway.services")
 
@@ -50,7 +52,9 @@ class Services:
     ledger: Ledger
     accounts: Accounts
     audit: AuditLog | None = None
+    telemetry: Telemetry | None = None
     admin_key: str | None = None
+    dashboard_key: str | None = None
     retired: list[Backend] = field(default_factory=list)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
 
@@ -69,10 +73,20 @@ class Services:
             sql_budgets=accounts.current_budgets,
         )
         ref = RuntimeRef(build_runtime(loaded, deps))
+        telemetry = (
+            Telemetry(config.telemetry, peers=Peers(ref), engine=accounts.engine)
+            if config.telemetry.enabled
+            else None
+        )
         sinks = SinkFanout(
-            [LogSink(json_lines=settings.json_logs(config.logging.json_lines))]
-            if config.logging.requests
-            else [],
+            [
+                *(
+                    [LogSink(json_lines=settings.json_logs(config.logging.json_lines))]
+                    if config.logging.requests
+                    else []
+                ),
+                *([telemetry] if telemetry is not None else []),
+            ],
             capacity=config.server.sink_queue_size,
         )
         retired: list[Backend] = []
@@ -86,14 +100,21 @@ class Services:
             sinks,
             ref,
             reloader,
-            Pipeline(Recorder(sinks, tokens, audit.journal if audit else None)),
+            Pipeline(
+                Recorder(sinks, tokens, audit.journal if audit else None),
+                telemetry.starter if telemetry is not None else None,
+            ),
             ledger,
             accounts,
             audit,
+            telemetry,
             os.environ.get(config.admin.key_env) or None,
+            _env(config.telemetry.dashboard.key_env),
             retired,
         )
         sinks.start()
+        if telemetry is not None:
+            telemetry.start()
         reloader.start()
         return services
 
@@ -110,6 +131,28 @@ class Services:
         await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()
         await self.ledger.aclose()
+
+
+def _env(name: str | None) -> str | None:
+    return (os.environ.get(name) or None) if name else None
+
+
+class Peers:
+    """Backend name -> who it is, for span attributes, as the running config says."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self._ref = ref
+        self._known: dict[tuple[int, str], Peer | None] = {}
+
+    def __call__(self, backend: str) -> Peer | None:
+        runtime = self._ref.current
+        key = (runtime.generation, backend)
+        if key not in self._known:
+            if len(self._known) > 1000:
+                self._known.clear()
+            config = runtime.backend_configs.get(backend)
+            self._known[key] = peer_of(config) if config is not None else None
+        return self._known[key]
 
 
 class RequestIds:

@@ -148,6 +148,8 @@ def _call(
         client_ip=client[0] if client else None,
         user_agent=headers.user_agent,
         forward=tuple(headers.forward),
+        traceparent=headers.traceparent,
+        tracestate=headers.tracestate,
     )
 
 

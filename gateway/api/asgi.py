@@ -162,13 +162,23 @@ class RequestHeaders:
     Anthropic's `x-api-key`), body length, user agent, and the Anthropic headers an Anthropic
     upstream must see."""
 
-    __slots__ = ("api_key", "authorization", "content_length", "forward", "user_agent")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "content_length",
+        "forward",
+        "traceparent",
+        "tracestate",
+        "user_agent",
+    )
 
     def __init__(self, scope: dict[str, Any]) -> None:
         self.api_key: str | None = None
         self.authorization: str | None = None
         self.content_length: int | None = None
         self.user_agent: str | None = None
+        self.traceparent: str | None = None
+        self.tracestate: str | None = None
         self.forward: list[tuple[str, str]] = []
         for key, value in scope["headers"]:
             if key == b"authorization":
@@ -181,6 +191,10 @@ class RequestHeaders:
                 self.api_key = value.decode("latin-1").strip() or None
             elif key in _FORWARD:
                 self.forward.append((key.decode(), value.decode("latin-1")))
+            elif key == b"traceparent":
+                self.traceparent = value.decode("latin-1")
+            elif key == b"tracestate":
+                self.tracestate = value.decode("latin-1")
 
     def bearer(self) -> str | None:
         auth = self.authorization

@@ -1,8 +1,9 @@
 """GET /metrics: the gateway's own health counters in the Prometheus text format, read at
 scrape time from the objects that keep them (nothing on the request path updates a registry).
 
-Spend and token metrics per call arrive with the telemetry work; these are the signals an
-operator needs to see a degraded gateway: the budget store, dropped records, failed reloads.
+The signals an operator needs to see a degraded gateway (the budget store, dropped records,
+failed reloads, the audit journal), and the GenAI client metrics and money counters the
+telemetry derives from every call's spans (gateway/telemetry/metrics.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class GatewayCollector(Collector):
         yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
         if s.audit is not None:
             yield from _audit(s.audit.status())
+        if s.telemetry is not None:
+            yield from s.telemetry.metrics.prometheus()
+            yield _counter(
+                "tollgate_rollup_flush_failures",
+                "Spend-rollup flushes that failed (their deltas are kept and retried).",
+                s.telemetry.flush_failures,
+            )
+            if s.telemetry.export is not None:
+                yield _counter(
+                    "tollgate_spans_exported",
+                    "Gateway spans handed to the OTLP exporter (sampled traces).",
+                    s.telemetry.export.exported,
+                )
 
 
 _AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (

@@ -88,6 +88,8 @@ class OpenAIEndpoint(DialectEndpoint):
             client_ip=client[0] if client else None,
             user_agent=headers.user_agent,
             raw_body=raw,
+            traceparent=headers.traceparent,
+            tracestate=headers.tracestate,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import httpx
 import orjson
@@ -13,7 +14,7 @@ from gateway.backends.base import UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import map_transport_error
 from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
 from gateway.backends.sse import EventSplitter, event_data
-from gateway.call import Usage
+from gateway.call import ResponseMeta, Usage
 from gateway.dialects.usage import usage_from_anthropic
 from gateway.errors import InvalidRequest
 
@@ -28,7 +29,8 @@ _RELAY = frozenset(
         b"anthropic-ratelimit-tokens-remaining",
     }
 )
-_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+# The client's API version and betas, and the W3C trace context the gateway adds.
+_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta", "traceparent", "tracestate")
 
 
 class AnthropicBackend:
@@ -88,29 +90,43 @@ class AnthropicBackend:
             relay = EventRelay(response, body, self._tokens, self.name, self._slots)
             return UpstreamResponse(response.status_code, headers, stream=relay)
         content = await read_and_release(response, self._slots, self.name)
-        usage = None
+        usage = meta = None
         if response.status_code < 400 and request.endpoint == "messages":
-            usage = self._usage_of(content, body)
-        return UpstreamResponse(response.status_code, headers, content, usage)
+            usage, meta = self._usage_of(content, body)
+        return UpstreamResponse(response.status_code, headers, content, usage, meta=meta)
 
-    def _usage_of(self, content: bytes, body: Mapping[str, object]) -> Usage:
+    def _usage_of(
+        self, content: bytes, body: Mapping[str, object]
+    ) -> tuple[Usage, ResponseMeta | None]:
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
             payload = {}
-        reported = usage_from_anthropic(payload.get("usage")) if isinstance(payload, dict) else None
+        if not isinstance(payload, dict):
+            payload = {}
+        meta = anthropic_meta(payload, payload.get("stop_reason"))
+        reported = usage_from_anthropic(payload.get("usage"))
         if reported is not None:
-            return reported
+            return reported, meta
         text = ""
         if isinstance(payload, dict):
             text = "".join(
                 str(b.get("text", "")) for b in payload.get("content") or () if isinstance(b, dict)
             )
         prompt = anthropic_prompt_tokens(body, self._tokens)
-        return Usage(prompt, self._tokens.count(text), estimated=True)
+        return Usage(prompt, self._tokens.count(text), estimated=True), meta
 
     async def aclose(self) -> None:
         return None
+
+
+def anthropic_meta(message: dict[str, Any], stop_reason: object) -> ResponseMeta:
+    ident, model = message.get("id"), message.get("model")
+    return ResponseMeta(
+        ident if isinstance(ident, str) else None,
+        model if isinstance(model, str) else None,
+        (stop_reason,) if isinstance(stop_reason, str) else (),
+    )
 
 
 class EventRelay:
@@ -132,6 +148,8 @@ class EventRelay:
         self._slots: asyncio.Semaphore | None = slots
         self._start: dict[str, object] = {}
         self._output: int | None = None
+        self._message: dict[str, Any] = {}
+        self._stop: object = None
         self._seen: list[bytes] = []  # relayed blocks, for an estimate if usage never comes
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -156,8 +174,10 @@ class EventRelay:
                 payload = orjson.loads(data)
                 kind = payload.get("type")
                 if kind == "message_start":
-                    self._start = (payload.get("message") or {}).get("usage") or {}
+                    self._message = payload.get("message") or {}
+                    self._start = self._message.get("usage") or {}
                 elif kind == "message_delta":
+                    self._stop = (payload.get("delta") or {}).get("stop_reason")
                     usage = payload.get("usage") or {}
                     self._start.update({k: v for k, v in usage.items() if v is not None})
                     self._output = int(usage.get("output_tokens") or 0)
@@ -177,6 +197,9 @@ class EventRelay:
                 if data and b'"text_delta"' in data:
                     text.append(str((orjson.loads(data).get("delta") or {}).get("text", "")))
         return Usage(prompt, self._tokens.count("".join(text)), estimated=True)
+
+    def meta(self) -> ResponseMeta | None:
+        return anthropic_meta(self._message, self._stop) if self._message else None
 
     async def aclose(self) -> None:
         slots, self._slots = self._slots, None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.call import Dialect, Endpoint, Usage
+from gateway.call import Dialect, Endpoint, ResponseMeta, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,10 @@ class UpstreamStream(Protocol):
         """Usage of what was generated so far; complete once iteration ended."""
         ...
 
+    def meta(self) -> ResponseMeta | None:
+        """The response's id, model and finish reasons, as far as the stream told them."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -46,6 +50,7 @@ class UpstreamResponse:
     body: bytes = b""
     usage: Usage | None = None
     stream: UpstreamStream | None = None
+    meta: ResponseMeta | None = None
 
 
 class Backend(Protocol):

@@ -16,7 +16,7 @@ import orjson
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream
 from gateway.backends.sse import EventSplitter, event_data
-from gateway.call import Usage
+from gateway.call import ResponseMeta, Usage
 from gateway.dialects.errors import anthropic_error_to_openai, openai_error_to_anthropic
 from gateway.dialects.requests import chat_to_messages, messages_to_chat
 from gateway.dialects.responses import chat_completion_to_message, message_to_chat_completion
@@ -57,7 +57,7 @@ async def _anthropic_via_openai(
         body=messages_to_chat(dict(request.body)),
         dialect="openai",
         client_wants_usage=True,
-        headers={},
+        headers=_trace_headers(request),
     )
     response = await backend.send(upstream)
     if response.stream is not None:
@@ -79,7 +79,7 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
         endpoint="messages",
         body=chat_to_messages(dict(request.body), DEFAULT_ANTHROPIC_MAX_TOKENS),
         dialect="anthropic",
-        headers={},
+        headers=_trace_headers(request),
     )
     response = await backend.send(upstream)
     if response.stream is not None:
@@ -91,6 +91,11 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
     usage = response.usage or Usage()
     body = orjson.dumps(message_to_chat_completion(_json(response.body), usage))
     return replace(response, body=body, headers=JSON)
+
+
+def _trace_headers(request: UpstreamRequest) -> dict[str, str]:
+    """Only the trace context crosses a dialect translation (not the client's vendor headers)."""
+    return {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -174,6 +179,9 @@ class Translated:
 
     def usage(self) -> Usage:
         return self._inner.usage()
+
+    def meta(self) -> ResponseMeta | None:
+        return self._inner.meta()
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -98,10 +98,10 @@ class OpenAICompatBackend:
             )
             return UpstreamResponse(response.status_code, headers, stream=relay)
         content = await read_and_release(response, self._slots, self.name)
-        usage = None
+        usage = meta = None
         if response.status_code < 400:
-            usage = usage_of_body(content, request, self._tokens)
-        return UpstreamResponse(response.status_code, headers, content, usage)
+            usage, meta = usage_of_body(content, request, self._tokens)
+        return UpstreamResponse(response.status_code, headers, content, usage, meta=meta)
 
     def _url(self, endpoint: str, model: str) -> httpx.URL:
         if self._url_for is None:

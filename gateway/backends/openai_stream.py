@@ -21,14 +21,15 @@ import orjson
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.errors import map_transport_error
-from gateway.backends.openai_usage import usage_from_openai, usage_of_chunks
+from gateway.backends.openai_usage import meta_of, usage_from_openai, usage_of_chunks
 from gateway.backends.sse import EventSplitter, event_data
-from gateway.call import Usage
+from gateway.call import ResponseMeta, Usage
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 _COMPACT_NULL = b',"usage":null'
+_FINISH = re.compile(rb'"finish_reason"\s*:\s*"([^"]+)"')
 
 
 class StreamRelay:
@@ -52,6 +53,8 @@ class StreamRelay:
         self._tokens = tokens
         self._backend = backend
         self._reported: Usage | None = None
+        self._meta: ResponseMeta | None = None
+        self._finish: list[str] = []
         self._seen: list[bytes] = []  # relayed blocks, kept until usage is reported
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -68,6 +71,8 @@ class StreamRelay:
             raise map_transport_error(exc, self._backend) from exc
 
     def _block(self, block: bytes) -> bytes:
+        if b'"finish_reason":"' in block or b'"finish_reason": "' in block:
+            self._finish.extend(r.decode() for r in _FINISH.findall(block))
         if b'"usage"' in block:
             if self._hide_usage:
                 block = block.replace(_COMPACT_NULL, b"")
@@ -100,6 +105,7 @@ class StreamRelay:
             if usage is None:
                 continue
             self._reported = usage
+            self._meta = meta_of(chunk, ())
             if self._hide_usage and not chunk.get("choices"):
                 block = block[:start] + block[end:]
                 at = start
@@ -117,6 +123,12 @@ class StreamRelay:
             if (data := event_data(event)) is not None and data != b"[DONE]"
         ]
         return usage_of_chunks(payloads, self._request, self._tokens)
+
+    def meta(self) -> ResponseMeta | None:
+        finish = tuple(self._finish)
+        if self._meta is None:
+            return ResponseMeta(finish_reasons=finish) if finish else None
+        return self._meta._replace(finish_reasons=finish)
 
     async def aclose(self) -> None:
         try:

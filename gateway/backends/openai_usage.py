@@ -9,7 +9,7 @@ import orjson
 
 from gateway.accounting.tokens import TokenCounter, content_text
 from gateway.backends.base import UpstreamRequest
-from gateway.call import Usage
+from gateway.call import ResponseMeta, Usage
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
@@ -24,19 +24,40 @@ def usage_from_openai(usage: Any) -> Usage | None:
     )
 
 
-def usage_of_body(content: bytes, request: UpstreamRequest, tokens: TokenCounter) -> Usage:
-    """A whole (non-stream) response's usage: reported, else estimated from its choices."""
+def usage_of_body(
+    content: bytes, request: UpstreamRequest, tokens: TokenCounter
+) -> tuple[Usage, ResponseMeta | None]:
+    """A whole (non-stream) response's usage (reported, else estimated from its choices) and
+    what it says about itself."""
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError:
         payload = None
     if isinstance(payload, dict):
+        meta = meta_of(payload)
         reported = usage_from_openai(payload.get("usage"))
         if reported is not None:
-            return reported
+            return reported, meta
         texts = [choice_text(c, "message") for c in payload.get("choices") or ()]
-        return estimate(request, tokens, "".join(texts))
-    return estimate(request, tokens, "")
+        return estimate(request, tokens, "".join(texts)), meta
+    return estimate(request, tokens, ""), None
+
+
+def meta_of(payload: dict[str, Any], finish_reasons: tuple[str, ...] | None = None) -> ResponseMeta:
+    """An OpenAI response's (or chunk's) id and model; finish reasons from its choices unless
+    given (a stream's come from earlier chunks)."""
+    if finish_reasons is None:
+        finish_reasons = tuple(
+            str(c["finish_reason"])
+            for c in payload.get("choices") or ()
+            if isinstance(c, dict) and c.get("finish_reason")
+        )
+    ident, model = payload.get("id"), payload.get("model")
+    return ResponseMeta(
+        ident if isinstance(ident, str) else None,
+        model if isinstance(model, str) else None,
+        finish_reasons,
+    )
 
 
 def usage_of_chunks(

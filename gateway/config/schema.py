@@ -21,6 +21,7 @@ from gateway.config.accounting_schema import (
     RateLimitConfig,
 )
 from gateway.sim.config import SimConfig
+from gateway.telemetry.config import TelemetryConfig
 
 
 class Strict(BaseModel):
@@ -177,6 +178,7 @@ class Config(Strict):
     keys: KeysConfig = KeysConfig()
     admin: AdminConfig = AdminConfig()
     audit: AuditConfig = AuditConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
 
 class PolicyFile(Strict):

@@ -51,6 +51,8 @@ class PolicyPlugin:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = PluginOptions
+    # True for a cache: its request hook is traced as a `cache lookup` span.
+    lookup: ClassVar[bool] = False
 
     def __init__(self, options: Any, context: PluginContext) -> None:
         self.options = options

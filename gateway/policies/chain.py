@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,12 +21,19 @@ class ChainEntry:
     label: str
     shadow: bool
 
+    @property
+    def lookup(self) -> bool:
+        """A cache plugin (class attribute `lookup = True`): its evaluation is timed as a
+        `cache lookup` span of its own."""
+        return bool(getattr(self.plugin, "lookup", False))
+
 
 class PolicyChain:
     """First Deny or Answer wins; a Route applies and the chain goes on; shadow only records."""
 
     def __init__(self, entries: Sequence[ChainEntry]) -> None:
         self._entries = tuple(entries)
+        self._lookups = frozenset(i for i, e in enumerate(self._entries) if e.lookup)
         self.response_errors = 0
 
     def __len__(self) -> int:
@@ -34,9 +42,13 @@ class PolicyChain:
     async def on_request(self, call: Call) -> tuple[Deny | Answer | None, int]:
         """The verdict that stops the call (or None), and how many plugins ran."""
         ran = 0
+        lookups = self._lookups
         for entry in self._entries:
             ran += 1
-            verdict = await self._ask(entry, call)
+            if lookups and ran - 1 in lookups:
+                verdict = await self._timed(entry, call)
+            else:
+                verdict = await self._ask(entry, call)
             if verdict is None:
                 continue
             if entry.shadow:
@@ -64,6 +76,15 @@ class PolicyChain:
                 await entry.plugin.aclose()
             except Exception:
                 log.exception("policy %s failed to close", entry.label)
+
+    async def _timed(self, entry: ChainEntry, call: Call) -> Verdict | None:
+        start = time.time()
+        try:
+            return await self._ask(entry, call)
+        finally:
+            if call.lookups is None:
+                call.lookups = []
+            call.lookups.append((entry.label, start, time.time()))
 
     @staticmethod
     async def _ask(entry: ChainEntry, call: Call) -> Verdict | None:

@@ -1,0 +1,214 @@
+"""Spend rollups fed by the traces: a span processor sums every finished gateway span into
+minute buckets in memory; a writer adds them into SQL at minute, hour and day granularity.
+
+Every process adds its own deltas with `INSERT .. ON CONFLICT DO UPDATE SET x = x + excluded.x`,
+so a fleet needs no coordination and a failed flush is simply retried (its deltas are merged
+back, never lost or counted twice within a process). The dashboard and /admin/spend/rollups read
+these tables: they show exactly what the traces said.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.call import SAVINGS_KINDS
+from gateway.telemetry.tables import (
+    DIMENSIONS,
+    GRANULARITIES,
+    LATENCY_BINS_MS,
+    SUMS,
+    latency,
+    spend,
+)
+
+log = logging.getLogger("gateway.telemetry")
+
+_N = len(SUMS)
+_REQ, _ERR, _DEN, _HIT, _IN, _OUT, _CACHED, _COST, _CF = range(9)
+_SAVINGS_AT = {f"tollgate.savings.{kind}": 9 + i for i, kind in enumerate(SAVINGS_KINDS)}
+_LAT, _TTFT, _TTFT_N = _N - 3, _N - 2, _N - 1
+_NOT_ERRORS = ("served", "cache_hit", "denied", "client_disconnected")
+SpendKey = tuple[int, str, str, str, str, str]  # minute, then DIMENSIONS
+LatencyKey = tuple[int, str, str, int]  # minute, model, metric, bin
+
+
+@dataclass
+class Pending:
+    """Deltas not yet in SQL."""
+
+    spend: dict[SpendKey, list[int]] = field(default_factory=dict)
+    latency: dict[LatencyKey, int] = field(default_factory=dict)
+    key_names: dict[str, str] = field(default_factory=dict)  # key id -> name
+
+    def __bool__(self) -> bool:
+        return bool(self.spend or self.latency)
+
+    def merge(self, other: Pending) -> None:
+        for key, sums in other.spend.items():
+            mine = self.spend.get(key)
+            if mine is None:
+                self.spend[key] = sums
+            else:
+                for i, value in enumerate(sums):
+                    mine[i] += value
+        for lkey, count in other.latency.items():
+            self.latency[lkey] = self.latency.get(lkey, 0) + count
+        self.key_names.update(other.key_names)
+
+
+def nano(usd: object) -> int:
+    """A `tollgate.*` USD attribute back to the nano-dollars it was made from (exact)."""
+    return round(usd * 1e9) if isinstance(usd, float | int) else 0
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def latency_bin(ms: float) -> int:
+    return bisect.bisect_left(LATENCY_BINS_MS, ms)
+
+
+class RollupProcessor(SpanProcessor):
+    """Sums the gateway's SERVER spans (one per call); other spans pass by."""
+
+    def __init__(self) -> None:
+        self._pending = Pending()
+        self.calls = 0
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span._attributes  # the dict itself: .attributes wraps it in a proxy per read
+        if span.kind is not SpanKind.SERVER or not attrs or "tollgate.outcome" not in attrs:
+            return
+        self.calls += 1
+        minute = (span.start_time or 0) // 60_000_000_000 * 60
+        model = str(attrs.get("gen_ai.request.model", ""))
+        key: SpendKey = (
+            minute,
+            str(attrs.get("tollgate.team", "")),
+            str(attrs.get("tollgate.key.id", "")),
+            model,
+            str(attrs.get("tollgate.tier", "")),
+            str(attrs.get("tollgate.cache", "")),
+        )
+        sums = self._pending.spend.get(key)
+        if sums is None:
+            sums = self._pending.spend[key] = [0] * _N
+            self._pending.key_names[key[2]] = str(attrs.get("tollgate.key.name", ""))
+        outcome = attrs["tollgate.outcome"]
+        sums[_REQ] += 1
+        if outcome not in _NOT_ERRORS:
+            sums[_ERR] += 1
+        elif outcome == "denied":
+            sums[_DEN] += 1
+        elif outcome == "cache_hit":
+            sums[_HIT] += 1
+        sums[_IN] += _int(attrs.get("gen_ai.usage.input_tokens"))
+        sums[_OUT] += _int(attrs.get("gen_ai.usage.output_tokens"))
+        sums[_CACHED] += _int(attrs.get("gen_ai.usage.cache_read.input_tokens"))
+        sums[_COST] += nano(attrs["tollgate.cost"])
+        sums[_CF] += nano(attrs["tollgate.counterfactual_cost"])
+        for name, at in _SAVINGS_AT.items():
+            if name in attrs:
+                sums[at] += nano(attrs[name])
+        latency_us = ((span.end_time or 0) - (span.start_time or 0)) // 1000
+        sums[_LAT] += latency_us
+        latency_ms = latency_us / 1000
+        self._count(minute, model, "latency", latency_ms)
+        ttft = attrs.get("tollgate.ttft_ms")
+        if isinstance(ttft, float):
+            sums[_TTFT] += round(ttft * 1000)
+            sums[_TTFT_N] += 1
+            self._count(minute, model, "ttft", ttft)
+
+    def _count(self, minute: int, model: str, metric: str, ms: float) -> None:
+        key = (minute, model, metric, latency_bin(ms))
+        self._pending.latency[key] = self._pending.latency.get(key, 0) + 1
+
+    def take(self) -> Pending:
+        pending, self._pending = self._pending, Pending()
+        return pending
+
+    def restore(self, pending: Pending) -> None:
+        """A flush failed: its deltas go back in front of what arrived meanwhile."""
+        pending.merge(self._pending)
+        self._pending = pending
+
+    def peek(self) -> Pending:
+        return self._pending
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def rows_of(pending: Pending) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Minute deltas expanded to every granularity, merged, in primary-key order (so two
+    processes adding into the same rows take their locks in the same order)."""
+    spend_rows: dict[tuple[Any, ...], list[int]] = {}
+    latency_rows: dict[tuple[Any, ...], int] = {}
+    for (minute, *dims), sums in pending.spend.items():
+        for name, width in GRANULARITIES.items():
+            key = (name, minute // width * width, *dims)
+            mine = spend_rows.get(key)
+            if mine is None:
+                spend_rows[key] = list(sums)
+            else:
+                for i, value in enumerate(sums):
+                    mine[i] += value
+    for (minute, model, metric, bin_), count in pending.latency.items():
+        for name, width in GRANULARITIES.items():
+            lkey = (name, minute // width * width, model, metric, bin_)
+            latency_rows[lkey] = latency_rows.get(lkey, 0) + count
+    names = ("granularity", "bucket_start", *DIMENSIONS)
+    spend_out = [
+        {
+            **dict(zip(names, key, strict=True)),
+            **dict(zip(SUMS, sums, strict=True)),
+            "key_name": pending.key_names.get(key[3], ""),
+        }
+        for key, sums in sorted(spend_rows.items())
+    ]
+    lnames = ("granularity", "bucket_start", "model", "metric", "bin", "count")
+    latency_out = [
+        dict(zip(lnames, (*key, count), strict=True)) for key, count in sorted(latency_rows.items())
+    ]
+    return spend_out, latency_out
+
+
+class RollupWriter:
+    """Adds pending deltas into the rollup tables (blocking: run it in a thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def write(self, pending: Pending) -> None:
+        spend_rows, latency_rows = rows_of(pending)
+        with self._engine.begin() as conn:
+            if spend_rows:
+                conn.execute(self._upsert(spend, SUMS, ("key_name",)), spend_rows)
+            if latency_rows:
+                conn.execute(self._upsert(latency, ("count",)), latency_rows)
+
+    def _upsert(self, table: Table, sums: Sequence[str], latest: Sequence[str] = ()) -> Any:
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table)
+        keys: Iterable[str] = (c.name for c in table.primary_key.columns)
+        changes = {name: table.c[name] + stmt.excluded[name] for name in sums}
+        changes.update({name: stmt.excluded[name] for name in latest})
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changes)

@@ -1,0 +1,300 @@
+"""A finished call's record turned into its span tree, following the OpenTelemetry GenAI
+semantic conventions, plus `tollgate.*` attributes for the money and the decisions.
+
+The tree: the gateway's SERVER span `{operation} {alias}` (the call as the client saw it), with
+children for policy evaluation, each cache lookup, and the upstream CLIENT call. Spans are built
+after the call, from the timings it recorded, as finished `ReadableSpan`s: going through a live
+Tracer would cost ~20 us per span on the event loop (measured), this ~2 us. Ids were fixed on
+the request path (context.py), so the upstream saw the same trace.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from gateway.call import CallRecord, TraceIds
+from gateway.telemetry.context import TraceStarter
+
+OPERATIONS = {
+    "chat.completions": "chat",
+    "messages": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "count_tokens": "chat",
+}
+# Request parameters reported as gen_ai.request.* (OpenAI and Anthropic spell them alike).
+_PARAMS = (
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("top_k", "gen_ai.request.top_k"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ("seed", "gen_ai.request.seed"),
+)
+_PROVIDERS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure_openai": "azure.ai.openai",
+    "sim": "tollgate.sim",
+}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_NANO = 1e-9
+
+
+class Peer(NamedTuple):
+    """Who a backend is, for `gen_ai.provider.name` and `server.*`."""
+
+    provider: str
+    address: str | None = None
+    port: int | None = None
+
+
+PeerLookup = Callable[[str], Peer | None]
+
+
+def peer_of(backend_config: object) -> Peer:
+    kind = str(getattr(backend_config, "type", "openai"))
+    url = getattr(backend_config, "base_url", None) or getattr(backend_config, "endpoint", None)
+    if not isinstance(url, str):
+        return Peer(_PROVIDERS.get(kind, kind))
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Peer(_PROVIDERS.get(kind, kind), parts.hostname, port)
+
+
+def usd(nano: int) -> float:
+    """Nano-dollars as USD for an attribute; exact back to nano-dollars with round(x * 1e9)
+    for any call under $9M."""
+    return nano * _NANO
+
+
+class SpanBuilder:
+    def __init__(
+        self,
+        resource: Resource,
+        scope: InstrumentationScope,
+        peers: PeerLookup,
+        starter: TraceStarter,
+    ) -> None:
+        self._resource = resource
+        self._scope = scope
+        self._peers = peers
+        self._starter = starter
+
+    def spans(self, record: CallRecord) -> list[ReadableSpan]:
+        """Children first, the root last (the order they end in)."""
+        # A call refused before it was traced (bad key, bad JSON) gets its ids here.
+        trace = record.trace or self._starter.start(record.traceparent)
+        flags = _SAMPLED if trace.sampled else _UNSAMPLED
+        root = SpanContext(trace.trace_id, trace.root_span_id, False, flags)
+        parent = (
+            SpanContext(trace.trace_id, trace.parent_span_id, True, flags)
+            if trace.parent_span_id
+            else None
+        )
+        peer = self._peers(record.backend) if record.backend else None
+        start, end = _ns(record.received_at), _ns(record.completed_at)
+        out: list[ReadableSpan] = []
+        timings = record.timings
+        if timings.policies is not None:
+            out.append(self._policies(record, trace, root, flags, timings.policies))
+        for plugin, t0, t1 in timings.lookups:
+            ctx = SpanContext(trace.trace_id, _span_id(), False, flags)
+            attrs = {"tollgate.policy.plugin": plugin, "tollgate.cache": record.cache}
+            out.append(self._span("cache lookup", ctx, root, attrs, _ns(t0), _ns(t1)))
+        operation = OPERATIONS.get(record.endpoint, "chat")
+        if record.backend is not None and timings.upstream_at is not None:
+            ctx = SpanContext(trace.trace_id, trace.upstream_span_id, False, flags)
+            attrs = self._upstream_attributes(record, operation, peer)
+            name = f"{operation} {record.upstream_model}"
+            out.append(
+                self._span(
+                    name,
+                    ctx,
+                    root,
+                    attrs,
+                    _ns(timings.upstream_at),
+                    end,
+                    SpanKind.CLIENT,
+                    _status(record, upstream=True),
+                )
+            )
+        attrs = root_attributes(record, operation, peer)
+        name = f"{operation} {record.model}" if record.model else operation
+        out.append(
+            self._span(name, root, parent, attrs, start, end, SpanKind.SERVER, _status(record))
+        )
+        return out
+
+    def _policies(
+        self,
+        record: CallRecord,
+        trace: TraceIds,
+        root: SpanContext,
+        flags: TraceFlags,
+        at: tuple[float, float],
+    ) -> ReadableSpan:
+        ctx = SpanContext(trace.trace_id, _span_id(), False, flags)
+        attrs: dict[str, Any] = {"tollgate.policy.count": len(record.decisions)}
+        if record.decisions:
+            attrs["tollgate.policy.decisions"] = decision_texts(record)
+        return self._span("policies", ctx, root, attrs, _ns(at[0]), _ns(at[1]))
+
+    def _span(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        start: int,
+        end: int,
+        kind: SpanKind = SpanKind.INTERNAL,
+        status: Status | None = None,
+    ) -> ReadableSpan:
+        return ReadableSpan(
+            name,
+            context,
+            parent,
+            self._resource,
+            attributes,
+            kind=kind,
+            status=status or _UNSET,
+            start_time=start,
+            end_time=max(start, end),
+            instrumentation_scope=self._scope,
+        )
+
+    @staticmethod
+    def _upstream_attributes(
+        record: CallRecord, operation: str, peer: Peer | None
+    ) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": peer.provider if peer else "openai",
+            "gen_ai.request.model": record.upstream_model,
+            "tollgate.backend": record.backend,
+            "http.response.status_code": record.status,
+        }
+        if peer is not None and peer.address:
+            attrs["server.address"] = peer.address
+            attrs["server.port"] = peer.port
+        if record.tier:
+            attrs["tollgate.tier"] = record.tier
+        _response(attrs, record)
+        return attrs
+
+
+def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> dict[str, Any]:
+    """The gateway span's attributes: what the rollups and metrics read."""
+    p = record.principal
+    money = record.money
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": peer.provider if peer else record.dialect,
+        "gen_ai.request.model": record.model,
+        "http.response.status_code": record.status,
+        "tollgate.request_id": record.request_id,
+        "tollgate.outcome": record.kind,
+        "tollgate.cache": record.cache,
+        "tollgate.dialect": record.dialect,
+        "tollgate.stream": record.stream,
+        "tollgate.key.id": p.key_id,
+        "tollgate.key.name": p.name,
+        "tollgate.cost": usd(money.cost),
+        "tollgate.counterfactual_cost": usd(money.counterfactual),
+        "tollgate.savings": usd(money.counterfactual - money.cost),
+    }
+    if p.team:
+        attrs["tollgate.team"] = p.team
+    if p.org:
+        attrs["tollgate.org"] = p.org
+    if p.user:
+        attrs["tollgate.user"] = p.user
+    if record.backend:
+        attrs["tollgate.backend"] = record.backend
+        attrs["tollgate.upstream_model"] = record.upstream_model
+    if record.tier:
+        attrs["tollgate.tier"] = record.tier
+    for kind, value in money.savings:
+        if value:
+            attrs[f"tollgate.savings.{kind}"] = usd(value)
+    if record.first_byte_at is not None:
+        attrs["tollgate.ttft_ms"] = (record.first_byte_at - record.received_at) * 1000.0
+    if record.decisions:
+        attrs["tollgate.policy.decisions"] = decision_texts(record)
+    body = record.body
+    if body:
+        for field, name in _PARAMS:
+            param = body.get(field)
+            if isinstance(param, int | float) and not isinstance(param, bool):
+                attrs[name] = param
+    _response(attrs, record)
+    if record.capture in ("full", "redacted"):
+        # Content only when the audit_capture policy keeps it (redacted as it is stored).
+        if record.request_body is not None:
+            attrs["gen_ai.input.messages"] = record.request_body.decode("utf-8", "replace")
+        if record.response_body is not None:
+            attrs["gen_ai.output.messages"] = record.response_body.decode("utf-8", "replace")
+    return attrs
+
+
+def decision_texts(record: CallRecord) -> tuple[str, ...]:
+    return tuple(
+        f"{d.plugin} {d.action}{'' if d.enforced else ' (shadow)'}: {d.reason}"
+        for d in record.decisions
+    )
+
+
+def _response(attrs: dict[str, Any], record: CallRecord) -> None:
+    if record.error_type:
+        attrs["error.type"] = record.error_type
+    meta = record.meta
+    if meta is not None:
+        if meta.id:
+            attrs["gen_ai.response.id"] = meta.id
+        if meta.model:
+            attrs["gen_ai.response.model"] = meta.model
+        if meta.finish_reasons:
+            attrs["gen_ai.response.finish_reasons"] = meta.finish_reasons
+    usage = record.usage
+    if usage is not None:
+        attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+        attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+        if usage.cached_tokens:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+        if usage.cache_write_tokens:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+        if usage.estimated:
+            attrs["tollgate.usage.estimated"] = True
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _status(record: CallRecord, *, upstream: bool = False) -> Status:
+    """ERROR for what went wrong on our side or upstream; a client's own error (401, a denial,
+    a disconnect) leaves the server span unset, as the HTTP conventions ask."""
+    if record.kind in ("upstream_error", "error") or record.status >= 500:
+        return Status(StatusCode.ERROR, record.error_type or str(record.status))
+    if upstream and record.status >= 400 and record.kind != "client_disconnected":
+        return Status(StatusCode.ERROR, record.error_type or str(record.status))
+    return _UNSET
+
+
+def _span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)

@@ -1,0 +1,137 @@
+"""Spend rollups fed by the traces equal the audit log's totals for the same traffic, to the
+nano-dollar (SQLite and PostgreSQL), at every granularity; flushes add (several flushes, or
+several processes, into the same rows); a failed flush loses nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+
+from gateway.accounting.tokens import TokenCounter
+from gateway.audit import tables as audit_tables
+from gateway.telemetry import queries
+from gateway.telemetry.queries import Range
+from gateway.telemetry.rollups import Pending, RollupWriter
+from gateway.telemetry.tables import GRANULARITIES, SUMS, latency, spend
+from tests.integration.test_audit_log import CONFIG, drive
+from tests.support.audit import AuditedPipeline, audit_engine, with_cache
+from tests.support.runtime import make_deps, runtime_from
+from tests.support.telemetry import TracedPipeline
+
+MONEY = (
+    "cost_nanousd",
+    "counterfactual_nanousd",
+    *(f"savings_{k}_nanousd" for k in ("exact_cache", "semantic_cache", "tier_routing",
+                                       "prefix_reuse", "provider_prompt_cache", "batch")),
+)  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with audit_engine(request.param, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+async def both(engine: Engine, tmp_path: Path) -> AsyncIterator[Engine]:
+    """The audit test's traffic (every outcome type), audited and traced in one pipeline,
+    run twice with a rollup flush in between (the second flush adds into existing rows)."""
+    transport = httpx.AsyncHTTPTransport()
+    deps = make_deps(transport, TokenCounter())
+    runtime = with_cache(runtime_from(tmp_path / "t.yaml", CONFIG, deps))
+    audited = AuditedPipeline(runtime, engine, tmp_path / "journal")
+    traced = TracedPipeline(engine, journal=audited.log.journal)
+    traced.start()
+    audited.pipeline = traced.pipeline
+    await drive(audited)
+    await traced.settle()
+    await traced.telemetry.flush()
+    fresh = make_deps(transport, TokenCounter())  # fresh rate limits
+    second = with_cache(runtime_from(tmp_path / "t2.yaml", CONFIG, fresh))
+    audited.runtime = second
+    await drive(audited)
+    audited.close()
+    await traced.aclose()
+    yield engine
+    for backend in [*runtime.backends.values(), *second.backends.values()]:
+        await backend.aclose()
+    await transport.aclose()
+
+
+def audit_totals(engine: Engine, team: str | None = None) -> dict[str, int]:
+    e = audit_tables.events
+    columns = [func.coalesce(func.sum(e.c[name]), 0) for name in MONEY]
+    query = select(func.count(), func.sum(e.c.input_tokens), func.sum(e.c.output_tokens), *columns)
+    if team is not None:
+        query = query.where(e.c.team == team)
+    with engine.connect() as conn:
+        row = conn.execute(query).one()
+    return {
+        "requests": row[0],
+        "input_tokens": int(row[1] or 0),
+        "output_tokens": int(row[2] or 0),
+        **{name: int(value) for name, value in zip(MONEY, row[3:], strict=True)},
+    }
+
+
+def rollup_totals(engine: Engine, granularity: str, team: str | None = None) -> dict[str, int]:
+    r = Range(0, 2**40, granularity)
+    sums = queries.totals(engine, r, **({"team": team} if team is not None else {}))
+    return {name: sums[name] for name in ("requests", "input_tokens", "output_tokens", *MONEY)}
+
+
+async def test_rollups_equal_the_audit_log_to_the_nano_dollar(both: Engine) -> None:
+    expected = audit_totals(both)
+    assert expected["requests"] == 24 and expected["cost_nanousd"] > 0
+    assert expected["savings_tier_routing_nanousd"] > 0
+    assert expected["savings_exact_cache_nanousd"] > 0
+    for granularity in GRANULARITIES:
+        assert rollup_totals(both, granularity) == expected, granularity
+    for team in ("ml", "legal", "web"):
+        assert rollup_totals(both, "hour", team) == audit_totals(both, team), team
+
+
+async def test_rollup_dimensions_and_histograms(both: Engine) -> None:
+    with both.connect() as conn:
+        rows = conn.execute(select(spend).where(spend.c.granularity == "day")).all()
+        hist = conn.execute(
+            select(latency.c.metric, func.sum(latency.c.count))
+            .where(latency.c.granularity == "minute")
+            .group_by(latency.c.metric)
+        ).all()
+    by = {(r.team, r.key_id, r.model, r.tier, r.cache): r for r in rows}
+    hit = by[("ml", "k-alice", "chat", "", "exact")]
+    assert hit.requests == 2 and hit.cache_hits == 2 and hit.cost_nanousd == 0
+    denied = sum(r.denied for r in rows)
+    assert denied == 4  # max_tokens and the rate limit, twice
+    errors = sum(r.errors for r in rows)
+    assert errors == 6  # unknown model, upstream 500, bad key; twice
+    assert dict(hist)["latency"] == 24
+    assert queries.percentiles(both, Range(0, 2**40, "day"), "latency")["p50"] is not None
+
+
+async def test_a_failed_flush_keeps_its_deltas(engine: Engine) -> None:
+    traced = TracedPipeline(engine)
+    minute = int(time.time()) // 60 * 60
+    sums = [0] * len(SUMS)
+    sums[0], sums[SUMS.index("cost_nanousd")] = 3, 1_234
+    traced.telemetry.rollups.restore(Pending({(minute, "t", "k", "m", "", "miss"): sums}))
+
+    class Down(RollupWriter):
+        def write(self, pending: Pending) -> None:
+            raise ConnectionError("database down")
+
+    writer = traced.telemetry._writer
+    traced.telemetry._writer = Down(engine)
+    with pytest.raises(ConnectionError):
+        await traced.telemetry.flush()
+    assert traced.telemetry.flush_failures == 1
+    traced.telemetry._writer = writer
+    await traced.telemetry.flush()
+    assert rollup_totals(engine, "day")["cost_nanousd"] == 1_234
+    assert rollup_totals(engine, "minute")["requests"] == 3
