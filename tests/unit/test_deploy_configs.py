@@ -1,0 +1,127 @@
+"""deploy/ stays consistent with what the gateway emits: the Collector config's pipelines are
+complete and its connectors read attributes our spans carry; every metric and label the
+Grafana dashboard queries is one the gateway (or the Collector, from our spans) produces; the
+compose file mounts files that exist."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.call import CallRecord, Money, Principal, ResponseMeta, Usage
+from gateway.telemetry.context import TraceStarter
+from gateway.telemetry.metrics import (
+    COST,
+    DURATION,
+    FIRST_CHUNK,
+    REQUESTS,
+    SAVINGS,
+    TOKEN_USAGE,
+    prom_labels,
+    prom_name,
+)
+from gateway.telemetry.spans import Peer, root_attributes
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def collector() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "otel-collector" / "config.yaml").read_text())
+
+
+def sample_root_attributes() -> dict[str, Any]:
+    now = time.time()
+    record = CallRecord(
+        "rid", "openai", "chat.completions", "chat",
+        Principal("k1", "alice", team="ml"), now, now + 0.1, now + 0.2, 200, None, "b", "m",
+        "fp16", Usage(10, 5, 2), "miss", True, False, (), None, None,
+        money=Money(100, 200, (("tier_routing", 100),)), meta=ResponseMeta("id", "m", ("stop",)),
+        trace=TraceStarter().start(None),
+    )  # fmt: skip
+    return root_attributes(record, "chat", Peer("openai", "h", 1))
+
+
+def test_collector_pipelines_are_complete() -> None:
+    config = collector()
+    pipelines = config["service"]["pipelines"]
+    kinds = ("receivers", "processors", "exporters", "connectors")
+    declared = {kind: set(config.get(kind) or {}) for kind in kinds}
+    connectors = declared["connectors"]
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in declared[kind] | connectors, (name, kind, component)
+    for connector in connectors:  # each connects traces to metrics
+        assert connector in pipelines["traces"]["exporters"]
+        assert connector in pipelines["metrics"]["receivers"]
+
+
+def test_collector_reads_attributes_our_spans_carry() -> None:
+    attrs = sample_root_attributes()
+    connectors = collector()["connectors"]
+    for dimension in connectors["spanmetrics"]["dimensions"]:
+        assert dimension["name"] in attrs, dimension
+    for metric in connectors["signaltometrics"]["spans"]:
+        for attribute in metric["attributes"]:
+            assert attribute["key"] in attrs, attribute
+        for expression in [metric["sum"]["value"], *metric["conditions"]]:
+            for used in re.findall(r'attributes\["([^"]+)"\]', expression):
+                assert used in attrs, used
+
+
+def emitted_series() -> tuple[set[str], set[str]]:
+    """Metric names (with the Prometheus suffixes) and label names the dashboard may use."""
+    names: set[str] = set()
+    labels = {"le", "span_name", "span_kind", "__name__"}
+    for spec in (TOKEN_USAGE, DURATION, FIRST_CHUNK):
+        base = prom_name(spec)
+        names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+        labels |= set(prom_labels(spec))
+    for spec in (COST, SAVINGS, REQUESTS):
+        names.add(prom_name(spec) + "_total")
+        labels |= set(prom_labels(spec))
+    for metric in collector()["connectors"]["signaltometrics"]["spans"]:
+        names.add(metric["name"].replace(".", "_") + "_total")
+        labels |= {a["key"].replace(".", "_") for a in metric["attributes"]}
+    names |= {f"traces_span_metrics_duration_seconds_{s}" for s in ("bucket", "sum", "count")}
+    names.add("traces_span_metrics_calls_total")
+    return names, labels
+
+
+def test_grafana_dashboard_queries_what_we_emit() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "tollgate-spend.json").read_text())
+    names, labels = emitted_series()
+    stacks = next(v for v in dashboard["templating"]["list"] if v["name"] == "stack")
+    assert {o["value"] for o in stacks["options"]} <= labels
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 14
+    for expr in exprs:
+        cleaned = re.sub(r'"[^"]*"', '""', expr)  # label values and regexes aside
+        for name in re.findall(r"\b((?:tollgate|gen_ai|traces)_[a-z_]+)\b", cleaned):
+            if name in labels:
+                continue
+            assert name in names, (name, expr)
+        for regex in re.findall(r'__name__=~"([^"]+)"', expr):
+            assert any(re.fullmatch(regex, n) for n in names), (regex, expr)
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            for label in (g.strip() for g in group.split(",")):
+                assert label in labels or label == "$stack", (label, expr)
+        for label in re.findall(r"[{,]\s*([a-z_]+)\s*=~?", expr):
+            assert label in labels, (label, expr)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_compose_mounts_files_that_exist() -> None:
+    compose_dir = DEPLOY / "compose"
+    compose = yaml.safe_load((compose_dir / "docker-compose.yaml").read_text())
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert (compose_dir / source).resolve().exists(), volume
+    assert (DEPLOY / "Dockerfile").exists()

@@ -1,0 +1,213 @@
+"""Telemetry pieces on their own: W3C trace context, sampling, backend peers, the metric book
+(OTLP data model and Prometheus text), rollup rows across granularities, percentiles from the
+histogram, and the `telemetry:` config's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+
+from gateway.config.loader import load_config
+from gateway.errors import ConfigError
+from gateway.telemetry.context import TraceStarter, parse_traceparent, traceparent
+from gateway.telemetry.metrics import MetricBook
+from gateway.telemetry.queries import Range
+from gateway.telemetry.rollups import Pending, RollupProcessor, latency_bin, rows_of
+from gateway.telemetry.spans import Peer, peer_of
+from gateway.telemetry.tables import SUMS
+
+VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (VALID, (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True)),
+        (VALID[:-2] + "00", (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False)),
+        (" " + VALID.upper() + " ", (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True)),
+        (
+            "01" + VALID[2:] + "-future",
+            (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True),
+        ),
+        (VALID + "-extra", None),  # version 00 has exactly four fields
+        ("ff" + VALID[2:], None),  # version ff is invalid
+        ("00-" + "0" * 32 + "-b7ad6b7169203331-01", None),  # all-zero trace id
+        ("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01", None),
+        ("00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01", None),  # not hex
+        ("00-0af7651916cd43dd8448eb211c80319-cb7ad6b7169203331-01", None),  # lengths
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_traceparent_parsing(header: str | None, expected: tuple[int, int, bool] | None) -> None:
+    assert parse_traceparent(header) == expected
+
+
+def test_traceparent_round_trip_and_sampling() -> None:
+    assert traceparent(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True) == VALID
+    never, always = TraceStarter(0.0), TraceStarter(1.0)
+    assert not any(never.start(None).sampled for _ in range(200))
+    assert all(always.start(None).sampled for _ in range(200))
+    half = sum(TraceStarter(0.5).start(None).sampled for _ in range(4000))
+    assert 1700 < half < 2300
+    # A client's decision wins over the ratio, both ways; its trace id is kept.
+    assert (
+        never.start(VALID).sampled
+        and never.start(VALID).trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    )
+    assert not always.start(VALID[:-2] + "00").sampled
+    ids = always.start(VALID, "k=v")
+    assert ids.parent_span_id == 0xB7AD6B7169203331 and ids.tracestate == "k=v"
+    assert len({ids.root_span_id, ids.upstream_span_id}) == 2
+    assert parse_traceparent(TraceStarter.header(ids)) == (ids.trace_id, ids.upstream_span_id, True)
+
+
+class _Backend:
+    def __init__(self, type_: str, base_url: str | None = None) -> None:
+        self.type = type_
+        self.base_url = base_url
+
+
+def test_backend_peers() -> None:
+    assert peer_of(_Backend("openai", "https://api.openai.com/v1")) == Peer(
+        "openai", "api.openai.com", 443
+    )
+    assert peer_of(_Backend("openai", "http://10.0.0.5:8000/v1")) == Peer(
+        "openai", "10.0.0.5", 8000
+    )
+    assert peer_of(_Backend("anthropic", "https://api.anthropic.com")).provider == "anthropic"
+    assert peer_of(_Backend("sim")) == Peer("tollgate.sim")
+
+
+def _root(minute: int, **attrs: object) -> ReadableSpan:
+    base: dict[str, object] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "chat",
+        "tollgate.outcome": "served",
+        "tollgate.cache": "miss",
+        "tollgate.key.id": "k1",
+        "tollgate.key.name": "alice",
+        "tollgate.team": "ml",
+        "tollgate.cost": 0.000123456,
+        "tollgate.counterfactual_cost": 0.0002,
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.usage.output_tokens": 4,
+        **attrs,
+    }
+    start = minute * 60 * 10**9
+    return ReadableSpan(
+        "chat chat",
+        SpanContext(1, 2, False, TraceFlags(1)),
+        kind=SpanKind.SERVER,
+        attributes=base,  # type: ignore[arg-type]
+        start_time=start,
+        end_time=start + 250 * 10**6,
+    )
+
+
+def test_metric_book_exports_otlp_and_prometheus() -> None:
+    book = MetricBook()
+    book.on_end(_root(1))
+    book.on_end(_root(1, **{"tollgate.stream": True, "tollgate.ttft_ms": 40.0}))
+    book.on_end(_root(1, **{"tollgate.team": "web", "tollgate.savings.tier_routing": 0.00005}))
+    not_root = _root(1)
+    not_root._kind = SpanKind.CLIENT
+    book.on_end(not_root)  # only gateway spans count
+    data = book.metrics_data(Resource.create({"service.name": "t"}), InstrumentationScope("t"))
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    assert set(metrics) == {
+        "gen_ai.client.token.usage", "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk", "tollgate.cost", "tollgate.savings",
+        "tollgate.requests",
+    }  # fmt: skip
+    duration = metrics["gen_ai.client.operation.duration"].data.data_points
+    assert (
+        sum(p.count for p in duration) == 3
+        and metrics["gen_ai.client.operation.duration"].unit == "s"
+    )
+    savings = metrics["tollgate.savings"].data.data_points
+    assert [(dict(p.attributes)["tollgate.optimisation"], p.value) for p in savings] == [
+        ("tier_routing", 0.00005)
+    ]
+    assert encode_metrics(data).ByteSize() > 0  # the OTLP exporter can send it
+
+    class Adapter(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            return book.prometheus()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Adapter())
+    text = generate_latest(registry).decode()
+    assert 'tollgate_requests_total{gen_ai_operation_name="chat"' in text
+    assert 'tollgate_team="ml"' in text and 'tollgate_team="web"' in text
+    line = next(
+        s for s in text.splitlines()
+        if s.startswith("gen_ai_client_operation_duration_seconds_bucket") and 'le="0.32"' in s
+        and 'tollgate_team="ml"' in s
+    )  # fmt: skip
+    assert line.endswith(" 2.0")  # cumulative: both ml calls took 0.25 s
+    assert "gen_ai_client_operation_time_to_first_chunk_seconds_count" in text
+
+
+def test_rollup_rows_add_up_across_granularities() -> None:
+    processor = RollupProcessor()
+    for minute in (28_000_000, 28_000_001, 28_000_061):  # two in one hour, one in the next
+        processor.on_end(_root(minute))
+    processor.on_end(_root(28_000_000, **{"tollgate.outcome": "denied"}))
+    spend_rows, latency_rows = rows_of(processor.take())
+    by = {(r["granularity"], r["bucket_start"]): r for r in spend_rows}
+    hour = 28_000_000 * 60 // 3600 * 3600
+    assert by[("hour", hour)]["requests"] == 3 and by[("hour", hour)]["denied"] == 1
+    assert by[("hour", hour)]["cost_nanousd"] == 3 * 123_456
+    assert sum(r["requests"] for r in spend_rows if r["granularity"] == "day") == 4
+    assert sum(r["requests"] for r in spend_rows if r["granularity"] == "minute") == 4
+    assert {r["key_name"] for r in spend_rows} == {"alice"}
+    assert sum(r["count"] for r in latency_rows if r["granularity"] == "minute") == 4
+    assert {r["bin"] for r in latency_rows} == {latency_bin(250.0)}
+
+
+def test_pending_merge_keeps_everything() -> None:
+    one, two = RollupProcessor(), RollupProcessor()
+    one.on_end(_root(5))
+    two.on_end(_root(5))
+    two.on_end(_root(6))
+    merged = one.take()
+    merged.merge(two.take())
+    assert sum(sums[0] for sums in merged.spend.values()) == 3
+    assert isinstance(merged, Pending) and len(SUMS) == len(next(iter(merged.spend.values())))
+
+
+def test_range_buckets() -> None:
+    r = Range.last(3600, now=7_200_030)
+    assert r.granularity == "minute" and len(r.buckets()) == 60
+    assert r.start == 7_196_460 and r.end == 7_200_060  # the current minute included
+    assert Range.last(7 * 86400, 7_200_030).granularity == "hour"
+    assert Range.last(30 * 86400, 7_200_030).granularity == "day"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{sample_ratio: 2}", "telemetry.sample_ratio: Input should be less than or equal to 1"),
+        ("{otlp: {endpoint: collector:4318}}", "telemetry.otlp.endpoint: Value error, must start"),
+        ("{otlp: {protocol: thrift}}", "telemetry.otlp.protocol: Input should be 'http/protobuf'"),
+        ("{rollups: {flush_seconds: 0}}", "telemetry.rollups.flush_seconds: Input should be gr"),
+        ("{tracing: true}", "telemetry.tracing: unknown key (not allowed here)"),
+    ],
+)
+def test_telemetry_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(f"version: 1\ntelemetry: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    (problem,) = info.value.problems
+    assert expected in problem and ":2:" in problem, problem
