@@ -120,6 +120,15 @@ def table(result: dict[str, Any], a: str, b: str, labels: tuple[str, str]) -> st
         lines.append(
             f"| {label} | {x:,.{digits}f} | {y:,.{digits}f} | {y - x:+,.{digits}f}{ratio} |"
         )
+    pairs = list(zip(result["samples"][f"{a}_rps"], result["samples"][f"{b}_rps"], strict=True))
+    if pairs:
+        # The same round's two measurements are seconds apart: their ratio resists the
+        # machine's slow drifts better than a ratio of medians.
+        ratios = sorted(y / x - 1 for x, y in pairs)
+        lines.append(
+            f"| max req/s, median of per-round differences | | | {statistics.median(ratios):+.1%}"
+            f" (rounds: {ratios[0]:+.0%} .. {ratios[-1]:+.0%}) |"
+        )
     return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
 """What tracing, metrics and spend rollups cost: Tollgate gateways in one run, identical but
 for `telemetry:`, measured alternately (bench/ab.py).
 
-    python bench/telemetry.py [--rounds 5] [--duration 8] [--out FILE]
+    python bench/telemetry.py [--rounds 5] [--duration 8] [--variants on,json] [--out FILE]
 
-Variants: telemetry off; on (every call traced into the rollups and metrics, rollups flushed
-to SQL, no OTLP endpoint); on with OTLP export of every trace to a stand-in collector; on with
-OTLP export of 10% of traces (rollups still see every call). The run then checks that the
-rollups of each variant with telemetry on hold as many calls as its audit log (every call).
+Variants: `off`; `on` (every call traced into the rollups and metrics, rollups flushed to SQL,
+no OTLP endpoint); `export` and `json`: every trace exported to a stand-in collector over
+http/protobuf and over http/json; `sampled`: 10% of traces exported (http/protobuf), the
+rollups still seeing every call. The run then checks that the rollups of each variant with
+telemetry on hold as many calls as its audit log (every call).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def run(args: Any) -> dict[str, Any]:
         Variant("off", "telemetry: {enabled: false}\n"),
         Variant("on", ""),
         Variant("export", "telemetry:\n" + otlp),
+        Variant("json", "telemetry:\n" + otlp.replace("}", ", protocol: http/json}")),
         Variant("sampled", "telemetry:\n  sample_ratio: 0.1\n" + otlp),
     ]
+    if args.variants:
+        wanted = {"off", *args.variants.split(",")}
+        variants = [v for v in variants if v.name in wanted]
     try:
         cmd = [sys.executable, str(ROOT / "bench" / "mock_collector.py"), "--port", str(port)]
         with process(cmd, 1, collector):
@@ -61,11 +66,15 @@ def run(args: Any) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(table(result, "off", "on", ("telemetry off", "on (rollups + metrics)")))
-    print()
-    print(table(result, "off", "export", ("telemetry off", "on + OTLP export, all traces")))
-    print()
-    print(table(result, "off", "sampled", ("telemetry off", "on + OTLP export, 10% sampled")))
+    labels = {
+        "on": "on (rollups + metrics)",
+        "export": "on + OTLP http/protobuf, all traces",
+        "json": "on + OTLP http/json, all traces",
+        "sampled": "on + OTLP http/protobuf, 10% sampled",
+    }
+    for v in variants[1:]:
+        print(table(result, "off", v.name, ("telemetry off", labels[v.name])))
+        print()
     for name, (calls, events) in rolled.items():
         verdict = "equal" if calls == events else "DIFFERENT"
         print(f"{name}: {calls:,} calls in the rollups, {events:,} in the audit log ({verdict})")
@@ -74,6 +83,7 @@ def run(args: Any) -> dict[str, Any]:
 
 def _options(parser: Any) -> None:
     parser.add_argument("--rps-only", action="store_true", help="Skip the latency phase.")
+    parser.add_argument("--variants", default="", help="Compare only these with off (comma list).")
     parser.add_argument("--keep", action="store_true", help="Keep configs and gateway logs.")
 
 

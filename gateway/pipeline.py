@@ -113,11 +113,14 @@ class Pipeline:
         runtime: Runtime,
         request: tuple[str, Dialect, Endpoint],
         client: tuple[str | None, str | None],
+        traceparent: str | None = None,
     ) -> None:
-        """Records a request refused before it became a Call (bad key, bad JSON, too large)."""
+        """Records a request refused before it became a Call (bad key, bad JSON, too large);
+        its span joins the client's trace when it sent one."""
         request_id, dialect, endpoint = request
         call = Call(request_id, dialect, endpoint, "", {}, False, False)
         call.client_ip, call.user_agent = client
+        call.traceparent = traceparent
         outcome = Outcome(status=err.status, error_type=err.error_type, kind="rejected")
         self.recorder.record(call, outcome, runtime)
 

@@ -55,11 +55,13 @@ class DialectEndpoint:
         scope: dict[str, Any],
     ) -> None:
         client = scope.get("client")
+        headers = RequestHeaders(scope)
         services.pipeline.rejected(
             err,
             runtime,
             (request_id, self.dialect, self.endpoint),
-            (client[0] if client else None, RequestHeaders(scope).user_agent),
+            (client[0] if client else None, headers.user_agent),
+            headers.traceparent,
         )
 
     def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:

@@ -92,6 +92,8 @@ def build_runtime(
     config = loaded.config
     if previous is not None and previous.config.audit != config.audit:
         log.warning("audit settings take effect on restart; the running gateway keeps its own")
+    if previous is not None and previous.config.telemetry != config.telemetry:
+        log.warning("telemetry settings take effect on restart; the running gateway keeps its own")
     backends: dict[str, Backend] = {}
     for name, backend_config in config.backends.items():
         if previous is not None and previous.backend_configs.get(name) == backend_config:

@@ -15,7 +15,8 @@ class OtlpConfig(_Strict):
     """Where traces and metrics go by OTLP; no endpoint: nothing leaves the process."""
 
     endpoint: str | None = None  # e.g. http://otel-collector:4318 (http) or :4317 (grpc)
-    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # http/json costs the gateway ~5x less per exported span than http/protobuf (docs/telemetry.md)
+    protocol: Literal["http/protobuf", "http/json", "grpc"] = "http/protobuf"
     headers: dict[str, str] = Field(default_factory=dict)  # ${ENV} works, for tokens
     traces: bool = True
     metrics: bool = True

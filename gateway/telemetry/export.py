@@ -36,6 +36,10 @@ class SampledExport(SpanProcessor):
 
 def span_exporter(config: OtlpConfig, headers: dict[str, str]) -> SpanExporter:
     assert config.endpoint is not None
+    if config.protocol == "http/json":
+        from gateway.telemetry.otlp_json import JsonSpanExporter
+
+        return JsonSpanExporter(config.endpoint, headers, config.timeout_seconds)
     if config.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
@@ -67,6 +71,8 @@ def metric_exporter(config: OtlpConfig, headers: dict[str, str]) -> MetricExport
             headers=headers,
             timeout=config.timeout_seconds,
         )
+    # http/protobuf, and for http/json too (every OTLP/HTTP server takes protobuf; metrics go
+    # every `metrics_interval_seconds`, so their encoding cost does not matter).
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
     return OTLPMetricExporter(

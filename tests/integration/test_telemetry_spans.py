@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.accounting.tokens import TokenCounter
@@ -22,9 +23,12 @@ from gateway.config.runtime import Runtime
 from gateway.errors import AuthenticationFailed, PolicyDenied
 from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.telemetry.context import parse_traceparent, traceparent
+from gateway.telemetry.export import SampledExport
+from gateway.telemetry.otlp_json import JsonSpanExporter
 from gateway.telemetry.spans import Peer
 from tests.support.audit import CannedAnswer
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.otlp import OtlpReceiver
 from tests.support.runtime import make_deps, runtime_from
 from tests.support.servers import ThreadServer
 from tests.support.telemetry import TracedPipeline, trees
@@ -253,3 +257,35 @@ async def test_unsampled_client_trace_is_propagated_unsampled(
     assert headers["tracestate"] == "vendor=1"
     assert t.spans() == [] and t.telemetry.rollups.calls == 1
     await t.aclose()
+
+
+async def test_otlp_json_export_carries_the_same_trees(
+    upstream: tuple[FakeUpstream, ThreadServer], runtime: Runtime
+) -> None:
+    """`protocol: http/json`: what the receiver decodes (strictly, through the official
+    protobuf JSON mapping) is the tree the in-memory exporter sees."""
+    receiver = OtlpReceiver()
+    with ThreadServer(receiver.app) as collector:
+        t = traced(upstream)
+        exporter = JsonSpanExporter(collector.url, {"x-token": "t"}, 5.0)
+        t.telemetry.export = SampledExport(SimpleSpanProcessor(exporter))  # beside in-memory
+        t.start()
+        await run_all(t, runtime)
+        await t.aclose()
+    assert receiver.json_requests > 0 and receiver.headers[0]["x-token"] == "t"
+    by_id = {s.span_id: s for s in receiver.spans}
+    roots = {
+        s.attributes["tollgate.request_id"]: s
+        for s in receiver.spans
+        if s.parent_span_id in (None, CLIENT_SPAN)
+    }
+    assert set(roots) == {"plain", "stream", "cached", "denied", "upstream-error", "bad-key"}
+    plain = roots["plain"]
+    assert plain.trace_id == CLIENT_TRACE and plain.parent_span_id == CLIENT_SPAN
+    assert plain.name == "chat chat" and plain.service == "tollgate"
+    assert plain.attributes["gen_ai.usage.input_tokens"] == 11  # int64 survives as a string
+    assert plain.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert plain.attributes["tollgate.cost"] == pytest.approx((8 * 2 + 3 * 1 + 5 * 8) / 1e6)
+    children = sorted(s.name for s in receiver.spans if s.parent_span_id == plain.span_id)
+    assert children == ["cache lookup", "chat fake-chat", "policies"]
+    assert all(s.parent_span_id in by_id or s in roots.values() for s in receiver.spans)

@@ -3,10 +3,13 @@ the spans and metric points it is sent, decoded."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -33,6 +36,7 @@ class OtlpReceiver:
     spans: list[ReceivedSpan] = field(default_factory=list)
     metrics: dict[str, list[Any]] = field(default_factory=dict)  # name -> data points
     headers: list[dict[str, str]] = field(default_factory=list)
+    json_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -46,7 +50,20 @@ class OtlpReceiver:
 
     async def _traces(self, request: Request) -> Response:
         message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.body())
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            # OTLP/JSON is protobuf's JSON mapping except ids, which are hex (not base64).
+            data = orjson.loads(body)
+            for resource_spans in data.get("resourceSpans", []):
+                for scope_spans in resource_spans.get("scopeSpans", []):
+                    for span in scope_spans.get("spans", []):
+                        for key in ("traceId", "spanId", "parentSpanId"):
+                            if key in span:
+                                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+            json_format.ParseDict(data, message)  # strict: unknown fields are errors
+            self.json_requests += 1
+        else:
+            message.ParseFromString(body)
         with self.lock:
             self.headers.append(dict(request.headers))
             for resource_spans in message.resource_spans:

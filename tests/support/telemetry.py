@@ -3,6 +3,7 @@ in-memory exporter, rollups to SQL (when given an engine)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -10,10 +11,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import Engine
 
 from gateway.accounting.tokens import TokenCounter
+from gateway.call import CallRecord, Money, Principal, ResponseMeta, Timings, Usage
 from gateway.pipeline import Pipeline, Recorder
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.config import TelemetryConfig
+from gateway.telemetry.context import TraceStarter
 from gateway.telemetry.service import Telemetry
 from gateway.telemetry.spans import Peer
 
@@ -73,3 +76,15 @@ def trees(spans: list[ReadableSpan]) -> dict[str, tuple[ReadableSpan, list[Reada
         str(root.attributes["tollgate.request_id"]): (root, children[sid])  # type: ignore[index]
         for sid, root in roots.items()
     }
+
+
+def sample_record(request_id: str = "rid", team: str = "ml") -> CallRecord:
+    """A finished, served call as the pipeline records it."""
+    now = time.time()
+    return CallRecord(
+        request_id, "openai", "chat.completions", "chat",
+        Principal("k1", "alice", team=team), now, now + 0.1, now + 0.2, 200, None, "b", "m",
+        "fp16", Usage(10, 5, 2), "miss", True, False, (), None, None,
+        money=Money(100, 200, (("tier_routing", 100),)), meta=ResponseMeta("id", "m", ("stop",)),
+        trace=TraceStarter().start(None), timings=Timings((now, now + 0.01), (), now + 0.02),
+    )  # fmt: skip

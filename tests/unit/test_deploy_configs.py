@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gateway.call import CallRecord, Money, Principal, ResponseMeta, Usage
-from gateway.telemetry.context import TraceStarter
 from gateway.telemetry.metrics import (
     COST,
     DURATION,
@@ -26,6 +23,7 @@ from gateway.telemetry.metrics import (
     prom_name,
 )
 from gateway.telemetry.spans import Peer, root_attributes
+from tests.support.telemetry import sample_record
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -35,15 +33,7 @@ def collector() -> dict[str, Any]:
 
 
 def sample_root_attributes() -> dict[str, Any]:
-    now = time.time()
-    record = CallRecord(
-        "rid", "openai", "chat.completions", "chat",
-        Principal("k1", "alice", team="ml"), now, now + 0.1, now + 0.2, 200, None, "b", "m",
-        "fp16", Usage(10, 5, 2), "miss", True, False, (), None, None,
-        money=Money(100, 200, (("tier_routing", 100),)), meta=ResponseMeta("id", "m", ("stop",)),
-        trace=TraceStarter().start(None),
-    )  # fmt: skip
-    return root_attributes(record, "chat", Peer("openai", "h", 1))
+    return root_attributes(sample_record(), "chat", Peer("openai", "h", 1))
 
 
 def test_collector_pipelines_are_complete() -> None:
@@ -125,3 +115,11 @@ def test_compose_mounts_files_that_exist() -> None:
             source = volume.split(":", 1)[0]
             assert (compose_dir / source).resolve().exists(), volume
     assert (DEPLOY / "Dockerfile").exists()
+
+
+def test_compose_gateway_config_is_valid() -> None:
+    from gateway.config.loader import load_config
+
+    env = {"TG_TEAM_A_KEY": "a" * 20, "TG_TEAM_B_KEY": "b" * 20}
+    loaded = load_config(DEPLOY / "compose" / "tollgate.yaml", env=env)
+    assert loaded.config.telemetry.otlp.protocol == "http/json"

@@ -211,3 +211,40 @@ def test_telemetry_config_errors_name_the_key(tmp_path: Path, text: str, expecte
         load_config(path, env={})
     (problem,) = info.value.problems
     assert expected in problem and ":2:" in problem, problem
+
+
+def test_budget_exhaustion_projection() -> None:
+    from gateway.api.spend_data import projected_exhaustion
+
+    day = 86_400.0
+    # A quarter of the day gone, 40% spent: 60% more at that rate takes 0.375 day.
+    assert projected_exhaustion(4.0, 10.0, 0, day, day / 4) == pytest.approx(day * 0.625)
+    assert projected_exhaustion(1.0, 10.0, 0, day, day / 2) is None  # lasts past the window
+    assert projected_exhaustion(10.0, 10.0, 0, day, 100.0) == 100.0  # already spent
+    assert projected_exhaustion(0.0, 10.0, 0, day, 100.0) is None
+
+
+def test_dashboard_without_keys_answers_loopback_only() -> None:
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from gateway.api.dashboard import check_dashboard
+    from gateway.errors import AuthenticationFailed, PermissionDenied
+
+    def request(host: str, auth: str = "") -> Request:
+        headers = [(b"authorization", auth.encode())] if auth else []
+        return Request({"type": "http", "client": (host, 5000), "headers": headers})
+
+    config = SimpleNamespace(telemetry=SimpleNamespace(dashboard=SimpleNamespace(key_env="K")))
+    runtime = SimpleNamespace(current=SimpleNamespace(config=config))
+    open_ = SimpleNamespace(admin_key=None, dashboard_key=None, runtime=runtime)
+    check_dashboard(request("127.0.0.1"), open_)  # type: ignore[arg-type]
+    check_dashboard(request("::1"), open_)  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied):
+        check_dashboard(request("10.0.0.7"), open_)  # type: ignore[arg-type]
+    keyed = SimpleNamespace(admin_key="admin", dashboard_key="dash", runtime=runtime)
+    with pytest.raises(AuthenticationFailed):
+        check_dashboard(request("127.0.0.1"), keyed)  # type: ignore[arg-type]
+    check_dashboard(request("10.0.0.7", "Bearer dash"), keyed)  # type: ignore[arg-type]
+    check_dashboard(request("10.0.0.7", "Bearer admin"), keyed)  # type: ignore[arg-type]

@@ -1,0 +1,217 @@
+"""What the dashboard and /admin/spend/rollups show, read from the spend rollups (and, for
+budget burn-down, the budget counters the budgets are enforced on). No HTTP here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.accounting.ledger import StoreDown
+from gateway.admin_ops import budget_report
+from gateway.config.runtime import yaml_budgets
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.services import Services
+from gateway.stores.budgets import BudgetRule, list_budgets
+from gateway.stores.counters import StoreUnavailable
+from gateway.telemetry import queries
+from gateway.telemetry.queries import Range
+
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+_NANO = 1e-9
+
+
+class SummaryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    range: Literal["1h", "6h", "24h", "7d", "30d"] = "24h"
+    stack: Literal["team", "model", "tier"] = "team"
+
+
+class RollupQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    range: Literal["1h", "6h", "24h", "7d", "30d"] | None = None
+    start: int | None = Field(None, alias="from", ge=0)
+    end: int | None = Field(None, alias="to", ge=0)
+    granularity: Literal["minute", "hour", "day"] | None = None
+    group_by: Literal["team", "key_id", "model", "tier", "cache"] = "team"
+    limit: int = Field(50, ge=1, le=1000)
+
+
+async def fresh(services: Services) -> None:
+    """This process's pending deltas in first, so the page shows its calls to the last one."""
+    telemetry = services.telemetry
+    if telemetry is None:
+        raise ServiceUnavailable(
+            "Telemetry is disabled (telemetry.enabled: false): there are no rollups to show.",
+            code="telemetry_disabled",
+        )
+    if not telemetry.config.rollups.enabled:
+        raise ServiceUnavailable(
+            "Spend rollups are disabled (telemetry.rollups.enabled: false): nothing to show.",
+            code="rollups_disabled",
+        )
+    try:
+        await telemetry.flush()
+    except Exception as exc:
+        raise ServiceUnavailable(f"The rollups database is unreachable: {exc}") from exc
+
+
+async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any]:
+    engine = services.accounts.engine
+    now = time.time()
+    r = Range.last(RANGES[query.range], now)
+    series, sums, keys, lat, ttft = await asyncio.gather(
+        asyncio.to_thread(queries.series, engine, r, query.stack),
+        asyncio.to_thread(queries.totals, engine, r),
+        asyncio.to_thread(queries.grouped, engine, r, "key_id", 10),
+        asyncio.to_thread(queries.percentiles, engine, r, "latency"),
+        asyncio.to_thread(queries.percentiles, engine, r, "ttft"),
+    )
+    requests = sums["requests"]
+    hits = sums["cache_hits"]
+    return {
+        "range": {"name": query.range, "from": r.start, "to": r.end, "granularity": r.granularity},
+        "stack": query.stack,
+        "generated_at": now,
+        "refresh_seconds": services.runtime.current.config.telemetry.dashboard.refresh_seconds,
+        "series": {
+            "buckets": series.buckets,
+            "stacks": series.stacks,
+            "requests": series.requests,
+            "errors": series.errors,
+        },
+        "totals": {
+            "usd": sums["cost_nanousd"] * _NANO,
+            "counterfactual_usd": sums["counterfactual_nanousd"] * _NANO,
+            "saved_usd": (sums["counterfactual_nanousd"] - sums["cost_nanousd"]) * _NANO,
+            "requests": requests,
+            "errors": sums["errors"],
+            "denied": sums["denied"],
+            "cache_hits": hits,
+            "cache_hit_rate": hits / requests if requests else None,
+            "input_tokens": sums["input_tokens"],
+            "output_tokens": sums["output_tokens"],
+            "cached_tokens": sums["cached_tokens"],
+            "prompt_cache_rate": sums["cached_tokens"] / sums["input_tokens"]
+            if sums["input_tokens"]
+            else None,
+        },
+        "savings": queries.savings_of(sums),
+        "top_keys": [
+            {
+                "key_id": row["key_id"] or "(none)",
+                "name": row["key_name"] or row["key_id"] or "(none)",
+                "team": row["team"] or None,
+                "usd": row["cost_nanousd"] * _NANO,
+                "requests": row["requests"],
+                "tokens": row["input_tokens"] + row["output_tokens"],
+            }
+            for row in keys
+        ],
+        "latency_ms": lat,
+        "ttft_ms": ttft,
+        "budgets": await _budgets(services, now),
+    }
+
+
+async def _budgets(services: Services, now: float) -> list[dict[str, Any]]:
+    """Each USD budget with a subject the rollups can follow: its window's burn so far, the
+    live figure the budget is enforced on, and when it runs out at the current rate."""
+    sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
+    declared = yaml_budgets(services.runtime.current.config)
+    names = {b.name for b in declared}
+    rules = [*declared, *(b for b in sql if b.name not in names)]
+    out = []
+    for rule in rules:
+        if rule.usd_nanos is None or rule.subject == "*":
+            continue
+        if rule.scope not in ("global", "team", "key"):
+            continue
+        out.append(await _burn(services, rule, now))
+    return out
+
+
+async def _burn(services: Services, rule: BudgetRule, now: float) -> dict[str, Any]:
+    try:
+        report = await budget_report(services.ledger, rule, None)
+    except (StoreUnavailable, StoreDown):
+        report = {"usage": None}
+    usage = report.get("usage") or {}
+    window = usage.get("window") or {}
+    start, end = int(window.get("start") or now - 86400), int(window.get("end") or now)
+    granularity = "hour" if end - start <= 8 * 86400 else "day"
+    r = Range.last(max(int(now) - start, 60), now, granularity)
+    filters: dict[str, str] = {}
+    if rule.scope in ("team", "key"):
+        filters = {"team" if rule.scope == "team" else "key_id": rule.subject or ""}
+    burn = await asyncio.to_thread(queries.cumulative, services.accounts.engine, r, **filters)
+    assert rule.usd_nanos is not None
+    limit = rule.usd_nanos * _NANO
+    spent = float(usage["usd"]) if usage.get("usd") is not None else (burn[-1][1] * _NANO)
+    exhaustion = projected_exhaustion(spent, limit, start, end, now)
+    return {
+        "name": rule.name,
+        "scope": rule.scope,
+        "subject": rule.subject,
+        "limit_usd": limit,
+        "spent_usd": spent,
+        "window": {"kind": rule.window, "start": start, "end": end},
+        "burn": [[t, v * _NANO] for t, v in burn if t <= now + 3600],
+        "projected_exhaustion": exhaustion,
+        "enforcement": rule.enforcement,
+    }
+
+
+def projected_exhaustion(
+    spent: float, limit: float, start: float, end: float, now: float
+) -> float | None:
+    """When the budget runs out at the window's average rate so far: now if it already has,
+    None if not before the window resets."""
+    if spent >= limit:
+        return now
+    rate = spent / max(now - start, 1.0)
+    if rate <= 0:
+        return None
+    at = now + (limit - spent) / rate
+    return at if at < end else None
+
+
+def rollup_report(services: Services, query: RollupQuery, now: float) -> dict[str, Any]:
+    if query.start is not None or query.end is not None:
+        start = query.start if query.start is not None else int(now) - 86400
+        end = query.end if query.end is not None else int(now) + 1
+        if end <= start:
+            raise InvalidRequest("'to' must be after 'from'.", param="to")
+        granularity = query.granularity or "hour"
+        width = {"minute": 60, "hour": 3600, "day": 86400}[granularity]
+        r = Range(start // width * width, -(-end // width) * width, granularity)
+    else:
+        r = Range.last(RANGES[query.range or "24h"], now, query.granularity)
+    engine = services.accounts.engine
+    rows = queries.grouped(engine, r, query.group_by, query.limit)
+    total = queries.totals(engine, r)
+    return {
+        "object": "spend.rollups",
+        "from": r.start,
+        "to": r.end,
+        "granularity": r.granularity,
+        "group_by": query.group_by,
+        "rows": [_usd_row(row) for row in rows],
+        "total": _usd_row(total),
+    }
+
+
+def _usd_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Money as exact decimal strings (nano-dollar integers underneath), as /admin/spend does."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name.endswith("_nanousd"):
+            out[name[: -len("_nanousd")] + "_usd"] = str(Decimal(value) / 10**9)
+        else:
+            out[name] = value
+    return out
