@@ -53,6 +53,7 @@ def main() -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     from gateway.telemetry.config import TelemetryConfig
+    from gateway.telemetry.otlp_json import EncodedPairs
     from gateway.telemetry.otlp_json import encode as encode_json
     from gateway.telemetry.service import Telemetry
     from gateway.telemetry.spans import Peer
@@ -74,9 +75,11 @@ def main() -> None:
         for i in range(0, len(spans), 512):
             encode_spans(spans[i : i + 512]).SerializeToString()
 
+    pairs = EncodedPairs()
+
     def json() -> None:
         for i in range(0, len(spans), 512):
-            encode_json(spans[i : i + 512])
+            encode_json(spans[i : i + 512], pairs)
 
     per_call = len(spans) / len(trees)
     cases: list[tuple[str, Callable[[], None], float]] = [

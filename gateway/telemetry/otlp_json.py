@@ -36,11 +36,35 @@ def _value(value: Any) -> dict[str, Any]:
     return {"stringValue": str(value)}
 
 
+class EncodedPairs:
+    """Encoded key/value pairs, reused: most attribute values repeat from call to call (model,
+    team, tier, outcome...), and building the pair is most of the encoding work. Bounded."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._known: dict[tuple[str, Any], dict[str, Any]] = {}
+        self._limit = limit
+
+    def __call__(self, attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        known = self._known
+        out = []
+        for key, value in (attributes or {}).items():
+            if isinstance(value, str | bool):
+                pair = known.get((key, value))
+                if pair is None:
+                    if len(known) >= self._limit:
+                        known.clear()
+                    pair = known[(key, value)] = {"key": key, "value": _value(value)}
+                out.append(pair)
+            else:
+                out.append({"key": key, "value": _value(value)})
+        return out
+
+
 def _attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return [{"key": k, "value": _value(v)} for k, v in (attributes or {}).items()]
 
 
-def _span(span: ReadableSpan) -> dict[str, Any]:
+def _span(span: ReadableSpan, pairs: EncodedPairs) -> dict[str, Any]:
     context = span.context
     assert context is not None
     out: dict[str, Any] = {
@@ -50,7 +74,7 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
         "kind": span.kind.value + 1,  # the API's enum starts at INTERNAL = 0; OTLP's at 1
         "startTimeUnixNano": str(span.start_time),
         "endTimeUnixNano": str(span.end_time),
-        "attributes": _attributes(span._attributes),
+        "attributes": pairs(span._attributes),
     }
     if span.parent is not None:
         out["parentSpanId"] = format(span.parent.span_id, "016x")
@@ -60,14 +84,15 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     return out
 
 
-def encode(spans: Sequence[ReadableSpan]) -> bytes:
+def encode(spans: Sequence[ReadableSpan], pairs: EncodedPairs | None = None) -> bytes:
     """An ExportTraceServiceRequest in OTLP's JSON mapping, grouped by resource and scope."""
+    pairs = pairs or EncodedPairs()
     groups: dict[tuple[int, int], tuple[Any, Any, list[dict[str, Any]]]] = {}
     for span in spans:
         key = (id(span.resource), id(span.instrumentation_scope))
         if key not in groups:
             groups[key] = (span.resource, span.instrumentation_scope, [])
-        groups[key][2].append(_span(span))
+        groups[key][2].append(_span(span, pairs))
     resource_spans = []
     for resource, scope, encoded in groups.values():
         scope_json = {"name": scope.name, "version": scope.version or ""} if scope else {}
@@ -91,9 +116,10 @@ class JsonSpanExporter(SpanExporter):
             timeout=timeout, headers={**headers, "content-type": "application/json"}
         )
         self.dropped = 0
+        self._pairs = EncodedPairs()  # used by the one export thread only
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        body = encode(spans)
+        body = encode(spans, self._pairs)
         deadline = time.monotonic() + self._timeout
         delay = 0.5
         while True:

@@ -106,6 +106,7 @@ pricing: [{{free: true}}]
 
 
 HI = [{"role": "user", "content": "Hi"}]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 # --- Anthropic SDK, Anthropic upstream (native) -------------------------------------------
@@ -116,7 +117,11 @@ def test_native_message(stack: Stack) -> None:
         model="claude",
         max_tokens=50,
         messages=HI,  # type: ignore[arg-type]
-        extra_headers={"anthropic-version": "2099-01-01", "anthropic-beta": "some-beta"},
+        extra_headers={
+            "anthropic-version": "2099-01-01",
+            "anthropic-beta": "some-beta",
+            "traceparent": TRACEPARENT,
+        },
     )
     assert message.content[0].text == "Hello from Claude."  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn"
@@ -125,6 +130,8 @@ def test_native_message(stack: Stack) -> None:
     assert headers["x-api-key"] == "sk-ant-upstream", "the upstream key, never the client's"
     assert headers["anthropic-version"] == "2099-01-01", "the client's API version is honoured"
     assert headers["anthropic-beta"] == "some-beta"
+    assert headers["traceparent"].startswith(TRACEPARENT[:36])  # the client's trace goes on
+    assert headers["traceparent"] != TRACEPARENT  # with the gateway's upstream span as parent
     assert stack.claude.requests[-1]["model"] == "claude-fake"
 
 
@@ -265,8 +272,10 @@ def test_openai_chat_on_claude(stack: Stack) -> None:
         messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
         max_tokens=50,
         stop=["END"],
+        extra_headers={"traceparent": TRACEPARENT},
     )
     assert reply.choices[0].message.content == "Hello from Claude."
+    assert stack.claude.headers[-1]["traceparent"].startswith(TRACEPARENT[:36])  # translated too
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage is not None and reply.usage.prompt_tokens == 125
     assert reply.usage.prompt_tokens_details.cached_tokens == 100  # type: ignore[union-attr]
