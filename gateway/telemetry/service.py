@@ -38,7 +38,8 @@ def _version() -> str:
 
 
 class Telemetry:
-    """`span_exporter` / `metric_exporter` override the OTLP ones (tests pass in-memory ones)."""
+    """`span_exporter_` / `metric_exporter_` replace the OTLP ones (tests pass in-memory ones).
+    Without an engine (or with rollups disabled) nothing is written to SQL."""
 
     name = "telemetry"
 
@@ -76,7 +77,6 @@ class Telemetry:
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self.flush_failures = 0
-        self.flushed_calls = 0
 
     # The Sink protocol: called by the fan-out's drain task with batches of finished calls.
     async def write(self, records: Sequence[CallRecord]) -> None:
