@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from gateway.accounting.ledger import StoreDown
 from gateway.admin_ops import BudgetSet, KeyCreate, SpendQuery, budget_report, new_key, spend_report
 from gateway.api.errors import openai_error_body
+from gateway.api.spend_data import RollupQuery, fresh, rollup_report
 from gateway.config.runtime import yaml_budgets
 from gateway.errors import (
     AuthenticationFailed,
@@ -170,9 +172,23 @@ async def delete_budget_(request: Request, services: Services) -> Any:
     return {"deleted": name}
 
 
+# A time range asks the rollups (what the traces say, any period); otherwise the answer is the
+# budget counters' current window (the live figure budgets are enforced on).
+_ROLLUP_PARAMS = frozenset({"range", "from", "to", "granularity"})
+
+
 async def spend_(request: Request, services: Services) -> Any:
-    query = _validated(SpendQuery, dict(request.query_params))
+    params = dict(request.query_params)
+    if _ROLLUP_PARAMS & params.keys():
+        return await rollups_(request, services)
+    query = _validated(SpendQuery, params)
     return await _store(spend_report(services.ledger, query))
+
+
+async def rollups_(request: Request, services: Services) -> Any:
+    query = _validated(RollupQuery, dict(request.query_params))
+    await fresh(services)
+    return await asyncio.to_thread(rollup_report, services, query, time.time())
 
 
 async def _store(work: Awaitable[Any]) -> Any:
@@ -192,4 +208,5 @@ def admin_routes() -> list[Route]:
         admin_route("/admin/budgets/{name}", set_budget_, ["PUT"]),
         admin_route("/admin/budgets/{name}", delete_budget_, ["DELETE"]),
         admin_route("/admin/spend", spend_, ["GET"]),
+        admin_route("/admin/spend/rollups", rollups_, ["GET"]),
     ]

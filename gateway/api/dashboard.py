@@ -1,5 +1,5 @@
-"""/dashboard: the spend dashboard (a static page and the JSON it draws), and
-/admin/spend/rollups. Both read the spend rollups, i.e. exactly what the traces said.
+"""/dashboard: the spend dashboard (a static page and the JSON it draws from the spend rollups,
+i.e. exactly what the traces said).
 
 Access: the admin key or the read-only dashboard key (`telemetry.dashboard.key_env`) as a
 Bearer token; with neither configured (the embedded default) only clients on the loopback
@@ -8,10 +8,8 @@ interface get data. The page itself holds no data and is served to anyone.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
-import time
 from importlib import resources
 from typing import Any
 
@@ -23,10 +21,8 @@ from starlette.routing import Route
 
 from gateway.api.errors import openai_error_body
 from gateway.api.spend_data import (
-    RollupQuery,
     SummaryQuery,
     fresh,
-    rollup_report,
     summary_data,
 )
 from gateway.errors import (
@@ -124,30 +120,10 @@ async def summary(request: Request) -> Response:
     return _json(data)
 
 
-async def rollups(request: Request) -> Response:
-    """GET /admin/spend/rollups: spend from the rollups by one dimension over a time range."""
-    services: Services = request.state.services
-    try:
-        if not services.admin_key:
-            raise PermissionDenied(
-                "The admin API is disabled: set the admin key and restart.", code="admin_disabled"
-            )
-        given = _bearer(request)
-        if not given or not hmac.compare_digest(given.encode(), services.admin_key.encode()):
-            raise AuthenticationFailed("Missing or incorrect admin key.")
-        query: RollupQuery = _validated(RollupQuery, dict(request.query_params))
-        await fresh(services)
-        data = await asyncio.to_thread(rollup_report, services, query, time.time())
-    except TollgateError as err:
-        return _error(err)
-    return _json(data)
-
-
 def dashboard_routes() -> list[Route]:
     assets = Assets()
     return [
         *(Route(path, assets.serve, methods=["GET"]) for path in _ASSETS),
         Route("/dashboard/", assets.serve, methods=["GET"]),
         Route("/dashboard/api/summary", summary, methods=["GET"]),
-        Route("/admin/spend/rollups", rollups, methods=["GET"]),
     ]

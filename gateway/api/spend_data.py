@@ -19,6 +19,7 @@ from gateway.stores.budgets import BudgetRule, list_budgets
 from gateway.stores.counters import StoreUnavailable
 from gateway.telemetry import queries
 from gateway.telemetry.queries import Range
+from gateway.telemetry.tables import GRANULARITIES
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 _NANO = 1e-9
@@ -38,7 +39,7 @@ class RollupQuery(BaseModel):
     start: int | None = Field(None, alias="from", ge=0)
     end: int | None = Field(None, alias="to", ge=0)
     granularity: Literal["minute", "hour", "day"] | None = None
-    group_by: Literal["team", "key_id", "model", "tier", "cache"] = "team"
+    group_by: Literal["team", "key", "key_id", "model", "tier", "cache"] = "team"
     limit: int = Field(50, ge=1, le=1000)
 
 
@@ -188,19 +189,20 @@ def rollup_report(services: Services, query: RollupQuery, now: float) -> dict[st
         if end <= start:
             raise InvalidRequest("'to' must be after 'from'.", param="to")
         granularity = query.granularity or "hour"
-        width = {"minute": 60, "hour": 3600, "day": 86400}[granularity]
+        width = GRANULARITIES[granularity]
         r = Range(start // width * width, -(-end // width) * width, granularity)
     else:
         r = Range.last(RANGES[query.range or "24h"], now, query.granularity)
     engine = services.accounts.engine
-    rows = queries.grouped(engine, r, query.group_by, query.limit)
+    by = "key_id" if query.group_by == "key" else query.group_by
+    rows = queries.grouped(engine, r, by, query.limit)
     total = queries.totals(engine, r)
     return {
         "object": "spend.rollups",
         "from": r.start,
         "to": r.end,
         "granularity": r.granularity,
-        "group_by": query.group_by,
+        "group_by": by,
         "rows": [_usd_row(row) for row in rows],
         "total": _usd_row(total),
     }

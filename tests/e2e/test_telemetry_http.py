@@ -145,6 +145,14 @@ def test_spans_metrics_and_rollups_over_http(
     rolled = {row["team"]: Decimal(row["cost_usd"]) for row in report["rows"]}
     assert rolled == {team: Decimal(v) / 10**9 for team, v in per_team.items()}
     assert report["total"]["requests"] == 5
+    same = httpx.get(
+        gw.url + "/admin/spend",
+        params={"group_by": "team", "range": "1h"},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    ).json()
+    assert same["rows"] == report["rows"]  # a time range makes /admin/spend read the rollups
+    live = httpx.get(gw.url + "/admin/spend", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    assert live["window"]["kind"] == "day"  # without one: the budget counters' window
     assert cost["ml"] == pytest.approx(float(rolled["ml"]))
 
 
