@@ -3,6 +3,9 @@ exports only sampled traces."""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -35,46 +38,37 @@ class SampledExport(SpanProcessor):
 
 
 def span_exporter(config: OtlpConfig, headers: dict[str, str]) -> SpanExporter:
-    assert config.endpoint is not None
     if config.protocol == "http/json":
         from gateway.telemetry.otlp_json import JsonSpanExporter
 
+        assert config.endpoint is not None
         return JsonSpanExporter(config.endpoint, headers, config.timeout_seconds)
-    if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        return GrpcSpanExporter(
-            endpoint=config.endpoint,
-            insecure=config.endpoint.startswith("http://"),
-            headers=headers,
-            timeout=config.timeout_seconds,
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(
-        endpoint=f"{config.endpoint}/v1/traces", headers=headers, timeout=config.timeout_seconds
-    )
+    exporter: SpanExporter = _otlp(config, headers, "traces")
+    return exporter
 
 
 def metric_exporter(config: OtlpConfig, headers: dict[str, str]) -> MetricExporter:
-    assert config.endpoint is not None
-    if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
+    """http/protobuf for http/json too: every OTLP/HTTP server takes protobuf, and metrics go
+    every `metrics_interval_seconds`, so their encoding cost does not matter."""
+    exporter: MetricExporter = _otlp(config, headers, "metrics")
+    return exporter
 
-        return GrpcMetricExporter(
+
+def _otlp(config: OtlpConfig, headers: dict[str, str], signal: str) -> Any:
+    """The SDK's OTLP exporter for a signal and protocol, imported only when configured (the
+    gRPC one pulls in grpcio)."""
+    assert config.endpoint is not None
+    transport = "grpc" if config.protocol == "grpc" else "http"
+    kind = "trace" if signal == "traces" else "metric"
+    module = import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{kind}_exporter")
+    cls = getattr(module, "OTLPSpanExporter" if signal == "traces" else "OTLPMetricExporter")
+    if transport == "grpc":
+        return cls(
             endpoint=config.endpoint,
             insecure=config.endpoint.startswith("http://"),
             headers=headers,
             timeout=config.timeout_seconds,
         )
-    # http/protobuf, and for http/json too (every OTLP/HTTP server takes protobuf; metrics go
-    # every `metrics_interval_seconds`, so their encoding cost does not matter).
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(
-        endpoint=f"{config.endpoint}/v1/metrics", headers=headers, timeout=config.timeout_seconds
+    return cls(
+        endpoint=f"{config.endpoint}/v1/{signal}", headers=headers, timeout=config.timeout_seconds
     )

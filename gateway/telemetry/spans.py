@@ -232,17 +232,16 @@ def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> di
         "tollgate.counterfactual_cost": usd(money.counterfactual),
         "tollgate.savings": usd(money.counterfactual - money.cost),
     }
-    if p.team:
-        attrs["tollgate.team"] = p.team
-    if p.org:
-        attrs["tollgate.org"] = p.org
-    if p.user:
-        attrs["tollgate.user"] = p.user
-    if record.backend:
-        attrs["tollgate.backend"] = record.backend
-        attrs["tollgate.upstream_model"] = record.upstream_model
-    if record.tier:
-        attrs["tollgate.tier"] = record.tier
+    for name, text in (
+        ("tollgate.team", p.team),
+        ("tollgate.org", p.org),
+        ("tollgate.user", p.user),
+        ("tollgate.backend", record.backend),
+        ("tollgate.upstream_model", record.upstream_model),
+        ("tollgate.tier", record.tier),
+    ):
+        if text:
+            attrs[name] = text
     for kind, value in money.savings:
         if value:
             attrs[f"tollgate.savings.{kind}"] = usd(value)
@@ -278,12 +277,13 @@ def _response(attrs: dict[str, Any], record: CallRecord) -> None:
         attrs["error.type"] = record.error_type
     meta = record.meta
     if meta is not None:
-        if meta.id:
-            attrs["gen_ai.response.id"] = meta.id
-        if meta.model:
-            attrs["gen_ai.response.model"] = meta.model
-        if meta.finish_reasons:
-            attrs["gen_ai.response.finish_reasons"] = meta.finish_reasons
+        for name, value in (
+            ("gen_ai.response.id", meta.id),
+            ("gen_ai.response.model", meta.model),
+            ("gen_ai.response.finish_reasons", meta.finish_reasons),
+        ):
+            if value:
+                attrs[name] = value
     usage = record.usage
     if usage is not None:
         attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
