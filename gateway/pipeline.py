@@ -171,8 +171,10 @@ class Pipeline:
             raise _model_not_found(call, runtime)
         if len(runtime.chain):
             started = time.time()
-            verdict, finish.ran = await runtime.chain.on_request(call)
-            outcome.policies_at = (started, time.time())
+            try:
+                verdict, finish.ran = await runtime.chain.on_request(call)
+            finally:  # a policy that raised was evaluated too
+                outcome.policies_at = (started, time.time())
             if verdict is not None:
                 return _verdict_reply(verdict, outcome, call)
         targets = call.route.targets if call.route else runtime.router.targets(call.model)

@@ -68,10 +68,11 @@ def check_dashboard(request: Request, services: Services) -> None:
     if not keys:
         if _loopback(request):
             return
+        env = services.runtime.current.config.telemetry.dashboard.key_env
         raise PermissionDenied(
             "The dashboard is open on 127.0.0.1 only while no admin or dashboard key is set: "
-            f"set {services.runtime.current.config.telemetry.dashboard.key_env} (read-only) or "
-            "the admin key and restart.",
+            f"set {env or 'telemetry.dashboard.key_env'} (read-only) or the admin key and "
+            "restart.",
             code="dashboard_disabled",
         )
     given = _bearer(request)

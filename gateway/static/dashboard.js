@@ -101,8 +101,9 @@ function renderSpend(data) {
     const total = x.values.reduce((a, b) => a + b, 0);
     item.dataset.series = x.name;
     item.dataset.usd = total.toFixed(9);
-    item.innerHTML = `<i style="background:${x.color}"></i>`;
-    item.append(`${x.name} ${usd(total)}`);
+    const swatch = document.createElement("i");
+    swatch.style.background = x.color;
+    item.append(swatch, `${x.name} ${usd(total)}`);
     return item;
   }));
   if (!series.length) legend.textContent = "No spend in this range.";
@@ -184,12 +185,30 @@ function renderBudgets(data) {
     const div = document.createElement("div");
     div.className = "budget";
     div.dataset.budget = b.name;
+    // Names come from keys and budgets: set as text, never as markup.
     const who = b.scope === "global" ? "everyone" : `${b.scope} ${b.subject}`;
-    const when = b.spent_usd >= b.limit_usd ? `<span class="over">exhausted</span>`
-      : b.projected_exhaustion ? `runs out ${new Date(b.projected_exhaustion * 1000).toLocaleString()}`
-      : "not projected to run out this window";
-    div.innerHTML = `<div class="head"><strong>${b.name}</strong><span class="muted">${who} · ${b.window.kind}</span></div>
-      <div class="muted">${usd(b.spent_usd)} of ${usd(b.limit_usd)} · ${when}</div>`;
+    const head = document.createElement("div");
+    head.className = "head";
+    const name = document.createElement("strong");
+    name.textContent = b.name;
+    const scope = document.createElement("span");
+    scope.className = "muted";
+    scope.textContent = `${who} · ${b.window.kind}`;
+    head.append(name, scope);
+    const line = document.createElement("div");
+    line.className = "muted";
+    line.textContent = `${usd(b.spent_usd)} of ${usd(b.limit_usd)} · `;
+    const when = document.createElement("span");
+    if (b.spent_usd >= b.limit_usd) {
+      when.className = "over";
+      when.textContent = "exhausted";
+    } else {
+      when.textContent = b.projected_exhaustion
+        ? `runs out ${new Date(b.projected_exhaustion * 1000).toLocaleString()}`
+        : "not projected to run out this window";
+    }
+    line.append(when);
+    div.append(head, line);
     const W = Math.max(300, box.clientWidth || 600), H = 110, L = 4, T = 6, B = 6;
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H }, div);
     const max = Math.max(b.limit_usd, b.spent_usd) * 1.05 || 1;
