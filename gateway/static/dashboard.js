@@ -94,7 +94,7 @@ function stackedBars(target, buckets, series, granularity, format) {
 function renderSpend(data) {
   const s = data.series;
   const series = s.stacks.map((x, j) => ({ name: x.name, values: x.usd, color: COLORS[j % COLORS.length] }));
-  stackedBars($("chart-spend"), s.buckets, series, data.range.granularity, (v) => usd(v, v >= 1 ? 2 : v >= 0.01 ? 4 : 6));
+  stackedBars($("chart-spend"), s.buckets, series, data.range.granularity, (v) => (v === 0 ? "$0" : usd(v, v >= 1 ? 2 : v >= 0.01 ? 4 : 6)));
   const legend = $("legend");
   legend.replaceChildren(...series.map((x) => {
     const item = document.createElement("span");
