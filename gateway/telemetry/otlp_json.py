@@ -116,6 +116,7 @@ class JsonSpanExporter(SpanExporter):
             timeout=timeout, headers={**headers, "content-type": "application/json"}
         )
         self.dropped = 0
+        self.failures = 0
         self._pairs = EncodedPairs()  # used by the one export thread only
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -132,8 +133,15 @@ class JsonSpanExporter(SpanExporter):
             except httpx.HTTPError as exc:
                 retry, reason = True, str(exc) or type(exc).__name__
             if not retry or time.monotonic() + delay > deadline:
+                self.failures += 1
                 self.dropped += len(spans)
-                log.warning("OTLP span export failed (%s): %d spans dropped", reason, len(spans))
+                if self.failures in (1, 10) or self.failures % 100 == 0:
+                    log.warning(
+                        "OTLP span export failed (%s): %d spans dropped so far, %d failed batches",
+                        reason,
+                        self.dropped,
+                        self.failures,
+                    )
                 return SpanExportResult.FAILURE
             time.sleep(delay)
             delay *= 2

@@ -71,6 +71,19 @@ def nano(usd: object) -> int:
     return round(usd * 1e9) if isinstance(usd, float | int) else 0
 
 
+MAX_PENDING = 100_000
+
+
+def coarsened(pending: Pending) -> Pending:
+    out = Pending(key_names=dict(pending.key_names))
+    for (minute, *dims), sums in pending.spend.items():
+        out.merge(Pending({(minute // 3600 * 3600, *dims): sums}))  # type: ignore[dict-item]
+    for (minute, model, metric, bin_), count in pending.latency.items():
+        key = (minute // 3600 * 3600, model, metric, bin_)
+        out.latency[key] = out.latency.get(key, 0) + count
+    return out
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
@@ -143,8 +156,18 @@ class RollupProcessor(SpanProcessor):
         return pending
 
     def restore(self, pending: Pending) -> None:
-        """A flush failed: its deltas go back in front of what arrived meanwhile."""
+        """A flush failed: its deltas go back in front of what arrived meanwhile. A long
+        database outage must not grow memory without bound: past `MAX_PENDING` rows, minute
+        buckets are folded into their hour's first minute (hour and day totals stay exact;
+        that stretch loses its minute detail), and the fact is logged."""
         pending.merge(self._pending)
+        if len(pending.spend) > MAX_PENDING:
+            pending = coarsened(pending)
+            log.error(
+                "spend rollups: the database has been unreachable long enough that pending "
+                "minute buckets were folded into hours (%d rows pending)",
+                len(pending.spend),
+            )
         self._pending = pending
 
     def peek(self) -> Pending:

@@ -248,3 +248,34 @@ def test_dashboard_without_keys_answers_loopback_only() -> None:
         check_dashboard(request("127.0.0.1"), keyed)  # type: ignore[arg-type]
     check_dashboard(request("10.0.0.7", "Bearer dash"), keyed)  # type: ignore[arg-type]
     check_dashboard(request("10.0.0.7", "Bearer admin"), keyed)  # type: ignore[arg-type]
+
+
+def test_a_long_outage_folds_minutes_into_hours_keeping_totals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.telemetry import rollups
+
+    monkeypatch.setattr(rollups, "MAX_PENDING", 10)
+    processor = RollupProcessor()
+    for minute in range(28_000_000, 28_000_030):  # 30 minute buckets, within one hour or two
+        processor.on_end(_root(minute))
+    pending = processor.take()
+    processor.restore(pending)  # as after a failed flush
+    kept = processor.peek()
+    assert len(kept.spend) <= 2 and sum(s[0] for s in kept.spend.values()) == 30
+    spend_rows, _ = rows_of(kept)
+    day = sum(r["cost_nanousd"] for r in spend_rows if r["granularity"] == "day")
+    assert day == 30 * 123_456
+    assert {r["key_name"] for r in spend_rows} == {"alice"}
+
+
+def test_json_exporter_gives_up_within_its_timeout_and_counts() -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from gateway.telemetry.otlp_json import JsonSpanExporter
+    from tests.support.servers import free_port
+
+    exporter = JsonSpanExporter(f"http://127.0.0.1:{free_port()}", {}, timeout=0.2)
+    assert exporter.export([_root(1)]) is SpanExportResult.FAILURE  # nothing listens there
+    assert exporter.dropped == 1 and exporter.failures == 1
+    exporter.shutdown()
