@@ -23,6 +23,8 @@ _RETRYABLE = frozenset({429, 502, 503, 504})
 
 
 def _value(value: Any) -> dict[str, Any]:
+    if type(value) is float:
+        return {"doubleValue": value}
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, bool):
@@ -36,27 +38,37 @@ def _value(value: Any) -> dict[str, Any]:
     return {"stringValue": str(value)}
 
 
+# Values that differ on every call (or are content): never kept.
+_UNIQUE = frozenset(
+    {"tollgate.request_id", "gen_ai.response.id", "gen_ai.input.messages", "gen_ai.output.messages"}
+)
+
+
 class EncodedPairs:
     """Encoded key/value pairs, reused: most attribute values repeat from call to call (model,
-    team, tier, outcome...), and building the pair is most of the encoding work. Bounded."""
+    team, tier, outcome, status...), and building the pair is most of the encoding work.
+    Floats (money), large integers (token counts) and per-call values are built each time.
+    Bounded (~2 MB at the limit)."""
 
-    def __init__(self, limit: int = 20_000) -> None:
-        self._known: dict[tuple[str, Any], dict[str, Any]] = {}
+    def __init__(self, limit: int = 5_000) -> None:
+        self._known: dict[tuple[str, type, Any], dict[str, Any]] = {}
         self._limit = limit
 
     def __call__(self, attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         known = self._known
         out = []
         for key, value in (attributes or {}).items():
-            if isinstance(value, str | bool):
-                pair = known.get((key, value))
-                if pair is None:
-                    if len(known) >= self._limit:
-                        known.clear()
-                    pair = known[(key, value)] = {"key": key, "value": _value(value)}
-                out.append(pair)
-            else:
+            kind = type(value)
+            if kind is float or (kind is int and not 0 <= value < 1024) or key in _UNIQUE:
                 out.append({"key": key, "value": _value(value)})
+                continue
+            cache_key = (key, kind, value)
+            pair = known.get(cache_key)
+            if pair is None:
+                if len(known) >= self._limit:
+                    known.clear()
+                pair = known[cache_key] = {"key": key, "value": _value(value)}
+            out.append(pair)
         return out
 
 
