@@ -2,8 +2,8 @@
 Python SDK does not ship. The SDK's protobuf encoder builds one upb message per attribute
 (~110-150 us per span here); this one, reusing repeating attribute pairs, measured about a
 sixth of that. The export thread shares the event loop's interpreter lock, so at full export
-that difference is most of telemetry's cost. The Collector's OTLP receiver accepts JSON on its HTTP port.
-(https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding)
+that difference is most of telemetry's cost. The Collector's OTLP receiver accepts JSON on its
+HTTP port. (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding)
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ class SpanBuilder:
         at: tuple[float, float],
     ) -> ReadableSpan:
         ctx = SpanContext(trace.trace_id, _span_id(), False, flags)
-        attrs: dict[str, Any] = {"tollgate.policy.count": len(record.decisions)}
+        attrs: dict[str, Any] = {"tollgate.policy.decision_count": len(record.decisions)}
         if record.decisions:
             attrs["tollgate.policy.decisions"] = decision_texts(record)
         return self._span("policies", ctx, root, attrs, _ns(at[0]), _ns(at[1]))
