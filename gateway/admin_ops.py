@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from gateway.accounting.pricing import usd
 from gateway.accounting.spend import SPEND_DIMENSIONS
 from gateway.accounting.windows import WINDOW_KINDS, WindowKind, window_at
 from gateway.config.accounting_schema import BudgetConfig
+from gateway.config.runtime import yaml_budgets
+from gateway.config.schema import Config
 from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule
 from gateway.stores.keys import KeyRow, create_key
 
@@ -128,6 +131,13 @@ async def spend_report(ledger: Ledger, query: SpendQuery) -> dict[str, Any]:
     }
 
 
+def budget_rules(config: Config, sql: Sequence[BudgetRule]) -> list[BudgetRule]:
+    """Every budget in force: the YAML's, then the run-time ones (a YAML name wins)."""
+    declared = yaml_budgets(config)
+    names = {b.name for b in declared}
+    return [*declared, *(b for b in sql if b.name not in names)]
+
+
 async def budget_report(ledger: Ledger, rule: BudgetRule, value: str | None) -> dict[str, Any]:
     """A budget's definition and, for one subject, what its current window has used."""
     report = rule.public()
@@ -162,6 +172,7 @@ __all__ = [
     "KeyCreate",
     "SpendQuery",
     "budget_report",
+    "budget_rules",
     "new_key",
     "spend_report",
 ]

@@ -10,17 +10,24 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.accounting.ledger import StoreDown
-from gateway.admin_ops import BudgetSet, KeyCreate, SpendQuery, budget_report, new_key, spend_report
-from gateway.api.errors import openai_error_body
+from gateway.admin_ops import (
+    BudgetSet,
+    KeyCreate,
+    SpendQuery,
+    budget_report,
+    budget_rules,
+    new_key,
+    spend_report,
+)
+from gateway.api.replies import M, bearer, error_response, json_response, validated
 from gateway.api.spend_data import RollupQuery, fresh, rollup_report
 from gateway.config.runtime import yaml_budgets
 from gateway.errors import (
@@ -35,12 +42,7 @@ from gateway.stores.budgets import delete_budget, list_budgets, set_budget
 from gateway.stores.counters import StoreUnavailable
 from gateway.stores.keys import KeyError_, list_keys, revoke_key
 
-M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, Services], Awaitable[Any]]
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status, media_type="application/json")
 
 
 def admin_route(path: str, handler: Handler, methods: list[str]) -> Route:
@@ -51,14 +53,9 @@ def admin_route(path: str, handler: Handler, methods: list[str]) -> Route:
             result = await handler(request, services)
             if isinstance(result, Response):
                 return result
-            return _json(result)
+            return json_response(result)
         except TollgateError as err:
-            return Response(
-                openai_error_body(err),
-                err.status,
-                headers=dict(err.headers),
-                media_type="application/json",
-            )
+            return error_response(err)
 
     return Route(path, endpoint, methods=methods)
 
@@ -71,8 +68,7 @@ def _check_admin(request: Request, services: Services) -> None:
             f"{services.runtime.current.config.admin.key_env}) and restart.",
             code="admin_disabled",
         )
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    given = bearer(request)
     if not given:
         raise AuthenticationFailed("Missing admin key: send 'Authorization: Bearer <admin key>'.")
     if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -87,18 +83,7 @@ async def _body(request: Request, model: type[M], **extra: Any) -> M:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    return _validated(model, {**data, **extra})
-
-
-def _validated(model: type[M], data: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(
-            f"{where}: {first['msg']}" if where else first["msg"], param=where or None
-        ) from exc
+    return validated(model, {**data, **extra})
 
 
 async def list_keys_(request: Request, services: Services) -> Any:
@@ -118,7 +103,7 @@ async def create_key_(request: Request, services: Services) -> Any:
     except KeyError_ as exc:
         raise InvalidRequest(str(exc.args[0]), param="name", status=409, code="conflict") from exc
     await services.accounts.refresh()
-    return _json({**row.public(), "key": secret}, 201)
+    return json_response({**row.public(), "key": secret}, 201)
 
 
 async def revoke_key_(request: Request, services: Services) -> Any:
@@ -132,21 +117,20 @@ async def revoke_key_(request: Request, services: Services) -> Any:
     return row.public()
 
 
-def _budgets(services: Services, sql: list[Any]) -> list[Any]:
-    declared = yaml_budgets(services.runtime.current.config)
-    names = {b.name for b in declared}
-    return [*declared, *(b for b in sql if b.name not in names)]
-
-
 async def list_budgets_(request: Request, services: Services) -> Any:
     sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
-    return {"object": "list", "data": [b.public() for b in _budgets(services, sql)]}
+    return {
+        "object": "list",
+        "data": [b.public() for b in budget_rules(services.runtime.current.config, sql)],
+    }
 
 
 async def show_budget(request: Request, services: Services) -> Any:
     name = request.path_params["name"]
     sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
-    rule = next((b for b in _budgets(services, sql) if b.name == name), None)
+    rule = next(
+        (b for b in budget_rules(services.runtime.current.config, sql) if b.name == name), None
+    )
     if rule is None:
         raise InvalidRequest(f"no budget named {name!r}", status=404, code="not_found")
     return await _store(budget_report(services.ledger, rule, request.query_params.get("for")))
@@ -181,12 +165,12 @@ async def spend_(request: Request, services: Services) -> Any:
     params = dict(request.query_params)
     if _ROLLUP_PARAMS & params.keys():
         return await rollups_(request, services)
-    query = _validated(SpendQuery, params)
+    query = validated(SpendQuery, params)
     return await _store(spend_report(services.ledger, query))
 
 
 async def rollups_(request: Request, services: Services) -> Any:
-    query = _validated(RollupQuery, dict(request.query_params))
+    query = validated(RollupQuery, dict(request.query_params))
     await fresh(services)
     return await asyncio.to_thread(rollup_report, services, query, time.time())
 

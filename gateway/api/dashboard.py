@@ -11,15 +11,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from importlib import resources
-from typing import Any
 
-import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.errors import openai_error_body
+from gateway.api.replies import bearer, error_response, json_response, validated
 from gateway.api.spend_data import (
     SummaryQuery,
     fresh,
@@ -27,7 +24,6 @@ from gateway.api.spend_data import (
 )
 from gateway.errors import (
     AuthenticationFailed,
-    InvalidRequest,
     PermissionDenied,
     TollgateError,
 )
@@ -38,21 +34,6 @@ _ASSETS = {
     "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
 }
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status, media_type="application/json")
-
-
-def _error(err: TollgateError) -> Response:
-    return Response(
-        openai_error_body(err), err.status, headers=dict(err.headers), media_type="application/json"
-    )
-
-
-def _bearer(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 def _loopback(request: Request) -> bool:
@@ -75,22 +56,13 @@ def check_dashboard(request: Request, services: Services) -> None:
             "restart.",
             code="dashboard_disabled",
         )
-    given = _bearer(request)
+    given = bearer(request)
     if not given:
         raise AuthenticationFailed(
             "Missing key: send 'Authorization: Bearer <dashboard or admin key>'."
         )
     if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
         raise AuthenticationFailed("Incorrect dashboard key.")
-
-
-def _validated(model: type[BaseModel], params: dict[str, str]) -> Any:
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from exc
 
 
 class Assets:
@@ -113,12 +85,12 @@ async def summary(request: Request) -> Response:
     services: Services = request.state.services
     try:
         check_dashboard(request, services)
-        query = _validated(SummaryQuery, dict(request.query_params))
+        query = validated(SummaryQuery, dict(request.query_params))
         await fresh(services)
         data = await summary_data(services, query)
     except TollgateError as err:
-        return _error(err)
-    return _json(data)
+        return error_response(err)
+    return json_response(data)
 
 
 def dashboard_routes() -> list[Route]:

@@ -11,8 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.ledger import StoreDown
-from gateway.admin_ops import budget_report
-from gateway.config.runtime import yaml_budgets
+from gateway.admin_ops import budget_report, budget_rules
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.services import Services
 from gateway.stores.budgets import BudgetRule, list_budgets
@@ -124,9 +123,7 @@ async def _budgets(services: Services, now: float) -> list[dict[str, Any]]:
     """Each USD budget with a subject the rollups can follow: its window's burn so far, the
     live figure the budget is enforced on, and when it runs out at the current rate."""
     sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
-    declared = yaml_budgets(services.runtime.current.config)
-    names = {b.name for b in declared}
-    rules = [*declared, *(b for b in sql if b.name not in names)]
+    rules = budget_rules(services.runtime.current.config, sql)
     out = []
     for rule in rules:
         if rule.usd_nanos is None or rule.subject == "*":
