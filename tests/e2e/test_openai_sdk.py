@@ -262,7 +262,7 @@ def _access_lines(gw: GatewayProcess, model: str, count: int) -> list[dict[str, 
     while True:
         lines = [
             json.loads(line)
-            for line in gw.logs().splitlines()
+            for line in gw.log_lines()
             if line.startswith("{") and '"gateway.access"' in line
         ]
         found = [line for line in lines if line.get("model") == model]

@@ -129,6 +129,11 @@ class GatewayProcess:
             return self.log_path.read_text(errors="replace")
         return ""
 
+    def log_lines(self) -> list[str]:
+        """The complete lines logged so far: a line still being written is left out."""
+        text = self.logs()
+        return text[: text.rfind("\n") + 1].splitlines()
+
     def sighup(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
