@@ -59,10 +59,12 @@ class Services:
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
 
     @classmethod
-    async def start(cls, settings: Settings, loaded: LoadedConfig) -> Services:
+    async def start(
+        cls, settings: Settings, loaded: LoadedConfig, tokens: TokenCounter | None = None
+    ) -> Services:
         config = loaded.config
         transport = upstream_transport(settings.pool_connections, settings.upstream_transport)
-        tokens = TokenCounter()
+        tokens = TokenCounter() if tokens is None else tokens
         ring, ledger, accounts = await start_accounting(settings, config)
         audit = await start_audit(config, accounts.engine)
         deps = RuntimeDeps(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -24,3 +26,23 @@ def test_unavailable_encoding_falls_back_to_an_estimate_and_logs_once(
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
     counter.count("more text")
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_encoding_keeps_no_python_copy_of_its_vocabulary() -> None:
+    """tiktoken's Encoding holds its 100k merge ranks twice (a Python dict, ~16 MB, and the Rust
+    core's tables); only the Rust core is needed to count. Measured in a fresh interpreter, where
+    nothing is cached yet: what stays allocated in Python after loading must be small."""
+    script = (
+        "import gc, tracemalloc\n"
+        "tracemalloc.start()\n"
+        "from gateway.accounting.tokens import TokenCounter\n"
+        "counter = TokenCounter()\n"
+        "gc.collect()\n"
+        "assert counter.exact and counter.count('hello world') == 2\n"
+        "print(tracemalloc.get_traced_memory()[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    retained_mb = int(out.stdout) / 2**20
+    assert retained_mb < 6, f"{retained_mb:.1f} MB of Python objects kept by the tokenizer"
