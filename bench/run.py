@@ -238,7 +238,13 @@ def run(duration: int, transport: str) -> dict[str, Any]:
             ],
             0,
             f"http://127.0.0.1:{gw}",
-            env={"BENCH_KEY": KEY},
+            # A fresh database and audit journal per run: one left by an earlier run (its audit
+            # rows, its rollups) would make runs depend on each other.
+            env={
+                "BENCH_KEY": KEY,
+                "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/tollgate.db",
+                "TOLLGATE_AUDIT_DIR": str(work / "audit"),
+            },
             log=work / "gateway.log",
         ) as gateway,
         process(
