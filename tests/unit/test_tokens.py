@@ -46,3 +46,11 @@ def test_the_encoding_keeps_no_python_copy_of_its_vocabulary() -> None:
     )
     retained_mb = int(out.stdout) / 2**20
     assert retained_mb < 6, f"{retained_mb:.1f} MB of Python objects kept by the tokenizer"
+
+
+def test_the_lean_encoding_counts_exactly_as_tiktoken_does(tokens: TokenCounter) -> None:
+    import tiktoken
+
+    official = tiktoken.get_encoding("cl100k_base")
+    text = "Tollgate's lean encoding: ünïcode, <|endoftext|>, code `x = 1` and 12345 numbers."
+    assert tokens.encode(text) == official.encode(text, disallowed_special=())
