@@ -348,7 +348,7 @@ def table(r: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if not r.get("tokenizer_exact", True):
         lines.append(
-            "\nThe tiktoken encoding did not load (set TIKTOKEN_CACHE_DIR): the gateway ran on "
+            "\nThe tiktoken encoding did not load (a damaged install?): the gateway ran on "
             "estimates and its RSS excludes the tokenizer's ~26 MB."
         )
     return "\n".join(lines)

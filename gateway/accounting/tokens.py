@@ -1,15 +1,21 @@
-"""Token counting with tiktoken, and a deterministic estimate when the encoding is unavailable.
+"""Token counting with tiktoken, and a deterministic estimate when an encoding is unavailable.
 
-The gateway must keep serving when tiktoken cannot load its encoding (no network, no cache):
-it then estimates, logs that once, and marks every count it makes as estimated.
+cl100k_base ships inside the package (`encodings/`, verified against tiktoken's published
+SHA-256 when loaded), so a fresh install counts exactly with no network and no cache. Any other
+encoding comes from tiktoken's own registry (its cache or a download); when that fails the
+gateway keeps serving: it estimates, says once how to fix it, and marks its counts estimated.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import gzip
+import hashlib
 import logging
 import re
 import zlib
+from importlib import resources
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -34,9 +40,13 @@ class TokenCounter:
             self._encoding = _lean_encoding(encoding_name)
         except Exception as exc:  # noqa: BLE001 - any failure (network, cache, plugin) means estimate
             log.warning(
-                "tiktoken encoding %s unavailable (%s); token counts will be estimated",
+                "tiktoken encoding %s unavailable (%s: %s); token counts will be estimated. "
+                "To count exactly offline, put the encoding file in a directory and set "
+                "TIKTOKEN_CACHE_DIR to it (tiktoken names the file by the SHA-1 of its URL), "
+                "or use cl100k_base, which ships with Tollgate",
                 encoding_name,
                 type(exc).__name__,
+                exc,
                 extra={"encoding": encoding_name},
             )
 
@@ -77,22 +87,71 @@ class TokenCounter:
         return 0
 
 
+# What Tollgate ships of cl100k_base: the file tiktoken downloads, gzipped, and the SHA-256
+# tiktoken itself checks it against (tiktoken_ext/openai_public.py); pattern and special
+# tokens as that plugin defines them.
+_SHIPPED = "cl100k_base"
+_SHIPPED_FILE = "cl100k_base.tiktoken.gz"
+_SHIPPED_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+_CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_CL100K_SPECIAL = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
+
+
+class EncodingFileCorrupt(ValueError):
+    """The shipped encoding does not match tiktoken's published hash (a damaged install)."""
+
+
+def shipped_ranks() -> dict[bytes, int]:
+    """cl100k_base's merge ranks from the package, checked against the published SHA-256."""
+    packed = resources.files("gateway.accounting").joinpath("encodings", _SHIPPED_FILE)
+    data = gzip.decompress(packed.read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _SHIPPED_SHA256:
+        raise EncodingFileCorrupt(
+            f"{_SHIPPED_FILE} has SHA-256 {digest}, not tiktoken's {_SHIPPED_SHA256}: "
+            "reinstall tollgate"
+        )
+    ranks = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
 @functools.cache
 def _lean_encoding(name: str) -> _Encoding:
     """tiktoken's `Encoding` keeps a Python copy of its merge ranks (100k byte strings, ~16 MB of
     a gateway's ~120 MB peak RSS) that only pickling reads; the Rust core that encodes holds its
-    own. Built from the plugin's constructor rather than tiktoken's shared registry, so that copy
-    can be emptied without changing an object other code in the process may use."""
+    own. Built here rather than taken from tiktoken's shared registry, so that copy can be
+    emptied without changing an object other code in the process may use."""
     import tiktoken
 
-    try:
-        from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
-    except ImportError:  # pragma: no cover - tiktoken without its bundled plugin
-        return tiktoken.get_encoding(name)
-    constructor = ENCODING_CONSTRUCTORS.get(name)
-    if constructor is None:
-        return tiktoken.get_encoding(name)
-    spec = constructor()
+    if name == _SHIPPED:
+        spec: dict[str, Any] = {
+            "name": name,
+            "pat_str": _CL100K_PATTERN,
+            "mergeable_ranks": shipped_ranks(),
+            "special_tokens": dict(_CL100K_SPECIAL),
+        }
+    else:
+        try:
+            from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
+        except ImportError:  # pragma: no cover - tiktoken without its bundled plugin
+            return tiktoken.get_encoding(name)
+        constructor = ENCODING_CONSTRUCTORS.get(name)
+        if constructor is None:
+            return tiktoken.get_encoding(name)
+        spec = constructor()
     encoding = tiktoken.Encoding(**spec)
     spec["mergeable_ranks"].clear()
     return encoding
