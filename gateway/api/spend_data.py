@@ -9,8 +9,9 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
-from gateway.accounting.ledger import StoreDown
+from gateway.accounting.ledger import Ledger, StoreDown
 from gateway.admin_ops import budget_report, budget_rules
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.services import Services
@@ -135,19 +136,30 @@ async def _budgets(services: Services, now: float) -> list[dict[str, Any]]:
 
 
 async def _burn(services: Services, rule: BudgetRule, now: float) -> dict[str, Any]:
+    return await budget_burn(services.accounts.engine, services.ledger, rule, now)
+
+
+async def budget_burn(
+    engine: Engine, ledger: Ledger, rule: BudgetRule, now: float
+) -> dict[str, Any]:
+    """One budget's current window: cumulative spend per bucket from the window's first bucket
+    to now (hourly; by the minute for windows of a few hours), the live figure it is enforced
+    on, and when it runs out at the current rate. A window that does not start on an hour (a
+    zone with a half-hour offset) includes the part of its first hour before it."""
     try:
-        report = await budget_report(services.ledger, rule, None)
+        report = await budget_report(ledger, rule, None)
     except (StoreUnavailable, StoreDown):
         report = {"usage": None}
     usage = report.get("usage") or {}
     window = usage.get("window") or {}
-    start, end = int(window.get("start") or now - 86400), int(window.get("end") or now)
-    granularity = "hour" if end - start <= 8 * 86400 else "day"
-    r = Range.last(max(int(now) - start, 60), now, granularity)
+    start = int(window["start"]) if window.get("start") else int(now) - 86400  # total: a day
+    end = int(window.get("end") or now)
+    granularity = "minute" if end - start <= 6 * 3600 else "hour"
+    r = Range.since(start, now, granularity)
     filters: dict[str, str] = {}
     if rule.scope in ("team", "key"):
         filters = {"team" if rule.scope == "team" else "key_id": rule.subject or ""}
-    burn = await asyncio.to_thread(queries.cumulative, services.accounts.engine, r, **filters)
+    burn = await asyncio.to_thread(queries.cumulative, engine, r, **filters)
     assert rule.usd_nanos is not None
     limit = rule.usd_nanos * _NANO
     spent = float(usage["usd"]) if usage.get("usd") is not None else (burn[-1][1] * _NANO)
@@ -159,7 +171,7 @@ async def _burn(services: Services, rule: BudgetRule, now: float) -> dict[str, A
         "limit_usd": limit,
         "spent_usd": spent,
         "window": {"kind": rule.window, "start": start, "end": end},
-        "burn": [[t, v * _NANO] for t, v in burn if t <= now + 3600],
+        "burn": [[t, v * _NANO] for t, v in burn],
         "projected_exhaustion": exhaustion,
         "enforcement": rule.enforcement,
     }

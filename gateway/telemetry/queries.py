@@ -36,6 +36,13 @@ class Range:
         start = (int(now) - seconds) // width * width + width
         return cls(start, end, granularity)
 
+    @classmethod
+    def since(cls, start: float, now: float, granularity: str) -> Range:
+        """From the bucket holding `start` through the one holding `now`: a budget window so
+        far, its first bucket included (on a window's first day that is all there is)."""
+        width = GRANULARITIES[granularity]
+        return cls(int(start) // width * width, (int(now) // width + 1) * width, granularity)
+
     def buckets(self) -> list[int]:
         return list(range(self.start, self.end, GRANULARITIES[self.granularity]))
 
