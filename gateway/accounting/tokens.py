@@ -15,8 +15,8 @@ import hashlib
 import logging
 import re
 import zlib
-from importlib import resources
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from typing import Any, Protocol
 
 log = logging.getLogger("gateway.tokens")

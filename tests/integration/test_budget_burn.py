@@ -40,7 +40,9 @@ def spend(engine: Engine, *calls: tuple[str, int]) -> None:
     pending = Pending()
     for when, nanos in calls:
         minute = at(when) // 60 * 60
-        sums = pending.spend.setdefault((minute, "ml", "k1", "chat", "fp16", "miss"), [0] * len(SUMS))
+        sums = pending.spend.setdefault(
+            (minute, "ml", "k1", "chat", "fp16", "miss"), [0] * len(SUMS)
+        )
         sums[_COST] += nanos
     RollupWriter(engine).write(pending)
 

@@ -90,7 +90,9 @@ def test_counts_exactly_offline_in_a_fresh_process_with_no_tiktoken_cache(tmp_pa
         "counter = TokenCounter()\n"
         "print(counter.exact, counter.count('hello world'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
+    }
     env["TMPDIR"] = str(tmp_path)  # tiktoken's default cache lives under the temp dir: empty
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
