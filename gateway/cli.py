@@ -19,6 +19,7 @@ from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
     from gateway.accounting.tokens import TokenCounter
+    from gateway.config.schema import Config
 
 log = logging.getLogger("gateway.cli")
 _SETTINGS_ENV = "TOLLGATE_SERVE_SETTINGS"
@@ -27,6 +28,7 @@ _SETTINGS_ENV = "TOLLGATE_SERVE_SETTINGS"
 @click.group(
     context_settings={"auto_envvar_prefix": "TOLLGATE", "help_option_names": ["-h", "--help"]}
 )
+@click.version_option(package_name="tollgate", prog_name="tollgate")
 def main() -> None:
     """Tollgate: an LLM cost-control gateway."""
 
@@ -91,6 +93,7 @@ def serve(
         "timeout_graceful_shutdown": 30,
         "server_header": False,  # do not advertise the server software
     }
+    click.echo(_serving_line(config_path, loaded.config, host, port, workers), err=True)
     if workers == 1:
         from gateway.app import create_app
 
@@ -98,6 +101,19 @@ def serve(
         return
     os.environ[_SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **options)
+
+
+def _serving_line(
+    config_path: str | None, config: Config, host: str, port: int, workers: int
+) -> str:
+    """What a newcomer needs first: which config, how much of it, and where to point curl."""
+    what = config_path if config_path else "the embedded default (simulated backends)"
+    shown = f"[{host}]" if ":" in host else host
+    plural = "s" if workers != 1 else ""
+    return (
+        f"serving {what} ({len(config.backends)} backends, {len(config.models)} models) on "
+        f"http://{shown}:{port}" + (f" with {workers} worker{plural}" if workers > 1 else "")
+    )
 
 
 def worker_app() -> Any:

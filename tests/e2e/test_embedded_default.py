@@ -32,6 +32,19 @@ def test_any_key_works_and_start_up_says_so(embedded: GatewayProcess) -> None:
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 16
     assert "OPEN ACCESS" in embedded.logs()
+    assert (
+        "serving the embedded default (simulated backends) (5 backends, 2 models) on "
+        f"http://127.0.0.1:{embedded.port}"
+    ) in embedded.logs()
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"tollgate, version {version('tollgate')}"
 
 
 def test_streams_through_the_sdk(embedded: GatewayProcess) -> None:
