@@ -80,7 +80,7 @@ def serve(
     check_state(config, workers, config_path)
     _check_open_access(config.auth.mode, host)
     tokens = _tokenizer() if workers == 1 else None
-    import uvicorn
+    from gateway.serving import serve as run_server
 
     options: dict[str, Any] = {
         "host": host,
@@ -97,10 +97,10 @@ def serve(
     if workers == 1:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings, loaded, tokens), **options)
+        run_server(create_app(settings, loaded, tokens), **options)
         return
     os.environ[_SETTINGS_ENV] = settings.model_dump_json()
-    uvicorn.run("gateway.cli:worker_app", factory=True, workers=workers, **options)
+    run_server("gateway.cli:worker_app", factory=True, workers=workers, **options)
 
 
 def _serving_line(

@@ -17,12 +17,14 @@ import orjson
 
 from gateway.audit.config import AuditConfig
 from gateway.audit.journal import Journal, JournalSettings
+from gateway.audit.nudge import Nudge
 from gateway.audit.segments import Slot
 from gateway.audit.worker import read_status
 
 log = logging.getLogger("gateway.audit")
 MB = 1024 * 1024
 TICK_S = 0.25
+IDLE_TICK_S = 2.0  # nothing appended and nothing waiting: look less often
 
 
 def journal_dir(config: AuditConfig, data_dir: Path) -> Path:
@@ -47,15 +49,19 @@ def worker_cpus(config: AuditConfig) -> list[int] | None:
 class AuditWorker:
     """The worker process for one journal slot."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self._spec = spec
+    def __init__(self, spec: dict[str, Any], nudge: Nudge) -> None:
+        self._spec = {**spec, "nudge_fd": nudge.read_fd}
+        self._nudge = nudge
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._started = 0.0
 
     def start(self) -> AuditWorker:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.audit.worker"], stdin=subprocess.PIPE, close_fds=True
+            [sys.executable, "-m", "gateway.audit.worker"],
+            stdin=subprocess.PIPE,
+            close_fds=True,
+            pass_fds=(self._nudge.read_fd,),
         )
         assert self.proc.stdin is not None
         self.proc.stdin.write(orjson.dumps(self._spec) + b"\n")
@@ -89,6 +95,9 @@ class AuditWorker:
                 self.proc.wait(5)
         return self.proc.returncode == 0
 
+    def close(self) -> None:
+        self._nudge.close()
+
 
 class AuditLog:
     def __init__(self, journal: Journal, worker: AuditWorker, drain_s: float) -> None:
@@ -101,6 +110,7 @@ class AuditLog:
     def open(cls, config: AuditConfig, url: str, key: bytes, data_dir: Path) -> AuditLog:
         """Blocking (file locks, recovery, a process start): call it from a thread."""
         slot = Slot.acquire(journal_dir(config, data_dir))
+        nudge = Nudge(config.fsync_interval_ms / 1000)
         journal = Journal(
             slot,
             JournalSettings(
@@ -110,6 +120,7 @@ class AuditLog:
                 client_ip=config.client_ip,
                 user_agent=config.user_agent,
             ),
+            nudge,
         )
         journal.open()
         spec = {
@@ -125,7 +136,7 @@ class AuditLog:
             "drain_s": config.drain_seconds,
             "cpus": worker_cpus(config),
         }
-        worker = AuditWorker(spec).start()
+        worker = AuditWorker(spec, nudge).start()
         log.info(
             "audit journal %s (chain %s): %d bytes waiting to ship",
             slot.directory,
@@ -138,10 +149,14 @@ class AuditLog:
         self._task = asyncio.create_task(self._monitor(), name="tollgate-audit-monitor")
 
     async def _monitor(self) -> None:
+        seen = -1
         while True:
-            await asyncio.sleep(TICK_S)
+            journal = self.journal
+            idle = journal.seq == seen and journal.pending_bytes == 0
+            await asyncio.sleep(IDLE_TICK_S if idle else TICK_S)
+            seen = journal.seq
             try:
-                self.journal.refresh()
+                journal.refresh()
                 self.worker.ensure_running()
             except Exception:
                 log.exception("audit monitor tick failed")
@@ -155,6 +170,7 @@ class AuditLog:
             log.error("audit journal not fully drained; the rest ships on the next start")
         self.journal.close()
         self.journal.slot.release()
+        self.worker.close()
 
     def status(self) -> dict[str, Any]:
         worker = read_status(self.journal.directory)

@@ -42,6 +42,8 @@ class ShipperSettings:
     interval_s: float = 0.1
     checkpoint_s: float = 60.0
     max_backoff_s: float = 5.0
+    # Asleep, still look at the journal this often (lines appended with no wake-up).
+    idle_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class Shipper:
         signer: Signer,
         settings: ShipperSettings,
         clock: Callable[[], float] = time.time,
+        report: Callable[[ShipperState], None] | None = None,
     ) -> None:
         self.directory = directory
         self.chain_id = chain_id
@@ -87,11 +90,17 @@ class Shipper:
         self._db_seq: int | None = None
         self._prev = GENESIS  # the chain's last row hash, as the database has it
         self._since_checkpoint = 0
+        self._report = report
+        self._reported = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tollgate-audit-shipper")
         self._thread.daemon = True
         self._thread.start()
+
+    def wake(self) -> None:
+        """New lines may be in the journal (the worker synced after a nudge)."""
+        self._wake.set()
 
     def stop(self, timeout_s: float) -> bool:
         """Drains what is journaled (for at most `timeout_s`); True when all of it is in SQL.
@@ -126,18 +135,35 @@ class Shipper:
                 backoff = 0.05
             except Exception as exc:  # noqa: BLE001 - any failure: keep the journal, retry
                 self._failed(exc)
+                self._publish(force=True)
                 if self._stopping.wait(backoff):
                     return  # stopping while the database is away: the journal keeps it
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
                 continue
             self.state.drained = not progressed
+            self._publish(force=not progressed)
             if progressed:
                 continue
             if self._stopping.is_set():
                 self._final_checkpoint(position)
                 return
-            self._wake.wait(self.settings.interval_s)
+            # Asleep until the worker has synced new lines; then a short gathering pause, so
+            # a busy gateway's events ship in batches rather than one transaction per sync.
+            self._wake.wait(self.settings.idle_s)
             self._wake.clear()
+            self._stopping.wait(self.settings.interval_s)
+
+    def _publish(self, force: bool) -> None:
+        """Progress for /readyz (status.json): before every wait, and every 0.25 s between."""
+        if self._report is None:
+            return
+        now = time.monotonic()
+        if force or now - self._reported >= 0.25:
+            self._reported = now
+            try:
+                self._report(self.state)
+            except OSError:
+                log.warning("could not write the audit worker's status", exc_info=True)
 
     def _failed(self, exc: Exception) -> None:
         self.state.failures += 1

@@ -2,7 +2,8 @@
 auditing. It fsyncs the journal every `fsync_interval_ms` (group commit) and ships it to SQL
 (shipper.py), so the gateway's event loop never waits on a disk flush or a database, and never
 shares its GIL with a thread doing either (measured: an in-process shipper thread cost the
-gateway ~25% of its max req/s through GIL hand-offs alone).
+gateway ~25% of its max req/s through GIL hand-offs alone). It sleeps while nothing is
+appended: the gateway nudges it down a pipe (nudge.py) when calls arrive.
 
 Started by the gateway with its settings as the first line on stdin (the signing key never
 appears in argv). Stops, draining, when the gateway closes that pipe (or on SIGTERM): a pipe
@@ -17,21 +18,24 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gateway.audit.nudge import drain
 from gateway.audit.segments import Syncer
 from gateway.audit.shipper import Shipper, ShipperSettings, ShipperState
 from gateway.audit.signing import Signer
 
 log = logging.getLogger("gateway.audit")
-STATUS_EVERY_S = 0.25
+# Asleep, the worker still looks at the journal this often: a safety net for lines appended
+# without a nudge (another tool writing the journal), never the durability window.
+IDLE_CHECK_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -66,13 +70,49 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _until_eof(stream: Any, stop: threading.Event) -> None:
+def _until_eof(stream: Any, stop: threading.Event, wake: int) -> None:
     while stream.read(4096):
         pass
     stop.set()
+    os.write(wake, b"!")
 
 
-def run(spec: dict[str, Any], stop: threading.Event) -> int:
+class SyncLoop:
+    """Group commit, awake only while calls arrive: after a nudge, fdatasync at once and then
+    after every `interval`; after a quiet interval, one last sync and sleep until the next
+    nudge (or a stop). Each sync that may have found new lines wakes the shipper."""
+
+    def __init__(
+        self, syncer: Syncer, shipper: Shipper, interval: float, nudge_fd: int, wake_fd: int
+    ) -> None:
+        self._syncer = syncer
+        self._shipper = shipper
+        self._interval = interval
+        self._nudge_fd = nudge_fd
+        self._wake_fd = wake_fd
+        os.set_blocking(nudge_fd, False)
+        os.set_blocking(wake_fd, False)
+        self.syncs = 0
+
+    def run(self, stop: threading.Event, parent: int) -> int:
+        fds = [self._nudge_fd, self._wake_fd]
+        awake = True  # a journal left by a predecessor is synced and shipped at once
+        while not stop.is_set():
+            readable, _, _ = select.select(fds, [], [], self._interval if awake else IDLE_CHECK_S)
+            if self._wake_fd in readable:
+                drain(self._wake_fd)
+            nudged = self._nudge_fd in readable and drain(self._nudge_fd)
+            self._syncer.sync()
+            self.syncs += 1
+            if nudged or awake or not readable:
+                self._shipper.wake()
+            awake = nudged
+            if os.getppid() != parent:
+                return 1
+        return 0
+
+
+def run(spec: dict[str, Any], stop: threading.Event, wake_fd: int) -> int:
     from gateway.stores.sql import make_engine
 
     directory = Path(spec["directory"])
@@ -89,17 +129,13 @@ def run(spec: dict[str, Any], stop: threading.Event) -> int:
             interval_s=spec["ship_interval_s"],
             checkpoint_s=spec["checkpoint_s"],
         ),
+        report=lambda state: write_status(directory, state),
     )
     syncer = Syncer(directory)
     shipper.start()
-    last_status = 0.0
-    while not stop.wait(spec["fsync_interval_s"]):
-        syncer.sync()
-        if time.monotonic() - last_status >= STATUS_EVERY_S:
-            write_status(directory, shipper.state)
-            last_status = time.monotonic()
-        if os.getppid() != spec["parent"]:
-            return 1
+    loop = SyncLoop(syncer, shipper, spec["fsync_interval_s"], spec["nudge_fd"], wake_fd)
+    if loop.run(stop, spec["parent"]):
+        return 1
     syncer.sync()
     drained = shipper.stop(spec["drain_s"])
     syncer.sync()
@@ -111,7 +147,13 @@ def run(spec: dict[str, Any], stop: threading.Event) -> int:
 
 def main() -> None:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    wake_r, wake_w = os.pipe()
+
+    def terminate(*_: object) -> None:
+        stop.set()
+        os.write(wake_w, b"!")
+
+    signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the gateway stops us, after draining
     spec = orjson.loads(sys.stdin.buffer.readline())
     _die_with_parent(spec["parent"])
@@ -121,12 +163,12 @@ def main() -> None:
         except OSError as exc:  # e.g. CPUs outside this container's cpuset
             log.warning("audit worker stays on the gateway's CPUs: %s", exc)
 
-    threading.Thread(target=_until_eof, args=(sys.stdin.buffer, stop), daemon=True).start()
+    threading.Thread(target=_until_eof, args=(sys.stdin.buffer, stop, wake_w), daemon=True).start()
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s [audit-worker] %(message)s",
     )
-    sys.exit(run(spec, stop))
+    sys.exit(run(spec, stop, wake_r))
 
 
 if __name__ == "__main__":
