@@ -145,9 +145,14 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-def config_check(file: str) -> None:
+@click.option(
+    "--no-env",
+    is_flag=True,
+    help="Do not require the secrets the config names (api_key_env, key_env) to be set here.",
+)
+def config_check(file: str, no_env: bool) -> None:
     """Validate FILE (and its policy files) without serving; exit 2 if invalid."""
-    loaded = load_or_exit(file)
+    loaded = load_or_exit(file, check_env=not no_env)
     cfg = loaded.config
     click.echo(
         f"{file}: OK ({len(cfg.backends)} backends, {len(cfg.models)} models, "

@@ -48,7 +48,10 @@ class Admin:
     def load(cls, config_path: str | None) -> Admin:
         from gateway.settings import Settings
 
-        loaded = load_or_exit(Settings(config_path=config_path).resolved_config_path())
+        # Admin commands need the database and limits, not every upstream's secret.
+        loaded = load_or_exit(
+            Settings(config_path=config_path).resolved_config_path(), check_env=False
+        )
         config: Config = loaded.config
         return cls(config, os.environ.get("TOLLGATE_DATABASE_URL") or config.database.url)
 
@@ -74,9 +77,9 @@ class Admin:
         return Ledger(store, limits.on_store_failure, ZoneInfo(limits.timezone))
 
 
-def load_or_exit(path: str) -> Any:
+def load_or_exit(path: str, *, check_env: bool = True) -> Any:
     try:
-        return load_config(path)
+        return load_config(path, check_env=check_env)
     except ConfigError as exc:
         click.echo(
             f"invalid configuration ({len(exc.problems)} problem"

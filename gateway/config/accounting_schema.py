@@ -133,15 +133,6 @@ class LimitsConfig(_Strict):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
-    @model_validator(mode="after")
-    def _unique(self) -> LimitsConfig:
-        for kind, items in (("budget", self.budgets), ("rate limit", self.rate_limits)):
-            names = [i.name for i in items]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
-        return self
-
 
 class DatabaseConfig(_Strict):
     """SQL for keys and budgets: SQLite file (embedded) or PostgreSQL (shared by a fleet).

@@ -52,6 +52,17 @@ class Located:
         return f"{self.file}:{best.line}:{best.column}"
 
 
+def dotted(loc: tuple[Any, ...]) -> str:
+    """A path as ops read it: `models.chat.targets[0].backend`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
 class YamlProblem(Exception):
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")

@@ -108,7 +108,85 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         + "auth:\n  keys:\n    - {name: k, key_env: K1}\n"
     )
     found = problems(tmp_path, text)
-    assert len(found) == 2
+    assert [p.split(": ")[1] for p in found] == [
+        "models.chat.targets[0].backend",
+        "pricing[0].backend",
+        "auth.keys[0].key_env",
+    ]
+
+
+def test_schema_errors_do_not_hide_the_later_checks(tmp_path: Path) -> None:
+    """A typo in one section is reported, set aside, and the rest is still checked: later
+    references, prices and policy options, each at its own line."""
+    text = """\
+version: 1
+backends:
+  up: {type: openai, base_url: "http://127.0.0.1:9/v1"}
+  broken: {type: openai, base_url: nope}
+models:
+  chat: {targets: [{backend: up, model: m}]}
+  bad: {targets: []}
+  embed: {targets: [{backend: ghost, model: e}]}
+  uses-broken: {targets: [{backend: broken, model: m}]}
+pricing: [{backend: '*', input: 0.5, output: 1.5}]
+server: {max_body_bytes: lots}
+policies:
+  - use: max_tokens
+    with: {limit: 0}
+  - use: no_such_plugin
+"""
+    found = problems(tmp_path, text)
+    assert [p.split(": ")[0:2] for p in found] == [
+        ["tollgate.yaml:11:26", "server.max_body_bytes"],
+        ["tollgate.yaml:4:36", "backends.broken.base_url"],
+        ["tollgate.yaml:7:18", "models.bad.targets"],
+        ["tollgate.yaml:14:19", "policies[0].with.limit"],
+        ["tollgate.yaml:15:10", "policies[1].use"],
+        ["tollgate.yaml:8:31", "models.embed.targets[0].backend"],
+    ], found
+
+
+def test_a_reference_to_an_invalid_backend_is_not_reported_twice(tmp_path: Path) -> None:
+    found = problems(tmp_path, VALID.replace("base_url: http://127.0.0.1:9/v1", "base_url: 9"))
+    assert len(found) == 1 and "backends.up.openai.base_url" not in found[0]
+    assert found[0].startswith("tollgate.yaml:5:15: backends.up.base_url:"), found
+
+
+@pytest.mark.parametrize("text", ["", "version: 1\n", "version: 1\nmodels: {}\n"])
+def test_a_config_that_serves_nothing_is_an_error(tmp_path: Path, text: str) -> None:
+    (found,) = problems(tmp_path, text)
+    assert "models: no model alias is defined" in found
+
+
+def test_a_price_for_a_backend_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    text = VALID + "  - {backend: upp, input: 1, output: 2}\n"
+    text = text.replace(
+        "pricing: [{backend: up, input: 0.5, output: 1.5}]",
+        "pricing:\n  - {backend: up, input: 0.5, output: 1.5}",
+    )
+    (found,) = problems(tmp_path, text)
+    assert found.startswith("tollgate.yaml:13:15: pricing[1].backend: unknown backend 'upp'")
+
+
+def test_duplicate_names_say_where_the_first_one_is(tmp_path: Path) -> None:
+    text = VALID + "auth:\n  keys:\n    - {name: k, key_sha256: " + "a" * 64 + "}\n"
+    text += "    - {name: k, key_sha256: " + "b" * 64 + "}\n"
+    (found,) = problems(tmp_path, text)
+    assert (
+        found
+        == "tollgate.yaml:15:14: auth.keys[1].name: 'k' is already defined at tollgate.yaml:14:14"
+    )
+
+
+def test_without_the_environment_secrets_are_not_required(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(
+        VALID.replace("    base_url:", "    api_key_env: UPSTREAM_KEY\n    base_url:")
+        + "auth:\n  keys:\n    - {name: k, key_env: K1}\n"
+    )
+    with pytest.raises(ConfigError):
+        load_config(path, env={})
+    assert load_config(path, env={}, check_env=False).config.auth.keys[0].name == "k"
 
 
 def test_env_interpolation_is_typed_and_defaulted(tmp_path: Path) -> None:
@@ -188,6 +266,7 @@ def test_policy_file_limits_are_checked_where_they_are_written(tmp_path: Path) -
         + "limits:\n  budgets:\n    - {name: main, scope: global, tokens: 9}\n"
     )
     assert problems(tmp_path, text) == [
-        "policies/10-a.yaml:2:12: budgets[0].name: 'main' is already defined",
+        "policies/10-a.yaml:2:12: budgets[0].name: 'main' is already defined at "
+        "tollgate.yaml:15:14",
         "policies/10-a.yaml:4:38: rate_limits[0].subject: unknown model 'nope'",
     ]

@@ -124,7 +124,8 @@ def test_sim_models_are_priced_by_their_own_config(tmp_path: Path) -> None:
             "pricing: [{free: true}]\nlimits:\n  budgets:\n"
             "    - {name: b, scope: global, tokens: 1}\n"
             "    - {name: b, scope: global, tokens: 2}\n",
-            "tollgate.yaml:11:3: limits: Value error, duplicate budget names: b",
+            "tollgate.yaml:13:14: limits.budgets[1].name: 'b' is already defined at "
+            "tollgate.yaml:12:14",
         ),
     ],
 )
