@@ -19,7 +19,6 @@ from gateway.audit.service import AuditLog
 from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
-from gateway.backends.base import Backend
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
@@ -55,7 +54,6 @@ class Services:
     telemetry: Telemetry | None = None
     admin_key: str | None = None
     dashboard_key: str | None = None
-    retired: list[Backend] = field(default_factory=list)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
 
     @classmethod
@@ -91,10 +89,7 @@ class Services:
             ],
             capacity=config.server.sink_queue_size,
         )
-        retired: list[Backend] = []
-        reloader = Reloader(
-            loaded.source, ref, deps, config.server.reload_poll_seconds, on_retire=retired.extend
-        )
+        reloader = Reloader(loaded.source, ref, deps, config.server.reload_poll_seconds)
         services = cls(
             settings,
             transport,
@@ -112,7 +107,6 @@ class Services:
             telemetry,
             os.environ.get(config.admin.key_env) or None,
             _env(config.telemetry.dashboard.key_env),
-            retired,
         )
         sinks.start()
         if telemetry is not None:
@@ -125,10 +119,7 @@ class Services:
         await self.sinks.aclose()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
-        runtime = self.runtime.current
-        await runtime.chain.aclose()
-        for backend in [*runtime.backends.values(), *self.retired]:
-            await backend.aclose()
+        await self.runtime.current.aclose()
         await self.transport.aclose()
         await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()

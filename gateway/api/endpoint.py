@@ -76,6 +76,7 @@ class DialectEndpoint:
         token = request_id_var.set(request_id)
         watch: ClientWatch | None = None
         runtime = services.runtime.current  # the call finishes on the config it started on
+        runtime.calls.enter()  # ...which is not closed until it has (reload.py)
         call: Call | None = None
         try:
             call = await self.prepare(scope, receive, send, services, runtime, request_id)
@@ -108,4 +109,5 @@ class DialectEndpoint:
         finally:
             if watch is not None:
                 watch.stop()
+            runtime.calls.leave()
             request_id_var.reset(token)

@@ -7,10 +7,11 @@ are carried over (their pools, semaphores and simulator state survive a reload).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -66,6 +67,31 @@ class RuntimeDeps:
     sql_budgets: Callable[[], tuple[BudgetRule, ...]]
 
 
+class CallCount:
+    """Calls running on one Runtime, so a retired one is closed only once they have finished
+    (its backends' connections and its plugins' resources are still in use until then)."""
+
+    __slots__ = ("_idle", "running")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.running += 1
+
+    def leave(self) -> None:
+        self.running -= 1
+        if self.running == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        if self.running == 0:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     loaded: LoadedConfig
@@ -76,10 +102,20 @@ class Runtime:
     auth: Authenticator
     generation: int
     costing: Costing
+    calls: CallCount = field(default_factory=CallCount)
 
     @property
     def config(self) -> Config:
         return self.loaded.config
+
+    async def aclose(self, keep: Iterable[Runtime] = ()) -> None:
+        """Closes the policy chain, and the backends none of `keep` (the runtimes still in
+        use: the current one, others still draining) carried over."""
+        await self.chain.aclose()
+        kept = {id(b) for runtime in keep for b in runtime.backends.values()}
+        for backend in self.backends.values():
+            if id(backend) not in kept:
+                await backend.aclose()
 
 
 def build_runtime(
@@ -178,12 +214,6 @@ def _warn_if_store_changed(limits: LimitsConfig, ledger: Ledger) -> None:
             ledger.on_failure,
             ledger.zone.key,
         )
-
-
-def retired_backends(old: Runtime, new: Runtime) -> list[Backend]:
-    """Backends the old runtime had that the new one no longer uses (close after draining)."""
-    kept = {id(b) for b in new.backends.values()}
-    return [b for b in old.backends.values() if id(b) not in kept]
 
 
 def _timeout(t: Timeouts) -> httpx.Timeout:

@@ -11,3 +11,14 @@ def until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(step)
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """`until` for async tests: polls without blocking the event loop the code under test
+    runs on."""
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
