@@ -168,13 +168,15 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage normalized across dialects; `estimated` when Tollgate counted it itself."""
+    """Token usage normalized across dialects; `estimated` when Tollgate counted it itself,
+    `anomaly` when the upstream's own figures could not be true (accounting/usage_guard.py)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     estimated: bool = False
+    anomaly: str | None = None
 
     @property
     def total_tokens(self) -> int:

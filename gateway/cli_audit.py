@@ -52,22 +52,75 @@ def audit() -> None:
 @audit.command("verify")
 @config_option
 @click.option("--since", help="Only rows received from this time (ISO 8601 or 30d).")
-def audit_verify(config_path: str | None, since: str | None) -> None:
-    """Recompute the hash chains and check signed heads and checkpoints. Exit 1 on tampering."""
+@click.option(
+    "--all", "every", is_flag=True, help="Report every problem, not only each chain's first."
+)
+def audit_verify(config_path: str | None, since: str | None, every: bool) -> None:
+    """Recompute the hash chains and check signed heads and checkpoints. Exit 1 on tampering
+    (problems a signed acknowledgement covers are listed, and do not fail the check)."""
     from gateway.audit.verify import verify
 
     admin = Admin.load(config_path)
-    report = verify(admin.engine(), _signer(admin), when(since))
-    if report.ok:
-        click.echo(
-            f"OK: {report.rows} events in {report.chains} chain(s) verified "
-            f"({report.checkpoints} signed checkpoints)"
-        )
-        return
+    report = verify(admin.engine(), _signer(admin), when(since), every=every)
+    for problem, ack in report.acknowledged:
+        click.echo(f"ACKNOWLEDGED {problem.describe()} [{ack.describe()}]")
+    for quarantined in report.quarantined:
+        click.echo(quarantined.describe())
     for problem in report.problems:
         click.echo(problem.describe())
-    click.echo(f"FAILED: {len(report.problems)} chain(s) with problems", err=True)
+    summary = (
+        f"{report.rows} events in {report.chains} chain(s), {report.chains_ok} verified "
+        f"({report.checkpoints} signed checkpoints"
+        + (f", {len(report.acknowledged)} acknowledged problems" if report.acknowledged else "")
+        + (f", {len(report.quarantined)} quarantined events" if report.quarantined else "")
+        + ")"
+    )
+    if report.ok:
+        click.echo(f"OK: {summary}")
+        return
+    click.echo(f"FAILED: {len(report.problems)} problem(s); {summary}", err=True)
     sys.exit(1)
+
+
+@audit.command("acknowledge")
+@config_option
+@click.option("--chain", "chain_id", required=True, help="The chain the problems are in.")
+@click.option("--seq", "seqs", help="N or N-M: the rows; omit for a problem of the chain's head.")
+@click.option("--note", required=True, help="What happened and who looked into it.")
+def audit_acknowledge(config_path: str | None, chain_id: str, seqs: str | None, note: str) -> None:
+    """Record a known incident, signed with the audit key: verify lists its problems as
+    acknowledged, and prune may proceed past them. Only problems verify reports can be
+    acknowledged."""
+    from gateway.audit.incidents import Acknowledgement, acknowledge
+    from gateway.audit.verify import verify
+
+    span = _span(seqs)
+    admin = Admin.load(config_path)
+    engine, signer = admin.engine(), _signer(admin)
+    report = verify(engine, signer, every=True)
+    first, last = span if span is not None else (None, None)
+    probe = Acknowledgement(0, chain_id, first, last, note)
+    covered = [p for p in report.problems if probe.covers(p)]
+    if not covered:
+        fail(f"verify reports no unacknowledged problem in chain {chain_id} {seqs or '(head)'}")
+    with engine.begin() as conn:
+        ident = acknowledge(conn, signer, chain_id, span, note)
+    click.echo(f"acknowledgement {ident} recorded for {len(covered)} problem(s):")
+    for problem in covered:
+        click.echo(f"  {problem.describe()}")
+
+
+def _span(seqs: str | None) -> tuple[int, int] | None:
+    if seqs is None:
+        return None
+    first, _, last = seqs.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        fail(f"--seq: {seqs!r} is not N or N-M")
+    if hi < lo:
+        fail(f"--seq: {seqs!r} ends before it starts")
+    return lo, hi
 
 
 @audit.command("export")
@@ -87,11 +140,14 @@ def audit_export(
     fmt: str,
     output: IO[str],
 ) -> None:
-    """Events with their decisions, money in USD."""
+    """Events with their decisions, money in USD, and each row's verification."""
     from gateway.audit.export import rows, write
+    from gateway.audit.verify import verify
 
     admin = Admin.load(config_path)
-    count = write(rows(admin.engine(), when(since), when(until), team), output, fmt)
+    engine = admin.engine()
+    flagged = verify(engine, _signer(admin), when(since), every=True).flagged()
+    count = write(rows(engine, when(since), when(until), team, flagged), output, fmt)
     click.echo(f"exported {count} events", err=True)
 
 

@@ -7,16 +7,30 @@ HTTP. Every call, whatever its outcome, ends in exactly one CallRecord.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.accounting.request_size import output_cap
 from gateway.accounting.tokens import TokenCounter, prompt_tokens
+from gateway.accounting.usage_guard import plausible
 from gateway.backends import bridge
 from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream
-from gateway.call import Answer, Call, CallRecord, Deny, Dialect, Endpoint, Outcome, Usage
+from gateway.call import (
+    NO_MONEY,
+    Answer,
+    Call,
+    CallRecord,
+    Decision,
+    Deny,
+    Dialect,
+    Endpoint,
+    Outcome,
+    Usage,
+)
 from gateway.config.runtime import Runtime
 from gateway.errors import (
     ModelNotFound,
@@ -28,6 +42,8 @@ from gateway.errors import (
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter
+
+log = logging.getLogger("gateway.pipeline")
 
 
 async def _nothing() -> None:
@@ -65,16 +81,32 @@ class Recorder:
     journal: DurableSink | None = None
 
     def record(self, call: Call, outcome: Outcome, runtime: Runtime) -> None:
+        """Total: whatever went wrong before, the call gets exactly one record."""
         outcome.completed_at = time.time()
-        if outcome.usage is None and outcome.disconnected and outcome.target is not None:
-            # Abandoned before any usage came back: the prompt was (at least) processed.
-            count = prompt_tokens(call.endpoint, call.body, self.tokens)
-            outcome.usage = Usage(input_tokens=count, estimated=True)
-        outcome.money = runtime.costing.money(call.model, outcome)
+        try:
+            self._account(call, outcome, runtime)
+        except Exception:  # never let a bug in accounting leave a call unrecorded
+            log.exception(
+                "accounting for call %s failed; recorded without its cost", call.request_id
+            )
+            outcome.money = NO_MONEY
+            call.decide(Decision("accounting", "modify", "cost could not be computed"))
         record = CallRecord.of(call, outcome)
         if self.journal is not None:
             self.journal.append(record)
         self.sinks.submit(record)
+
+    def _account(self, call: Call, outcome: Outcome, runtime: Runtime) -> None:
+        if outcome.usage is None and outcome.disconnected and outcome.target is not None:
+            # Abandoned before any usage came back: the prompt was (at least) processed.
+            count = prompt_tokens(call.endpoint, call.body, self.tokens)
+            outcome.usage = Usage(input_tokens=count, estimated=True)
+        if outcome.usage is not None:
+            usage = plausible(outcome.usage, output_cap(call.endpoint, call.body))
+            if usage.anomaly is not None:
+                call.decide(Decision("upstream", "modify", f"usage anomaly: {usage.anomaly}"))
+            outcome.usage = usage
+        outcome.money = runtime.costing.money(call.model, outcome)
 
 
 @dataclass(slots=True)

@@ -1,11 +1,16 @@
-"""Alembic environment: gateway.stores.migrate hands over the engine (no URL in an ini file)."""
+"""Alembic environment: gateway.stores.migrate hands over the engine (no URL in an ini file).
+
+Every table module is imported so `target_metadata` holds the whole schema: `alembic check`
+and autogenerate then compare against all of it (without them they would propose dropping the
+audit and rollup tables)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from gateway.stores.sql import metadata
+from gateway.stores.migrate import env_metadata
 
+metadata = env_metadata()
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:
     context.configure(

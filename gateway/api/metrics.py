@@ -92,6 +92,9 @@ _AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
      lambda s: s["journal_alarm"]),
     ("tollgate_audit_worker_restarts", "Audit worker processes restarted after dying.",
      lambda s: s["worker_restarts"]),
+    ("tollgate_audit_quarantined_events",
+     "Audit events the database rejected, kept in tollgate_audit_quarantine (alarm on > 0).",
+     lambda s: s["quarantined"]),
 )  # fmt: skip
 
 

@@ -50,11 +50,23 @@ def prompt_hash(body: dict[str, Any] | None) -> str | None:
     return hashlib.sha256(orjson.dumps(prompt, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _clean(text: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL: one such byte must not wedge the shipper."""
-    if text is None or "\x00" not in text:
-        return text
-    return text.replace("\x00", "\ufffd")
+def _clean(text: str | None, limit: int | None = None) -> str | None:
+    """A value as its column can hold it: PostgreSQL text cannot hold NUL, and a value longer
+    than its column is cut and marked (`...[N chars in all]`), so no client-chosen string can
+    make the database reject the event and wedge the shipper behind it."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if limit is not None and len(text) > limit:
+        mark = f"...[{len(text)} chars in all]"
+        text = text[: limit - len(mark)] + mark
+    return text
+
+
+# Column widths (tables.py) of the strings a client or an upstream can choose.
+NAME = 200
+SHORT = 64
 
 
 # The event's columns, in the order of its canonical form (hashes and the row id aside).
@@ -93,12 +105,14 @@ def journal_line(
     completed = round(record.completed_at * 1_000_000)
     first = micros(record.first_byte_at)
     values: list[Any] = [
-        chain_id, seq, record.request_id, received, first, completed,
-        p.key_id, _clean(p.name), _clean(p.user), _clean(p.team), _clean(p.org),
-        [_clean(t) for t in p.tags] if p.tags else [],
-        record.dialect, record.endpoint, _clean(record.model), record.stream,
-        record.backend, record.tier, None, record.upstream_model,
-        record.kind, record.status, record.error_type, record.cache,
+        chain_id, seq, _clean(record.request_id, SHORT), received, first, completed,
+        _clean(p.key_id, SHORT), _clean(p.name, NAME), _clean(p.user, NAME),
+        _clean(p.team, NAME), _clean(p.org, NAME),
+        [_clean(t, NAME) for t in p.tags[:64]] if p.tags else [],
+        record.dialect, record.endpoint, _clean(record.model, NAME), record.stream,
+        _clean(record.backend, NAME), _clean(record.tier, SHORT), None,
+        _clean(record.upstream_model, NAME),
+        record.kind, record.status, _clean(record.error_type, SHORT), record.cache,
     ]  # fmt: skip
     if u is not None:
         values += (u.input_tokens, u.output_tokens, u.cached_tokens, u.cache_write_tokens,
@@ -114,7 +128,7 @@ def journal_line(
     agent = record.user_agent
     values += (
         completed - received, first - received if first is not None else None,
-        record.client_ip if client_ip else None,
+        _clean(record.client_ip, SHORT) if client_ip else None,
         _clean(agent[:1000]) if user_agent and agent else None,
         prompt_hash(record.body), record.capture,
     )  # fmt: skip
@@ -127,7 +141,7 @@ def journal_line(
     else:
         values += (None, None)
     values.append(
-        [[_clean(d.plugin), d.action, _clean(d.reason), d.enforced] for d in record.decisions]
+        [[_clean(d.plugin, NAME), d.action, _clean(d.reason), d.enforced] for d in record.decisions]
     )
     line = orjson.dumps(values)
     if stored:

@@ -1,12 +1,14 @@
 """`tollgate audit export`: events in a time range as CSV or JSON lines, for auditors' tools.
 
-Money in USD (exact decimal strings), times in ISO 8601 UTC, decisions as JSON.
+Money in USD (exact decimal strings), times in ISO 8601 UTC, decisions as JSON, booleans as
+`true`/`false`, and `verification`: `ok`, or the problem `verify` finds with the row
+(`altered`, `inserted`), so a spreadsheet never shows a tampered row as an ordinary one.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import IO, Any
@@ -23,12 +25,17 @@ COLUMNS = (
     *(str(c.name) for c in tables.events.columns if c.name not in _HIDDEN),
     *(m.removesuffix("_nanousd") + "_usd" for m in _MONEY),
     "decisions",
+    "verification",
 )
 BATCH = 2000
 
 
 def rows(
-    engine: Engine, since: datetime | None, until: datetime | None, team: str | None
+    engine: Engine,
+    since: datetime | None,
+    until: datetime | None,
+    team: str | None,
+    flagged: Mapping[tuple[str, int], str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     ev, dec = tables.events, tables.decisions
     where = []
@@ -58,7 +65,10 @@ def rows(
                          "enforced": d.enforced}
                     )  # fmt: skip
             for r in chunk:
-                yield _record(r._mapping, decided.get((r.chain_id, r.seq), []))
+                record = _record(r._mapping, decided.get((r.chain_id, r.seq), []))
+                if flagged is not None:
+                    record["verification"] = flagged.get((r.chain_id, r.seq), "ok")
+                yield record
 
 
 def _record(row: Any, decisions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -89,6 +99,9 @@ def write(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
     writer.writeheader()
     for record in records:
         flat = dict(record)
+        for name, value in flat.items():
+            if isinstance(value, bool):
+                flat[name] = "true" if value else "false"
         flat["tags"] = orjson.dumps(record.get("tags") or []).decode()
         flat["decisions"] = orjson.dumps(record["decisions"]).decode()
         writer.writerow(flat)

@@ -1,9 +1,10 @@
 """`tollgate audit prune --before`: retention without breaking the chain.
 
 Per chain, the rows received before the cut-off form a prefix (sequence order); that prefix is
-verified first (pruning must not destroy the evidence of tampering), then a signed `prune`
-checkpoint records the last removed row's hash, and the rows go, all in one transaction.
-`verify` then starts the chain at that anchor.
+verified first (pruning must not destroy the evidence of tampering: a problem stops it unless a
+signed acknowledgement covers it, incidents.py), then a signed `prune` checkpoint records the
+last removed row's hash, and the rows go, all in one transaction. `verify` then starts the
+chain at that anchor; acknowledgements are kept.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select
 
-from gateway.audit import tables
+from gateway.audit import incidents, tables
+from gateway.audit.chaincheck import ChainCheck, Problem, Tally
+from gateway.audit.incidents import Acknowledgement
 from gateway.audit.signing import Signer, insert_checkpoint
-from gateway.audit.verify import ChainCheck, Problem, Report
+from gateway.audit.verify import unacknowledged
 
 
 class PruneRefused(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(
-            f"refusing to prune: the rows to remove do not verify: {problem.describe()}"
+            f"refusing to prune: the rows to remove do not verify: {problem.describe()} "
+            "(once the incident is understood, `tollgate audit acknowledge` records it, signed, "
+            "and prune may proceed past it)"
         )
         self.problem = problem
 
@@ -38,16 +43,23 @@ def prune(engine: Engine, signer: Signer, before: datetime) -> list[Pruned]:
     done: list[Pruned] = []
     with engine.connect() as conn:
         chain_ids = [r[0] for r in conn.execute(select(tables.chains.c.chain_id))]
+        acks, forged = incidents.load(conn, signer)
+    if forged:
+        raise PruneRefused(forged[0])
     for chain_id in chain_ids:
         with engine.begin() as conn:
-            result = _prune_chain(conn, signer, chain_id, before)
+            result = _prune_chain(conn, signer, chain_id, before, acks)
         if result is not None:
             done.append(result)
     return done
 
 
 def _prune_chain(
-    conn: Connection, signer: Signer, chain_id: str, before: datetime
+    conn: Connection,
+    signer: Signer,
+    chain_id: str,
+    before: datetime,
+    acks: list[Acknowledgement],
 ) -> Pruned | None:
     ev = tables.events
     first_kept = conn.execute(
@@ -63,14 +75,20 @@ def _prune_chain(
     boundary = conn.execute(
         select(ev.c.row_hash).where(ev.c.chain_id == chain_id, ev.c.seq == through)
     ).first()
+    if boundary is None:  # the last row to go may be a quarantined link
+        q = tables.quarantine
+        boundary = conn.execute(
+            select(q.c.row_hash).where(q.c.chain_id == chain_id, q.c.seq == through)
+        ).first()
     if boundary is None:
         return None  # nothing older than the cut-off (or already pruned up to here)
     head = conn.execute(select(tables.chains).where(tables.chains.c.chain_id == chain_id)).first()
-    problem = ChainCheck(conn, signer, chain_id, head, Report()).run(upto=through)
+    check = ChainCheck(conn, signer, chain_id, head, Tally())
+    problem = unacknowledged(check, acks, through)
     if problem is not None:
         raise PruneRefused(problem)
     insert_checkpoint(conn, signer, chain_id, "prune", through, boundary.row_hash, time.time())
-    for table in (tables.decisions, tables.bodies):
+    for table in (tables.decisions, tables.bodies, tables.quarantine):
         conn.execute(delete(table).where(table.c.chain_id == chain_id, table.c.seq <= through))
     removed = conn.execute(delete(ev).where(ev.c.chain_id == chain_id, ev.c.seq <= through))
     return Pruned(chain_id, through, removed.rowcount)

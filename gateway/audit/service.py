@@ -190,4 +190,7 @@ class AuditLog:
             "journal_alarm": self.journal.alarm,
             "accepting": self.journal.accepting,
             "write_failures": self.journal.failed,
+            # Events the database rejected, kept in tollgate_audit_quarantine (an alarm).
+            "quarantined": int(worker.get("quarantined", 0)),
+            "last_quarantine": worker.get("last_quarantine"),
         }

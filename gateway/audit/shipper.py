@@ -10,6 +10,7 @@ journal grows (journal.py bounds it); events arrive in order when it returns.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from gateway.audit import tables
 from gateway.audit.events import GENESIS, chain_hash, line_seq, micros, split_line, to_datetime
@@ -34,6 +35,32 @@ from gateway.audit.signing import Signer, insert_checkpoint
 
 log = logging.getLogger("gateway.audit")
 READ_BYTES = 4 * 1024 * 1024
+MAX_QUARANTINE_RUN = 20
+
+
+class QuarantineStopped(Exception):
+    """Too many events in a row rejected: the schema, not the data, is wrong."""
+
+
+def rejected_value(exc: BaseException) -> bool:
+    """The database refused a value in the batch (too long, out of range, invalid), as
+    opposed to being unreachable: retrying the same batch can never succeed."""
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return isinstance(
+        exc,
+        psycopg.DataError
+        | psycopg.IntegrityError
+        | sa_exc.DataError
+        | sa_exc.IntegrityError
+        | OverflowError
+        | ValueError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +90,8 @@ class ShipperState:
     failing: bool = False
     last_error: str | None = None
     failures: int = 0
+    quarantined: int = 0
+    last_quarantine: str | None = None
     last_checkpoint: float = field(default_factory=time.time)
 
 
@@ -92,6 +121,7 @@ class Shipper:
         self._since_checkpoint = 0
         self._report = report
         self._reported = 0.0
+        self._streak = 0  # quarantines since the last batch the database took
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tollgate-audit-shipper")
@@ -127,6 +157,9 @@ class Shipper:
         self.state.shipped_seq = position.seq
         backoff = 0.05
         while True:
+            # Read before the step: only a step that began after the stop request has seen
+            # every line appended before it (the last step may have read just before them).
+            stopping = self._stopping.is_set()
             try:
                 position, progressed = self._step(position)
                 if self.state.failing:
@@ -144,9 +177,11 @@ class Shipper:
             self._publish(force=not progressed)
             if progressed:
                 continue
-            if self._stopping.is_set():
+            if stopping:
                 self._final_checkpoint(position)
                 return
+            if self._stopping.is_set():
+                continue  # asked to stop during that step: one more look
             # Asleep until the worker has synced new lines; then a short gathering pause, so
             # a busy gateway's events ship in batches rather than one transaction per sync.
             self._wake.wait(self.settings.idle_s)
@@ -183,7 +218,7 @@ class Shipper:
             return position, False
         fresh = [e for e in entries if e.seq > self._db_seq]
         if fresh:
-            self._prev = self._commit(fresh, self._prev)
+            self._prev = self._isolating(fresh, self._prev)
             self._db_seq = fresh[-1].seq
             self.state.shipped_events += len(fresh)
         after = Position(after.segment, after.offset, after.seq, self._prev)
@@ -195,13 +230,19 @@ class Shipper:
         return after, True
 
     def _db_head(self) -> tuple[int, str]:
-        chains = tables.chains
+        chains, quarantine = tables.chains, tables.quarantine
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(chains.c.last_seq, chains.c.last_hash).where(
                     chains.c.chain_id == self.chain_id
                 )
             ).first()
+            self.state.quarantined = int(
+                conn.execute(
+                    select(func.count()).where(quarantine.c.chain_id == self.chain_id)
+                ).scalar()
+                or 0
+            )
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def _read(self, position: Position) -> tuple[list[Entry], Position]:
@@ -232,6 +273,61 @@ class Shipper:
         return segment_path(self.directory, number + 1).exists()
 
     # -- SQL -------------------------------------------------------------------------------
+
+    def _isolating(self, entries: list[Entry], prev: str) -> str:
+        """Commits the batch; if the database rejects it for a value it cannot store, halves
+        it until the rejected event is alone, and quarantines that one (the rest ship)."""
+        try:
+            last = self._commit(entries, prev)
+        except Exception as exc:
+            if not rejected_value(exc):
+                raise
+            if len(entries) == 1:
+                return self._quarantine(entries[0], prev, exc)
+            middle = len(entries) // 2
+            prev = self._isolating(entries[:middle], prev)
+            return self._isolating(entries[middle:], prev)
+        self._streak = 0
+        return last
+
+    def _quarantine(self, entry: Entry, prev: str, exc: Exception) -> str:
+        """Keeps a rejected event whole in the quarantine table, chained and under the signed
+        head, so nothing is lost or hidden and the events after it still ship. A run of
+        rejections with no success between them is not a bad row but a broken schema: then the
+        shipper stops and says so rather than quarantine the whole journal."""
+        if self._streak >= MAX_QUARANTINE_RUN:
+            raise QuarantineStopped(
+                f"{self._streak} events in a row rejected by the database (last: {exc}); "
+                "not quarantining more: check the audit schema (tollgate db upgrade)"
+            ) from exc
+        row_hash = chain_hash(prev, entry.event)
+        now = self._clock()
+        error = f"{type(exc).__name__}: {exc}".replace("\x00", "")[:2000]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tables.quarantine).values(
+                    chain_id=self.chain_id,
+                    seq=entry.seq,
+                    event=entry.event.decode("utf-8", "replace"),
+                    bodies=entry.bodies.decode("utf-8", "replace") if entry.bodies else None,
+                    prev_hash=prev,
+                    row_hash=row_hash,
+                    error=error,
+                    quarantined_at=to_datetime(micros(now)),
+                )
+            )
+            self._advance_head(conn, entry.seq, row_hash, now)
+        self._streak += 1
+        self.state.quarantined += 1
+        self.state.last_quarantine = f"seq {entry.seq}: {error}"[:500]
+        log.error(
+            "audit event seq %d (chain %s) was rejected by the database and quarantined "
+            "(tollgate_audit_quarantine); the events after it ship: %s",
+            entry.seq,
+            self.chain_id,
+            error,
+        )
+        return row_hash
 
     def _commit(self, entries: list[Entry], prev: str) -> str:
         """Chains and inserts a batch in one transaction; returns the new last hash."""

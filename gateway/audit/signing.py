@@ -34,6 +34,11 @@ class Signer:
     def checkpoint(self, kind: str, chain_id: str, seq: int, row_hash: str, created_us: int) -> str:
         return self._sign("checkpoint", kind, chain_id, seq, row_hash, created_us)
 
+    def acknowledgement(
+        self, chain_id: str, first: int | None, last: int | None, note: str, created_us: int
+    ) -> str:
+        return self._sign("ack", chain_id, first, last, note, created_us)
+
     @staticmethod
     def same(expected: str, given: str) -> bool:
         return hmac.compare_digest(expected, given)

@@ -122,3 +122,32 @@ checkpoints = Table(
     Column("signature", String(64), nullable=False),
     Index("ix_tollgate_audit_checkpoints_chain", "chain_id", "seq"),
 )
+
+# Events the database rejected (a value it cannot store), kept in full: each is still a link of
+# its chain (its hash is chained and signed), so verify reports it as quarantined, not deleted.
+quarantine = Table(
+    "tollgate_audit_quarantine",
+    metadata,
+    Column("chain_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("event", Text, nullable=False),  # the canonical event line, as hashed
+    Column("bodies", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("quarantined_at", TS, nullable=False),
+)
+
+# A known incident (problems `verify` reported), acknowledged with the audit signing key:
+# verify still lists what it covers, as acknowledged, and retention may prune past it.
+acknowledgements = Table(
+    "tollgate_audit_acknowledgements",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("chain_id", String(32), nullable=False),
+    Column("first_seq", BigInteger),  # None: problems of the chain as a whole (its head)
+    Column("last_seq", BigInteger),
+    Column("note", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("signature", String(64), nullable=False),
+)

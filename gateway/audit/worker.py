@@ -48,6 +48,8 @@ def write_status(directory: Path, state: ShipperState) -> None:
         "failing": state.failing,
         "last_error": state.last_error,
         "failures": state.failures,
+        "quarantined": state.quarantined,
+        "last_quarantine": state.last_quarantine,
     }
     tmp = directory / "status.json.tmp"
     tmp.write_bytes(orjson.dumps(status))

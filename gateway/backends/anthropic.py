@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
+from gateway.accounting.usage_guard import estimated_instead, read_count, trusted
 from gateway.backends.base import UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import map_transport_error
 from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
@@ -106,15 +107,18 @@ class AnthropicBackend:
             payload = {}
         meta = anthropic_meta(payload, payload.get("stop_reason"))
         reported = usage_from_anthropic(payload.get("usage"))
-        if reported is not None:
-            return reported, meta
-        text = ""
-        if isinstance(payload, dict):
-            text = "".join(
-                str(b.get("text", "")) for b in payload.get("content") or () if isinstance(b, dict)
-            )
+        believed = trusted(reported)
+        if believed is not None:
+            return believed, meta
+        blocks = payload.get("content")
+        text = (
+            "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+            if isinstance(blocks, list)
+            else ""
+        )
         prompt = anthropic_prompt_tokens(body, self._tokens)
-        return Usage(prompt, self._tokens.count(text), estimated=True), meta
+        estimate = Usage(prompt, self._tokens.count(text), estimated=True)
+        return estimated_instead(estimate, reported), meta
 
     async def aclose(self) -> None:
         return None
@@ -171,24 +175,42 @@ class EventRelay:
             if not data or data[:1] != b"{":
                 continue
             if b'"message_start"' in data or b'"message_delta"' in data:
-                payload = orjson.loads(data)
-                kind = payload.get("type")
-                if kind == "message_start":
-                    self._message = payload.get("message") or {}
-                    self._start = self._message.get("usage") or {}
-                elif kind == "message_delta":
-                    self._stop = (payload.get("delta") or {}).get("stop_reason")
-                    usage = payload.get("usage") or {}
-                    self._start.update({k: v for k, v in usage.items() if v is not None})
-                    self._output = int(usage.get("output_tokens") or 0)
-                    self._seen.clear()
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(payload, dict):
+                    self._learn_event(payload)
+
+    def _learn_event(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("type")
+        if kind == "message_start":
+            message = payload.get("message")
+            self._message = message if isinstance(message, dict) else {}
+            usage = self._message.get("usage")
+            self._start = dict(usage) if isinstance(usage, dict) else {}
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            self._stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+            usage = payload.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
+            self._start.update({k: v for k, v in usage.items() if v is not None})
+            bad: list[str] = []
+            self._output = read_count(usage, "output_tokens", bad)
+            if bad:
+                self._output = None  # implausible: estimated from the text instead
+                self._start["output_tokens"] = None
+            self._seen.clear()
 
     def usage(self) -> Usage:
         reported = usage_from_anthropic(self._start, self._output)
-        if reported is not None and self._output is not None:
-            return reported
+        believed = trusted(reported)
+        if believed is not None and self._output is not None:
+            return believed
         prompt = (
-            reported.input_tokens if reported else anthropic_prompt_tokens(self._body, self._tokens)
+            believed.input_tokens
+            if believed is not None
+            else anthropic_prompt_tokens(self._body, self._tokens)
         )
         text = []
         for block in self._seen:
@@ -196,7 +218,8 @@ class EventRelay:
                 data = event_data(event + b"\n\n")
                 if data and b'"text_delta"' in data:
                     text.append(str((orjson.loads(data).get("delta") or {}).get("text", "")))
-        return Usage(prompt, self._tokens.count("".join(text)), estimated=True)
+        estimate = Usage(prompt, self._tokens.count("".join(text)), estimated=True)
+        return estimated_instead(estimate, reported)
 
     def meta(self) -> ResponseMeta | None:
         return anthropic_meta(self._message, self._stop) if self._message else None

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from gateway.accounting.tokens import TokenCounter
+from gateway.accounting.usage_guard import estimated_instead
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.errors import map_transport_error
 from gateway.backends.openai_usage import meta_of, usage_from_openai, usage_of_chunks
@@ -53,6 +54,7 @@ class StreamRelay:
         self._tokens = tokens
         self._backend = backend
         self._reported: Usage | None = None
+        self._anomaly: Usage | None = None
         self._meta: ResponseMeta | None = None
         self._finish: list[str] = []
         self._seen: list[bytes] = []  # relayed blocks, kept until usage is reported
@@ -104,6 +106,9 @@ class StreamRelay:
             usage = usage_from_openai(chunk.get("usage"))
             if usage is None:
                 continue
+            if usage.anomaly is not None:  # implausible: estimated from the stream instead
+                self._anomaly = usage
+                continue
             self._reported = usage
             self._meta = meta_of(chunk, ())
             if self._hide_usage and not chunk.get("choices"):
@@ -122,7 +127,9 @@ class StreamRelay:
             for event in splitter.feed(block)
             if (data := event_data(event)) is not None and data != b"[DONE]"
         ]
-        return usage_of_chunks(payloads, self._request, self._tokens)
+        return estimated_instead(
+            usage_of_chunks(payloads, self._request, self._tokens), self._anomaly
+        )
 
     def meta(self) -> ResponseMeta | None:
         finish = tuple(self._finish)

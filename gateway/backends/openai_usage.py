@@ -8,20 +8,23 @@ from typing import Any
 import orjson
 
 from gateway.accounting.tokens import TokenCounter, content_text
+from gateway.accounting.usage_guard import estimated_instead, flagged, read_count, trusted
 from gateway.backends.base import UpstreamRequest
 from gateway.call import ResponseMeta, Usage
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
-    """OpenAI's usage object (incl. prompt_tokens_details.cached_tokens) in internal form."""
+    """OpenAI's usage object (incl. prompt_tokens_details.cached_tokens) in internal form;
+    implausible counts give a usage flagged with the anomaly (usage_guard.py)."""
     if not isinstance(usage, dict) or "prompt_tokens" not in usage:
         return None
-    details = usage.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    bad: list[str] = []
+    reported = Usage(
+        input_tokens=read_count(usage, "prompt_tokens", bad),
+        output_tokens=read_count(usage, "completion_tokens", bad),
+        cached_tokens=read_count(usage.get("prompt_tokens_details"), "cached_tokens", bad),
     )
+    return flagged(reported, bad)
 
 
 def usage_of_body(
@@ -36,10 +39,12 @@ def usage_of_body(
     if isinstance(payload, dict):
         meta = meta_of(payload)
         reported = usage_from_openai(payload.get("usage"))
-        if reported is not None:
-            return reported, meta
-        texts = [choice_text(c, "message") for c in payload.get("choices") or ()]
-        return estimate(request, tokens, "".join(texts)), meta
+        believed = trusted(reported)
+        if believed is not None:
+            return believed, meta
+        choices = payload.get("choices")
+        texts = [choice_text(c, "message") for c in choices] if isinstance(choices, list) else []
+        return estimated_instead(estimate(request, tokens, "".join(texts)), reported), meta
     return estimate(request, tokens, ""), None
 
 

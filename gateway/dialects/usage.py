@@ -9,21 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.accounting.usage_guard import flagged, read_count
 from gateway.call import Usage
 
 
 def usage_from_anthropic(usage: Any, output_tokens: int | None = None) -> Usage | None:
+    """Anthropic's usage in internal form; implausible counts give a usage flagged with the
+    anomaly (usage_guard.py), for the caller to estimate instead."""
     if not isinstance(usage, dict) or "input_tokens" not in usage:
         return None
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    write = int(usage.get("cache_creation_input_tokens") or 0)
-    out = int(usage.get("output_tokens") or 0) if output_tokens is None else output_tokens
-    return Usage(
-        input_tokens=int(usage.get("input_tokens") or 0) + read + write,
+    bad: list[str] = []
+    read = read_count(usage, "cache_read_input_tokens", bad)
+    write = read_count(usage, "cache_creation_input_tokens", bad)
+    out = read_count(usage, "output_tokens", bad) if output_tokens is None else output_tokens
+    reported = Usage(
+        input_tokens=read_count(usage, "input_tokens", bad) + read + write,
         output_tokens=out,
         cached_tokens=read,
         cache_write_tokens=write,
     )
+    return flagged(reported, bad)
 
 
 def anthropic_usage(usage: Usage) -> dict[str, int]:

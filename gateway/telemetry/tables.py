@@ -8,7 +8,7 @@ of the primary key every process adds into).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, SmallInteger, String, Table
+from sqlalchemy import BigInteger, Column, Index, SmallInteger, String, Table
 
 from gateway.call import SAVINGS_KINDS
 from gateway.stores.sql import metadata
@@ -44,6 +44,7 @@ spend = Table(
     *(Column(name, String(200), primary_key=True) for name in DIMENSIONS),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in SUMS),
     Column("key_name", String(200), nullable=False, server_default=""),  # latest seen
+    Index("ix_tollgate_spend_rollups_time", "granularity", "bucket_start"),
 )
 
 latency = Table(

@@ -399,3 +399,37 @@ async def test_verify_since_checks_from_there_through_the_head(audited: AuditedP
     with audited.engine.begin() as conn:
         conn.execute(update(tables.events).where(tables.events.c.id == rows[9].id).values(status=7))
     assert not verify(audited.engine, signer(), since).ok
+
+
+def _doc_examples() -> list[str]:
+    """The SQL examples under "Views" in docs/audit.md, one statement each."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()
+    views = doc[doc.index("## Views") :]
+    block = views[views.index("```sql") + 6 : views.index("```", views.index("```sql") + 6)]
+    return [s.strip() for s in block.split(";") if s.strip()]
+
+
+async def test_the_documented_sql_examples_are_right_on_both_databases(
+    audited: AuditedPipeline,
+) -> None:
+    rows = by_request(audited.engine)
+    ev = tables.events
+    in_week, before = rows["served"], rows["served-int4"]
+    with audited.engine.begin() as conn:  # two ml calls: one in the example's week, one before
+        for row, when in ((in_week, "2026-11-24 10:00:00"), (before, "2026-11-10 10:00:00")):
+            conn.execute(update(ev).where(ev.c.id == row.id).values(received_at=text(f"'{when}'")))
+    examples = _doc_examples()
+    assert len(examples) == 5
+    with audited.engine.connect() as conn:
+        results = [
+            conn.execute(text(sql.replace("<sha256>", in_week.prompt_sha256))).all()
+            for sql in examples
+        ]
+    week, _denied_today, dearest, per_team, same_prompt = results
+    assert [(str(r.day)[:10], r.requests) for r in week] == [("2026-11-24", 1)]
+    exact = Decimal(in_week.cost_nanousd) / 10**9
+    assert Decimal(str(week[0].cost_usd)) == exact
+    assert str(week[0].cost_usd) == format(exact.quantize(Decimal("0.000000001")), "f")
+    assert dearest[0].cost_nanousd == max(r.cost_nanousd for r in rows.values())
+    assert sum(r.cost_nanousd for r in per_team) == sum(r.cost_nanousd for r in rows.values())
+    assert in_week.request_id in {r.request_id for r in same_prompt}

@@ -129,7 +129,10 @@ def test_the_audit_worker_keeps_off_a_pinned_gateways_cores() -> None:
 async def test_a_reload_that_changes_audit_settings_says_they_wait_for_a_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    base = "version: 1\nauth: {mode: open}\nbackends: {sim: {type: sim, models: [{name: m}]}}\n"
+    base = (
+        "version: 1\nauth: {mode: open}\nbackends: {sim: {type: sim, models: [{name: m}]}}\n"
+        "models: {chat: {targets: [{backend: sim, model: m}]}}\n"
+    )
     path = tmp_path / "t.yaml"
     path.write_text(base)
     transport = httpx.AsyncHTTPTransport()

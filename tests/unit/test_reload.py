@@ -63,17 +63,18 @@ async def env(tmp_path: Path, tokens: TokenCounter) -> AsyncIterator[Env]:
 
 
 async def test_a_save_is_read_only_once_it_has_settled(env: Env) -> None:
-    reloader = env.reloader(settle=0.3)
+    reloader = env.reloader(settle=1.0)
     reloader.start()
     try:
-        # A slow save: the file changes every 0.1 s (half-written states in between).
+        # A slow save: the file changes every 0.05 s (half-written states in between), far
+        # more often than the settling time; nothing is read until it stops changing.
         for i in range(5):
             env.path.write_text(BASE.replace("usd: 5", f"usd: {i + 10}")[: 150 + i])
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
             assert reloader.attempts == 0, "read before the file settled"
         env.path.write_text(BASE.replace("usd: 5", "usd: 7"))
-        await eventually(lambda: reloader.attempts == 1)
-        assert env.generation == 2
+        await eventually(lambda: env.generation == 2)
+        assert reloader.attempts == 1
         assert env.ref.current.config.limits.budgets[0].usd == 7
     finally:
         await reloader.aclose()

@@ -209,7 +209,7 @@ def test_telemetry_config_errors_name_the_key(tmp_path: Path, text: str, expecte
     path.write_text(f"version: 1\ntelemetry: {text}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
-    (problem,) = info.value.problems
+    (problem,) = [p for p in info.value.problems if ": telemetry." in p]
     assert expected in problem and ":2:" in problem, problem
 
 
