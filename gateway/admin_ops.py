@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,11 +20,12 @@ from gateway.accounting.limits import budget_counter, subject_label
 from gateway.accounting.pricing import usd
 from gateway.accounting.spend import SPEND_DIMENSIONS
 from gateway.accounting.windows import WINDOW_KINDS, WindowKind, window_at
+from gateway.auth import key_digest
 from gateway.config.accounting_schema import BudgetConfig
 from gateway.config.runtime import yaml_budgets
 from gateway.config.schema import Config
 from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule
-from gateway.stores.keys import KeyRow, create_key
+from gateway.stores.keys import KeyError_, KeyRow, create_key, list_keys
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -88,7 +89,26 @@ class SpendQuery(_Input):
         return value
 
 
-def new_key(engine: Engine, secret: bytes, spec: KeyCreate) -> tuple[KeyRow, str]:
+def key_ids(config: Config, engine: Engine, env: Mapping[str, str]) -> Callable[[str], str | None]:
+    """A key's id by its name: a virtual key's from SQL, a static key's from its hash (given,
+    or of its secret when this process has it)."""
+    virtual = {row.name: row.id for row in list_keys(engine)}
+    static: dict[str, str] = {}
+    for key in config.auth.keys:
+        secret = env.get(key.key_env) if key.key_env else None
+        sha = key.key_sha256 or (key_digest(secret) if secret else None)
+        if sha is not None:
+            static[key.name] = sha[:16]
+    return lambda name: virtual.get(name) or static.get(name)
+
+
+def new_key(
+    engine: Engine, secret: bytes, spec: KeyCreate, config: Config | None = None
+) -> tuple[KeyRow, str]:
+    """A virtual key; its name may not be a static key's either (names are unique across
+    both, so per-key spend rows and reports never mix two keys)."""
+    if config is not None and any(k.name == spec.name for k in config.auth.keys):
+        raise KeyError_(f"a static key named {spec.name!r} is configured; choose another name")
     return create_key(
         engine,
         secret,
@@ -138,8 +158,14 @@ def budget_rules(config: Config, sql: Sequence[BudgetRule]) -> list[BudgetRule]:
     return [*declared, *(b for b in sql if b.name not in names)]
 
 
-async def budget_report(ledger: Ledger, rule: BudgetRule, value: str | None) -> dict[str, Any]:
-    """A budget's definition and, for one subject, what its current window has used."""
+async def budget_report(
+    ledger: Ledger,
+    rule: BudgetRule,
+    value: str | None,
+    key_id: Callable[[str], str | None] | None = None,
+) -> dict[str, Any]:
+    """A budget's definition and, for one subject, what its current window has used
+    (`key_id`: a key's id by name, for key budgets: their counters are kept by key id)."""
     report = rule.public()
     if rule.scope == "global":
         value = "all"
@@ -149,8 +175,15 @@ async def budget_report(ledger: Ledger, rule: BudgetRule, value: str | None) -> 
         report["usage"] = None
         report["note"] = "this budget applies to each subject separately: pass one to see usage"
         return report
+    ident = None
+    if rule.scope == "key":
+        ident = key_id(value) if key_id is not None else None
+        if ident is None:
+            report["usage"] = None
+            report["note"] = f"no key named {value!r} is known here (a static key needs its secret)"
+            return report
     window, stem = budget_counter(
-        rule, subject_label(rule.scope, value), ledger.clock(), ledger.zone
+        rule, subject_label(rule.scope, value, ident), ledger.clock(), ledger.zone
     )
     used_usd, used_tokens = await ledger.values([f"{stem}:usd", f"{stem}:tokens"])
     report["usage"] = {

@@ -233,7 +233,7 @@ def keys_create(
     if unknown:
         fail(f"unknown model(s): {', '.join(unknown)} (models: {', '.join(admin.config.models)})")
     try:
-        row, secret = new_key(admin.engine(), admin.secret(), spec)
+        row, secret = new_key(admin.engine(), admin.secret(), spec, admin.config)
     except KeyError_ as exc:
         fail(str(exc.args[0]))
     show(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import click
 import orjson
 
-from gateway.admin_ops import BudgetSet, SpendQuery, budget_report, spend_report
+from gateway.admin_ops import BudgetSet, SpendQuery, budget_report, key_ids, spend_report
 from gateway.cli_accounts import Admin, config_option, fail, json_option, show, validated
 from gateway.stores.budgets import BUDGET_WINDOWS, delete_budget, list_budgets
 
@@ -78,10 +79,12 @@ def budgets_show(config_path: str | None, as_json: bool, name: str, value: str |
     if rule is None:
         fail(f"no budget named {name!r}")
 
+    ids = key_ids(admin.config, admin.engine(), os.environ)
+
     async def report() -> dict[str, Any]:
         ledger = await admin.ledger()
         try:
-            return await budget_report(ledger, rule, value)
+            return await budget_report(ledger, rule, value, ids)
         finally:
             await ledger.aclose()
 

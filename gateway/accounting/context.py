@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
+from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.pricing import PriceTable
 from gateway.call import Target
 from gateway.stores.budgets import BudgetRule
@@ -25,3 +26,5 @@ class LimitsContext:
     default_max_tokens: int
     budget_status: int
     prompt_margin: float = 0.0
+    overhead: PromptOverhead = field(default_factory=PromptOverhead)
+    overhead_prior: int = 0

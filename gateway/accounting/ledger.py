@@ -27,6 +27,7 @@ from gateway.stores.counters import (
     HoldTag,
     Refused,
     Settlement,
+    StoreRejected,
     StoreUnavailable,
 )
 from gateway.stores.memory import MemoryCounters
@@ -59,6 +60,7 @@ class Denial:
 class LedgerStats:
     degraded_calls: int = 0
     store_failures: int = 0
+    store_rejections: int = 0
 
 
 class Ledger:
@@ -90,7 +92,12 @@ class Ledger:
 
     def snapshot(self) -> dict[str, int]:
         """Counters for /readyz: how degraded the ledger has been since start."""
-        return {**vars(self.stats), "dropped_settlements": self.settles.dropped}
+        return {
+            **vars(self.stats),
+            "dropped_settlements": self.settles.dropped,
+            "rejected_settlements": self.settles.rejected,
+            "rejected_tallies": self.book.rejected,
+        }
 
     @property
     def shared(self) -> bool:
@@ -106,6 +113,9 @@ class Ledger:
             self._failed(exc)
             store, tag = self._pick(), None
             result = await store.reserve(charges)
+        except StoreRejected:
+            self.stats.store_rejections += 1
+            raise  # this call's reservation only: the store itself is fine
         else:
             self._recovered(store)
         if isinstance(result, Refused):

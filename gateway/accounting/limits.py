@@ -56,21 +56,35 @@ class Line:
                 f"Rate limit reached: {what} allows {self.limit} {per} per minute; "
                 f"retry in {self.window.seconds_left(now)}s."
             )
+        limit = self.limit or 0
+        left = max(limit - current, 0)
         if self.unit == "usd":
-            spent = f"${usd(current):.6f} of ${usd(self.limit or 0):.6f} spent"
+            spent = f"${usd(current):.6f} of ${usd(limit):.6f} spent"
+            remaining = f"${usd(left):.6f} left"
             ask = f"this call may cost up to ${usd(self.charge.amount):.6f}"
         else:
-            spent = f"{current} of {self.limit} tokens used"
+            spent = f"{current} of {limit} tokens used"
+            remaining = f"{left} tokens left"
             ask = f"this call may use up to {self.charge.amount} tokens"
-        return f"Budget exhausted: {what}, {self.window.describe(zone)}: {spent}; {ask}."
+        window = self.window.describe(zone)
+        if left > 0:
+            # Smaller calls still fit: say so, rather than call the budget exhausted.
+            return (
+                f"Budget too low for this call: {what}, {window}: {spent}, {remaining}; {ask} "
+                "(its prompt plus max_tokens at the dearest tier it may use). A smaller "
+                "max_tokens or prompt may fit."
+            )
+        return f"Budget exhausted: {what}, {window}: {spent}; {ask}."
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """A call's worst case: what is reserved before it is forwarded."""
+    """A call's worst case: what is reserved before it is forwarded (`prompt`: the prompt
+    tokens reserved, margin included, before any target's template overhead)."""
 
     usd_nanos: int
     tokens: int
+    prompt: int = 0
 
 
 def _subject_value(scope: str, principal: Principal, model: str) -> str | None:
@@ -113,13 +127,13 @@ class Planner:
         for rule in self.budgets:
             value = _subject_value(rule.scope, principal, model)
             if value is not None and _applies(rule.subject, value):
-                out.extend(self._budget_lines(rule, subject_label(rule.scope, value), ask, now))
+                label = _label(rule.scope, value, principal)
+                out.extend(self._budget_lines(rule, label, ask, now))
         for rate in self.rates:
             value = _subject_value(rate.scope, principal, model)
             if value is not None and _applies(rate.subject, value) and rate.model in (None, model):
-                out.extend(
-                    self._rate_lines(rate, subject_label(rate.scope, value), model, ask, now)
-                )
+                label = _label(rate.scope, value, principal)
+                out.extend(self._rate_lines(rate, label, model, ask, now))
         return out
 
     def _budget_lines(self, rule: BudgetRule, subject: str, ask: Ask, now: float) -> list[Line]:
@@ -169,8 +183,17 @@ def budget_stem(rule: BudgetRule, subject: str, window: Window) -> str:
     return f"b:{rule.name}:{subject}:{window.tag}"
 
 
-def subject_label(scope: str, value: str) -> str:
+def subject_label(scope: str, value: str, key_id: str | None = None) -> str:
+    """How a budget's subject is named in its counters and messages. A key is matched by name
+    but counted by id (`key alice (key_1f..)`): a key that takes a retired key's name, or a
+    static key's, never inherits its counters."""
+    if scope == "key" and key_id is not None:
+        return f"key {value} ({key_id})"
     return f"{scope} {value}"
+
+
+def _label(scope: str, value: str, principal: Principal) -> str:
+    return subject_label(scope, value, principal.key_id if scope == "key" else None)
 
 
 def _ttl(window: Window, now: float) -> int:

@@ -15,6 +15,9 @@ from decimal import Decimal
 from gateway.call import Target, Usage
 
 NANOS_PER_USD = 1_000_000_000
+# No one call costs a million dollars: a price typo times a huge usage is clamped here, so
+# every counter and column stays far inside 64 bits.
+MAX_CALL_NANOS = 10**15
 _NANOS_PER_TOKEN_AT_1_PER_M = Decimal(NANOS_PER_USD) / Decimal(1_000_000)  # = 1000
 
 
@@ -73,13 +76,13 @@ class Price:
             + usage.cache_write_tokens * self.cache_write
             + usage.output_tokens * self.output
         )
-        return math.ceil(total * _NANOS_PER_TOKEN_AT_1_PER_M)
+        return min(math.ceil(total * _NANOS_PER_TOKEN_AT_1_PER_M), MAX_CALL_NANOS)
 
     def worst_case(self, input_tokens: int, output_tokens: int) -> int:
         """The most a call can cost: every prompt token at the dearest input price."""
         dearest = max(self.input, self.cached_input, self.cache_write)
         total = input_tokens * dearest + output_tokens * self.output
-        return math.ceil(total * _NANOS_PER_TOKEN_AT_1_PER_M)
+        return min(math.ceil(total * _NANOS_PER_TOKEN_AT_1_PER_M), MAX_CALL_NANOS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway.stores.counters import CounterStore, Settlement, StoreUnavailable
+from gateway.stores.counters import CounterStore, Settlement, StoreRejected, StoreUnavailable
 from gateway.stores.memory import MemoryCounters
 
 log = logging.getLogger("gateway.settle")
@@ -31,6 +31,7 @@ class SettleQueue:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.rejected = 0
 
     def add(self, store: CounterStore, settlement: Settlement) -> None:
         if isinstance(store, MemoryCounters):
@@ -55,6 +56,21 @@ class SettleQueue:
                     self._on_failure(exc)
                     for settlement in queue:  # kept, retried with the next batch
                         self.add(store, settlement)
+                except StoreRejected:
+                    await self._one_by_one(store, queue)
+
+    async def _one_by_one(self, store: CounterStore, queue: list[Settlement]) -> None:
+        """A batch the store refused: each settlement on its own, so one bad value costs
+        only its own call's settlement (its hold then expires and is swept)."""
+        for settlement in queue:
+            try:
+                await store.release([settlement])
+            except StoreRejected as exc:
+                self.rejected += 1
+                log.error("a settlement was refused by the counter store and dropped: %s", exc)
+            except StoreUnavailable as exc:
+                self._on_failure(exc)
+                self.add(store, settlement)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tollgate-settle")

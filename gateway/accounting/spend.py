@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.accounting.windows import WindowCache, WindowKind
-from gateway.stores.counters import CounterStore, StoreUnavailable, Tally
+from gateway.stores.counters import CounterStore, StoreRejected, StoreUnavailable, Tally
 
 log = logging.getLogger("gateway.spend")
 
@@ -57,6 +57,7 @@ class SpendBook:
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._lock = asyncio.Lock()
         self._failing = False
+        self.rejected = 0
 
     def add(self, spent: Spent) -> None:
         amounts = (spent.usd_nanos, spent.input_tokens, spent.output_tokens, 1)
@@ -85,6 +86,11 @@ class SpendBook:
                     mine = self._pending.setdefault(key, [0, 0, 0, 0])
                     for i, amount in enumerate(row):
                         mine[i] += amount
+            except StoreRejected as exc:
+                # Tallies are bounded sums of bounded usage: this cannot happen short of a bug;
+                # drop the batch (spend is also in the audit log and the rollups), loudly.
+                self.rejected += 1
+                log.error("spend tallies refused by the counter store and dropped: %s", exc)
             else:
                 self._failing = False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,7 @@ from gateway.admin_ops import (
     SpendQuery,
     budget_report,
     budget_rules,
+    key_ids,
     new_key,
     spend_report,
 )
@@ -98,7 +100,11 @@ async def create_key_(request: Request, services: Services) -> Any:
         raise InvalidRequest(f"unknown model(s): {', '.join(unknown)}", param="models")
     try:
         row, secret = await asyncio.to_thread(
-            new_key, services.accounts.engine, services.accounts.ring.secret, spec
+            new_key,
+            services.accounts.engine,
+            services.accounts.ring.secret,
+            spec,
+            services.runtime.current.config,
         )
     except KeyError_ as exc:
         raise InvalidRequest(str(exc.args[0]), param="name", status=409, code="conflict") from exc
@@ -133,7 +139,10 @@ async def show_budget(request: Request, services: Services) -> Any:
     )
     if rule is None:
         raise InvalidRequest(f"no budget named {name!r}", status=404, code="not_found")
-    return await _store(budget_report(services.ledger, rule, request.query_params.get("for")))
+    ids = await asyncio.to_thread(
+        key_ids, services.runtime.current.config, services.accounts.engine, os.environ
+    )
+    return await _store(budget_report(services.ledger, rule, request.query_params.get("for"), ids))
 
 
 async def set_budget_(request: Request, services: Services) -> Any:

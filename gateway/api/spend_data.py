@@ -4,7 +4,9 @@ budget burn-down, the budget counters the budgets are enforced on). No HTTP here
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -12,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger, StoreDown
-from gateway.admin_ops import budget_report, budget_rules
+from gateway.admin_ops import budget_report, budget_rules, key_ids
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.services import Services
 from gateway.stores.budgets import BudgetRule, list_budgets
@@ -136,18 +138,24 @@ async def _budgets(services: Services, now: float) -> list[dict[str, Any]]:
 
 
 async def _burn(services: Services, rule: BudgetRule, now: float) -> dict[str, Any]:
-    return await budget_burn(services.accounts.engine, services.ledger, rule, now)
+    engine = services.accounts.engine
+    ids = await asyncio.to_thread(key_ids, services.runtime.current.config, engine, os.environ)
+    return await budget_burn(engine, services.ledger, rule, now, ids)
 
 
 async def budget_burn(
-    engine: Engine, ledger: Ledger, rule: BudgetRule, now: float
+    engine: Engine,
+    ledger: Ledger,
+    rule: BudgetRule,
+    now: float,
+    key_id: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """One budget's current window: cumulative spend per bucket from the window's first bucket
     to now (hourly; by the minute for windows of a few hours), the live figure it is enforced
     on, and when it runs out at the current rate. A window that does not start on an hour (a
     zone with a half-hour offset) includes the part of its first hour before it."""
     try:
-        report = await budget_report(ledger, rule, None)
+        report = await budget_report(ledger, rule, None, key_id)
     except (StoreUnavailable, StoreDown):
         report = {"usage": None}
     usage = report.get("usage") or {}

@@ -7,7 +7,7 @@ backend the other way round; streams are translated event by event as they arriv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -60,17 +60,23 @@ async def _anthropic_via_openai(
         headers=_trace_headers(request),
     )
     response = await backend.send(upstream)
+    stops = _stop_sequences(request.body)
     if response.stream is not None:
         prompt = anthropic_prompt_tokens(request.body, tokens)
-        stream = Translated(response.stream, _ChunksIn(ChunksToEvents(prompt)))
+        stream = Translated(response.stream, _ChunksIn(ChunksToEvents(prompt, stops)))
         return replace(response, headers=_stream_headers(response), stream=stream)
     if response.status >= 400:
         status, body = openai_error_to_anthropic(response.status, response.body)
         return replace(response, status=status, body=body, headers=_error_headers(response))
     payload = _json(response.body)
     usage = response.usage or Usage()
-    body = orjson.dumps(chat_completion_to_message(payload, usage))
+    body = orjson.dumps(chat_completion_to_message(payload, usage, stops))
     return replace(response, body=body, headers=JSON)
+
+
+def _stop_sequences(body: Mapping[str, Any]) -> tuple[str, ...]:
+    stops = body.get("stop_sequences")
+    return tuple(s for s in stops if isinstance(s, str)) if isinstance(stops, list) else ()
 
 
 async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> UpstreamResponse:

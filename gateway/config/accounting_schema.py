@@ -118,6 +118,9 @@ class LimitsConfig(_Strict):
     # Reserve the prompt estimate plus this fraction: backends apply chat templates and their
     # own tokenizers, so they usually report a few more prompt tokens than tiktoken counts.
     prompt_margin: float = Field(0.1, ge=0, le=10)
+    # What a target's chat template adds to a prompt, reserved until the target has reported
+    # usage (then learnt from it, per target: accounting/overhead.py).
+    prompt_overhead_tokens: int = Field(32, ge=0, le=100_000)
     # A reservation in Redis whose gateway died before settling it is released after this
     # long by any other gateway (keep it above the longest backend `timeouts.total`).
     hold_seconds: float = Field(900.0, ge=1)

@@ -20,6 +20,7 @@ from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
 from gateway.accounting.money import Costing
+from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.pricing import PriceTable
 from gateway.accounting.tokens import TokenCounter
 from gateway.auth import (
@@ -65,6 +66,7 @@ class RuntimeDeps:
     ring: KeyRing
     ledger: Ledger
     sql_budgets: Callable[[], tuple[BudgetRule, ...]]
+    overhead: PromptOverhead = field(default_factory=PromptOverhead)
 
 
 class CallCount:
@@ -195,6 +197,8 @@ def _limits(
         default_max_tokens=limits.default_max_tokens,
         budget_status=limits.budget_status,
         prompt_margin=limits.prompt_margin,
+        overhead=deps.overhead,
+        overhead_prior=limits.prompt_overhead_tokens,
     )
 
 

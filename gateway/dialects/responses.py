@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -49,7 +50,23 @@ def tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def chat_completion_to_message(body: dict[str, Any], usage: Usage) -> dict[str, Any]:
+def matched_stop(choice: dict[str, Any], stop_sequences: Sequence[str]) -> str | None:
+    """The client's stop sequence that ended a choice, when the upstream says which: vLLM and
+    SGLang report it as the choice's `stop_reason` (OpenAI itself does not, and a plain stop
+    then stays `end_turn`)."""
+    reason = choice.get("stop_reason")
+    if (
+        choice.get("finish_reason") == "stop"
+        and isinstance(reason, str)
+        and reason in stop_sequences
+    ):
+        return reason
+    return None
+
+
+def chat_completion_to_message(
+    body: dict[str, Any], usage: Usage, stop_sequences: Sequence[str] = ()
+) -> dict[str, Any]:
     choices = body.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
@@ -68,14 +85,16 @@ def chat_completion_to_message(body: dict[str, Any], usage: Usage) -> dict[str, 
             }
         )
     finish = choice.get("finish_reason")
+    matched = matched_stop(choice, stop_sequences)
+    stop_reason = FINISH_TO_STOP.get(str(finish), "end_turn") if finish else None
     return {
         "id": message_id(body.get("id")),
         "type": "message",
         "role": "assistant",
         "model": body.get("model"),
         "content": content,
-        "stop_reason": FINISH_TO_STOP.get(str(finish), "end_turn") if finish else None,
-        "stop_sequence": None,
+        "stop_reason": "stop_sequence" if matched is not None else stop_reason,
+        "stop_sequence": matched,
         "usage": anthropic_usage(usage),
     }
 

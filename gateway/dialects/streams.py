@@ -7,6 +7,7 @@ for them at once, so a translated stream is as live as a native one.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from gateway.dialects.responses import (
     FINISH_TO_STOP,
     STOP_TO_FINISH,
     chat_id,
+    matched_stop,
     message_id,
 )
 from gateway.dialects.usage import anthropic_usage, openai_usage, usage_from_anthropic
@@ -33,8 +35,10 @@ def openai_event(payload: dict[str, Any]) -> bytes:
 class ChunksToEvents:
     """OpenAI chunks in, Anthropic Messages stream events out."""
 
-    def __init__(self, prompt_tokens: int) -> None:
+    def __init__(self, prompt_tokens: int, stop_sequences: Sequence[str] = ()) -> None:
         self._prompt = prompt_tokens
+        self._stop_sequences = stop_sequences
+        self._matched: str | None = None
         self._started = False
         self._index = -1
         self._open: tuple[str, int] | None = None  # ("text", -1) or ("tool", openai index)
@@ -69,6 +73,9 @@ class ChunksToEvents:
                 out.append(self._tool(call))
             if choice.get("finish_reason"):
                 self._stop = FINISH_TO_STOP.get(str(choice["finish_reason"]), "end_turn")
+                self._matched = matched_stop(choice, self._stop_sequences)
+                if self._matched is not None:
+                    self._stop = "stop_sequence"
         return b"".join(out)
 
     def finish(self, usage: Usage) -> bytes:
@@ -80,7 +87,10 @@ class ChunksToEvents:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": self._stop or "end_turn",
+                        "stop_sequence": self._matched,
+                    },
                     "usage": anthropic_usage(usage),
                 },
             )

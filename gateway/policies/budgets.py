@@ -14,11 +14,13 @@ from typing import Any
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Denial, Hold, StoreDown
 from gateway.accounting.limits import Ask, Line, Planner
+from gateway.accounting.request_size import output_cap
 from gateway.accounting.spend import Spent
 from gateway.accounting.tokens import prompt_tokens
 from gateway.call import Call, Decision, Deny, Outcome, Verdict
-from gateway.errors import ServiceUnavailable
+from gateway.errors import InternalError, ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
+from gateway.stores.counters import StoreRejected
 
 _NAME = "budgets"
 log = logging.getLogger("gateway.budgets")
@@ -66,36 +68,49 @@ class BudgetGuard(PolicyPlugin):
                 code="budget_store_unavailable",
                 headers={"retry-after": "1"},
             ) from exc
+        except StoreRejected as exc:
+            log.error("the counter store refused this call's reservation: %s", exc)
+            raise InternalError(
+                "This call's budget reservation could not be made.", code="budget_error"
+            ) from exc
         if isinstance(result, Denial):
             return self._deny(result)
-        call.state[_NAME] = result
+        call.state[_NAME] = (result, ask.prompt)
         if result.degraded:
             call.decide(Decision(_NAME, "modify", "budget store down: limits enforced locally"))
         self._note_soft(call, result)
         return None
 
     async def on_response(self, call: Call, outcome: Outcome) -> None:
-        held: Hold | None = call.state.pop(_NAME, None)
+        held: tuple[Hold, int] | None = call.state.pop(_NAME, None)
         spent = self._spent(call, outcome)
         if held is not None:
-            self.limits.ledger.settle(held, spent)
+            hold, reserved_prompt = held
+            self.limits.ledger.settle(hold, spent)
+            usage, target = outcome.usage, outcome.target
+            if usage is not None and target is not None and not usage.estimated:
+                self.limits.overhead.observe(target, reserved_prompt, usage.input_tokens)
         elif spent is not None:
             self.limits.ledger.record(spent)
 
     def _ask(self, call: Call) -> Ask:
+        """The call's worst case on any target it may reach: its prompt as counted, plus the
+        margin and the target's learnt template overhead; every completion it can generate
+        (n, best_of, a prompt array) at its max tokens."""
+        limits = self.limits
         body = call.body
         prompt = prompt_tokens(call.endpoint, body, self.context.tokens)
-        output = 0
-        if call.endpoint != "embeddings":
-            cap = body.get("max_completion_tokens") or body.get("max_tokens")
-            output = cap if isinstance(cap, int) else self.limits.default_max_tokens
-            choices = body.get("n")
-            output *= choices if isinstance(choices, int) and choices > 1 else 1
-        targets = call.route.targets if call.route else self.limits.targets.get(call.model, ())
-        prices = [self.limits.prices.price(t) for t in targets]
-        reserved = math.ceil(prompt * (1 + self.limits.prompt_margin))
-        worst = max((p.worst_case(reserved, output) for p in prices if p is not None), default=0)
-        return Ask(usd_nanos=worst, tokens=reserved + output)
+        reserved = math.ceil(prompt * (1 + limits.prompt_margin))
+        output = output_cap(call.endpoint, body, limits.default_max_tokens) or 0
+        targets = call.route.targets if call.route else limits.targets.get(call.model, ())
+        worst, extra = 0, 0
+        for target in targets:
+            overhead = limits.overhead.tokens(target, limits.overhead_prior)
+            extra = max(extra, overhead)
+            price = limits.prices.price(target)
+            if price is not None:
+                worst = max(worst, price.worst_case(reserved + overhead, output))
+        return Ask(usd_nanos=worst, tokens=reserved + extra + output, prompt=reserved)
 
     @staticmethod
     def _spent(call: Call, outcome: Outcome) -> Spent | None:
@@ -129,7 +144,9 @@ class BudgetGuard(PolicyPlugin):
                 headers={"retry-after": retry},
                 error_type="requests" if line.unit == "requests" else "tokens",
             )
-        headers = {}
+        # The official SDKs retry 429s three times unless told not to: a budget does not come
+        # back within their back-off, so each retry would only be one more denied row.
+        headers = {"x-should-retry": "false"}
         if line.window.end is not None:
             headers["x-tollgate-budget-resets"] = str(line.window.end)
         return Deny(

@@ -32,6 +32,10 @@ class SimModel(_Strict):
     output_price_per_mtok: float = Field(0.0, ge=0)
     dimensions: int = Field(256, ge=1)
     default_max_tokens: int = Field(64, ge=1)
+    # Prompt tokens the model's chat template adds to every chat call (Llama 3.1's default
+    # system preamble alone is ~25), reported in usage as a real engine would.
+    template_tokens: int = Field(0, ge=0, le=10_000)
+    max_model_len: int = Field(131_072, ge=16)
 
 
 class Faults(_Strict):

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.sim.engine import Timing
-from gateway.sim.text import words
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """One planned output: its pieces (one token each), why it ends, and optional tool call."""
-
-    pieces: tuple[str, ...]
-    finish_reason: str
-    tool_call: dict[str, Any] | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
+from gateway.sim.generate import Choice
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, Any]:
@@ -37,45 +23,26 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, 
 def error_body(
     message: str, error_type: str, code: str | int | None = None, param: str | None = None
 ) -> bytes:
+    """OpenAI's error shape."""
     return orjson.dumps(
         {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     )
-
-
-def tool_call_for(tools: Any, tool_choice: Any, seed: int) -> dict[str, Any] | None:
-    """A deterministic call of the forced tool ('required': the first), args from its schema."""
-    if not isinstance(tools, list) or not tools:
-        return None
-    function: dict[str, Any] | None = None
-    if tool_choice == "required":
-        first = tools[0]
-        function = first.get("function") if isinstance(first, dict) else None
-    elif isinstance(tool_choice, dict):
-        wanted = (tool_choice.get("function") or {}).get("name")
-        for tool in tools:
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if isinstance(fn, dict) and fn.get("name") == wanted:
-                function = fn
-    if not isinstance(function, dict):
-        return None
-    properties = (function.get("parameters") or {}).get("properties") or {}
-    values = words(seed, max(1, len(properties)))
-    args = {name: values[i].strip() for i, name in enumerate(properties)}
-    return {
-        "id": f"call_{seed % 10**12:012d}",
-        "type": "function",
-        "function": {"name": function.get("name", ""), "arguments": orjson.dumps(args).decode()},
-    }
 
 
 def chat_body(rid: str, model: str, choices: list[Choice], use: dict[str, Any]) -> bytes:
     out = []
     for i, c in enumerate(choices):
         message: dict[str, Any] = {"role": "assistant", "content": c.text or None}
-        if c.tool_call is not None:
-            message = {"role": "assistant", "content": None, "tool_calls": [c.tool_call]}
+        if c.tool_calls:
+            message = {"role": "assistant", "content": None, "tool_calls": list(c.tool_calls)}
         out.append(
-            {"index": i, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
+            {
+                "index": i,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": c.finish_reason,
+                "stop_reason": c.stop,  # as vLLM: the stop string that ended it
+            }
         )
     return orjson.dumps(
         {
@@ -91,7 +58,13 @@ def chat_body(rid: str, model: str, choices: list[Choice], use: dict[str, Any]) 
 
 def completion_body(rid: str, model: str, choices: list[Choice], use: dict[str, Any]) -> bytes:
     out = [
-        {"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+        {
+            "index": i,
+            "text": c.text,
+            "logprobs": None,
+            "finish_reason": c.finish_reason,
+            "stop_reason": c.stop,
+        }
         for i, c in enumerate(choices)
     ]
     return orjson.dumps(
@@ -164,16 +137,17 @@ class ChunkWriter:
         )
 
     def tool_call(self, index: int, call: dict[str, Any]) -> bytes:
-        delta = {"tool_calls": [{"index": 0, **call}]}
+        delta = {"role": "assistant", "tool_calls": [{"index": 0, **call}]}
         return self._event(
             [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
         )
 
-    def finish(self, index: int, reason: str) -> bytes:
+    def finish(self, index: int, reason: str, stop: str | None = None) -> bytes:
         if self.chat:
             choice = {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
         else:
             choice = {"index": index, "text": "", "logprobs": None, "finish_reason": reason}
+        choice["stop_reason"] = stop
         return self._event([choice])
 
     def usage(self, use: dict[str, Any]) -> bytes:

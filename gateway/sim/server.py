@@ -1,4 +1,6 @@
-"""The simulator's OpenAI-compatible HTTP surface, standalone (`tollgate sim`) or in-process."""
+"""The simulator's HTTP surface, standalone (`tollgate sim`) or in-process: OpenAI-compatible
+chat completions, completions and embeddings, and Anthropic Messages, over simulated replicas.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 import itertools
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -15,39 +17,29 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.accounting.tokens import TokenCounter, content_text
+from gateway.accounting.tokens import TokenCounter
+from gateway.sim import messages
 from gateway.sim.config import SimConfig, SimModel
 from gateway.sim.engine import Replica, Timing
+from gateway.sim.generate import Planned, plan
 from gateway.sim.metrics import render
+from gateway.sim.requests import SimError, invalid, openai_chat, openai_completion
 from gateway.sim.responses import (
-    Choice,
     ChunkWriter,
     chat_body,
     completion_body,
     error_body,
     timing_headers,
-    tool_call_for,
     usage,
 )
-from gateway.sim.text import apply_stop, embedding, pack_base64, seed_of, words
+from gateway.sim.text import embedding, pack_base64
+
+Handler = Callable[[dict[str, Any], SimModel, Replica], Awaitable[Response]]
+JSON = "application/json"
 
 
 class StreamDropped(Exception):
     """Raised mid-stream by fault injection: the connection is cut without a clean end."""
-
-
-class SimError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        error_type: str,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.code = status, message, error_type, code
-        self.headers = headers or {}
 
 
 class SimServer:
@@ -68,6 +60,8 @@ class SimServer:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._completions, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
@@ -80,13 +74,24 @@ class SimServer:
     # -- endpoints -------------------------------------------------------------------------
 
     async def _chat(self, request: Request) -> Response:
-        return await self._guarded(request, self._generate, True)
+        return await self._guarded(request, self._openai_chat)
 
     async def _completions(self, request: Request) -> Response:
-        return await self._guarded(request, self._generate, False)
+        return await self._guarded(request, self._openai_completion)
 
     async def _embeddings(self, request: Request) -> Response:
-        return await self._guarded(request, self._embed, False)
+        return await self._guarded(request, self._embed)
+
+    async def _messages(self, request: Request) -> Response:
+        return await self._guarded(request, self._anthropic, anthropic=True)
+
+    async def _count_tokens(self, request: Request) -> Response:
+        async def count(body: dict[str, Any], model: SimModel, replica: Replica) -> Response:
+            ask = messages.parse({**body, "max_tokens": 1})
+            prompt = model.template_tokens + self.tokens.count(ask.prompts[0])
+            return Response(orjson.dumps({"input_tokens": prompt}), media_type=JSON)
+
+        return await self._guarded(request, count, anthropic=True, faults=False)
 
     async def _models(self, request: Request) -> Response:
         data = [
@@ -103,9 +108,7 @@ class SimServer:
             }
             for m in self.models.values()
         ]
-        return Response(
-            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
-        )
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     async def _health(self, request: Request) -> Response:
         return Response(b"", status_code=200)
@@ -117,26 +120,28 @@ class SimServer:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _guarded(self, request: Request, handler: Any, chat: bool) -> Response:
+    async def _guarded(
+        self, request: Request, handler: Handler, anthropic: bool = False, faults: bool = True
+    ) -> Response:
         try:
             try:
                 body = orjson.loads(await request.body())
             except orjson.JSONDecodeError as exc:
-                raise SimError(400, f"invalid JSON body: {exc}", "invalid_request_error") from exc
+                raise invalid(f"invalid JSON body: {exc}") from exc
             if not isinstance(body, dict):
-                raise SimError(400, "body must be a JSON object", "invalid_request_error")
+                raise invalid("body must be a JSON object")
             model = self._model(body)
-            await self._inject_faults()
+            if faults:
+                await self._inject_faults()
             replica = self._replica(model, request.headers.get("x-sim-replica"))
-            response: Response = await handler(body, model, replica, chat)
-            return response
+            return await handler(body, model, replica)
         except SimError as exc:
-            return Response(
-                error_body(exc.message, exc.error_type, exc.code),
-                exc.status,
-                headers=exc.headers,
-                media_type="application/json",
+            payload = (
+                messages.error_body(exc)
+                if anthropic
+                else error_body(exc.message, exc.error_type, exc.code, exc.param)
             )
+            return Response(payload, exc.status, headers=exc.headers, media_type=JSON)
 
     def _model(self, body: dict[str, Any]) -> SimModel:
         name = body.get("model")
@@ -161,71 +166,75 @@ class SimServer:
         group = self.replicas[model.name]
         if pinned is not None:
             if not pinned.isdigit() or int(pinned) >= len(group):
-                raise SimError(
-                    400, f"no replica {pinned} (0..{len(group) - 1})", "invalid_request_error"
-                )
+                raise invalid(f"no replica {pinned} (0..{len(group) - 1})")
             return group[int(pinned)]
         least = min(r.load for r in group)
         idle = [r for r in group if r.load == least]
         return idle[next(self._tiebreak) % len(idle)]
 
-    # -- generation ------------------------------------------------------------------------
+    def _drop_at(self, longest: int) -> int:
+        drop = self.config.faults.drop_rate
+        return longest // 2 if drop and self._faults.random() < drop else -1
 
-    async def _generate(
-        self, body: dict[str, Any], model: SimModel, replica: Replica, chat: bool
+    # -- OpenAI generation -----------------------------------------------------------------
+
+    async def _openai_chat(self, body: dict[str, Any], model: SimModel, r: Replica) -> Response:
+        planned = plan(openai_chat(body), model, self.tokens, self.config.seed, chat=True)
+        return await self._openai(body, model, r, planned, chat=True)
+
+    async def _openai_completion(
+        self, body: dict[str, Any], model: SimModel, r: Replica
     ) -> Response:
-        if model.kind != "chat":
-            raise SimError(400, f"{model.name} is an embedding model", "invalid_request_error")
-        prompt = _chat_prompt(body) if chat else _completion_prompt(body)
-        ids = self.tokens.encode(prompt)
-        choices = self._plan(body, model, prompt)
+        planned = plan(openai_completion(body), model, self.tokens, self.config.seed, chat=False)
+        return await self._openai(body, model, r, planned, chat=False)
+
+    async def _openai(
+        self, body: dict[str, Any], model: SimModel, replica: Replica, planned: Planned, chat: bool
+    ) -> Response:
         salt = body.get("cache_salt") if isinstance(body.get("cache_salt"), str) else None
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        stream_options = body.get("stream_options")
-        include_usage = isinstance(stream_options, dict) and bool(
-            stream_options.get("include_usage")
-        )
         if body.get("stream") is True:
-            writer = ChunkWriter(rid, model.name, chat, include_usage)
+            options = body.get("stream_options")
+            wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            writer = ChunkWriter(rid, model.name, chat, wants_usage)
             headers = {"x-sim-replica": str(replica.index), "x-sim-tier": model.tier}
             return StreamingResponse(
-                self._stream(writer, replica, ids, salt, choices),
+                self._openai_stream(writer, replica, salt, planned),
                 media_type="text/event-stream",
                 headers=headers,
             )
-        longest = max(len(c.pieces) for c in choices)
         timing = Timing()
-        async for _ in replica.generate(ids, salt, longest, max(longest, 1), timing):
+        async for _ in replica.generate(
+            planned.prompt_ids, salt, planned.longest, max(planned.longest, 1), timing
+        ):
             pass
-        for c in choices:
+        for c in planned.choices:
             replica.finish(c.finish_reason)
-        use = usage(len(ids), self._completion_tokens(choices), timing.cached_tokens)
+        use = usage(planned.prompt_tokens, planned.completion_tokens, timing.cached_tokens)
         make = chat_body if chat else completion_body
         return Response(
-            make(rid, model.name, choices, use),
-            media_type="application/json",
+            make(rid, model.name, planned.choices, use),
+            media_type=JSON,
             headers=timing_headers(replica.index, model.tier, timing),
         )
 
-    async def _stream(
-        self,
-        writer: ChunkWriter,
-        replica: Replica,
-        ids: Sequence[int],
-        salt: str | None,
-        choices: list[Choice],
+    async def _openai_stream(
+        self, writer: ChunkWriter, replica: Replica, salt: str | None, planned: Planned
     ) -> AsyncIterator[bytes]:
-        longest = max(len(c.pieces) for c in choices)
-        drop_at = -1
-        if self.config.faults.drop_rate and self._faults.random() < self.config.faults.drop_rate:
-            drop_at = longest // 2
+        choices = planned.choices
+        drop_at = self._drop_at(planned.longest)
         sent = 0
         timing = Timing()
-        generation = replica.generate(ids, salt, longest, 1, timing)
+        generation = replica.generate(planned.prompt_ids, salt, planned.longest, 1, timing)
         try:
             async for done in generation:
                 if done == 0:
-                    yield writer.start(len(choices)) + self._tool_calls(writer, choices)
+                    calls = [
+                        writer.tool_call(i, call)
+                        for i, c in enumerate(choices)
+                        for call in c.tool_calls
+                    ]
+                    yield writer.start(len(choices)) + b"".join(calls)
                     continue
                 if sent >= drop_at >= 0:
                     raise StreamDropped(f"injected fault: stream dropped after {sent} tokens")
@@ -239,57 +248,67 @@ class SimServer:
                 yield b"".join(out)
         finally:
             await generation.aclose()
-        tail = [writer.finish(i, c.finish_reason) for i, c in enumerate(choices)]
+        tail = [writer.finish(i, c.finish_reason, c.stop) for i, c in enumerate(choices)]
         for c in choices:
             replica.finish(c.finish_reason)
-        use = usage(len(ids), self._completion_tokens(choices), timing.cached_tokens)
+        use = usage(planned.prompt_tokens, planned.completion_tokens, timing.cached_tokens)
         yield b"".join(tail) + writer.usage(use) + writer.done()
 
-    @staticmethod
-    def _tool_calls(writer: ChunkWriter, choices: list[Choice]) -> bytes:
-        return b"".join(
-            writer.tool_call(i, c.tool_call)
-            for i, c in enumerate(choices)
-            if c.tool_call is not None
+    # -- Anthropic Messages ----------------------------------------------------------------
+
+    async def _anthropic(self, body: dict[str, Any], model: SimModel, replica: Replica) -> Response:
+        planned = plan(messages.parse(body), model, self.tokens, self.config.seed, chat=True)
+        (choice,) = planned.choices
+        if body.get("stream") is True:
+            return StreamingResponse(
+                self._anthropic_stream(model, replica, planned),
+                media_type="text/event-stream",
+                headers={"x-sim-replica": str(replica.index), "x-sim-tier": model.tier},
+            )
+        timing = Timing()
+        async for _ in replica.generate(planned.prompt_ids, None, planned.longest, 1, timing):
+            pass
+        replica.finish(choice.finish_reason)
+        use = messages.usage(planned.prompt_tokens, choice.tokens, timing.cached_tokens)
+        return Response(
+            orjson.dumps(messages.message(model.name, choice, use)),
+            media_type=JSON,
+            headers=timing_headers(replica.index, model.tier, timing),
         )
 
-    def _plan(self, body: dict[str, Any], model: SimModel, prompt: str) -> list[Choice]:
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        natural = not isinstance(max_tokens, int) or max_tokens < 1
-        count = model.default_max_tokens if natural else int(max_tokens or 0)
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
-        requested_n = body.get("n")
-        n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
-        choices = []
-        for index in range(n):
-            seed = seed_of(self.config.seed, body.get("seed"), prompt, index)
-            call = tool_call_for(body.get("tools"), body.get("tool_choice"), seed)
-            if call is not None:
-                choices.append(Choice((), "tool_calls", call))
-                continue
-            pieces, stopped = apply_stop(words(seed, count), stops)
-            reason = "stop" if stopped or natural else "length"
-            choices.append(Choice(tuple(pieces), reason))
-        return choices
-
-    def _completion_tokens(self, choices: list[Choice]) -> int:
-        total = 0
-        for c in choices:
-            total += (
-                len(c.pieces)
-                if not c.tool_call
-                else self.tokens.count(c.tool_call["function"]["arguments"])
-            )
-        return total
+    async def _anthropic_stream(
+        self, model: SimModel, replica: Replica, planned: Planned
+    ) -> AsyncIterator[bytes]:
+        (choice,) = planned.choices
+        drop_at = self._drop_at(planned.longest)
+        timing = Timing()
+        generation = replica.generate(planned.prompt_ids, None, planned.longest, 1, timing)
+        writer: messages.EventWriter | None = None
+        sent = 0
+        try:
+            async for done in generation:
+                if done == 0:
+                    writer = messages.EventWriter(
+                        model.name, choice, planned.prompt_tokens, timing.cached_tokens
+                    )
+                    yield writer.start()
+                    continue
+                if sent >= drop_at >= 0:
+                    raise StreamDropped(f"injected fault: stream dropped after {sent} tokens")
+                assert writer is not None
+                yield b"".join(writer.piece(p) for p in choice.pieces[sent:done])
+                sent = done
+        finally:
+            await generation.aclose()
+        replica.finish(choice.finish_reason)
+        assert writer is not None
+        yield writer.end(choice.tokens)
 
     # -- embeddings ------------------------------------------------------------------------
 
-    async def _embed(
-        self, body: dict[str, Any], model: SimModel, replica: Replica, chat: bool
-    ) -> Response:
+    async def _embed(self, body: dict[str, Any], model: SimModel, replica: Replica) -> Response:
         if model.kind != "embedding":
-            raise SimError(400, f"{model.name} is not an embedding model", "invalid_request_error")
+            raise invalid(f"{model.name} is not an embedding model")
         texts = _embedding_inputs(body.get("input"))
         dims = body.get("dimensions")
         dimensions = dims if isinstance(dims, int) and 0 < dims <= 8192 else model.dimensions
@@ -315,30 +334,7 @@ class SimServer:
             "model": model.name,
             "usage": {"prompt_tokens": len(flat), "total_tokens": len(flat)},
         }
-        return Response(orjson.dumps(payload), media_type="application/json")
-
-
-def _chat_prompt(body: dict[str, Any]) -> str:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise SimError(400, "messages must be a non-empty list", "invalid_request_error")
-    return (
-        "".join(
-            f"<|{m.get('role', '')}|>{content_text(m.get('content'))}\n"
-            for m in messages
-            if isinstance(m, dict)
-        )
-        + "<|assistant|>"
-    )
-
-
-def _completion_prompt(body: dict[str, Any]) -> str:
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        return "".join(prompt)
-    raise SimError(400, "prompt must be a string or a list of strings", "invalid_request_error")
+        return Response(orjson.dumps(payload), media_type=JSON)
 
 
 def _embedding_inputs(value: Any) -> list[str]:
@@ -351,6 +347,4 @@ def _embedding_inputs(value: Any) -> list[str]:
             return [" ".join(map(str, value))]
         if all(isinstance(v, list) for v in value):
             return [" ".join(map(str, v)) for v in value]
-    raise SimError(
-        400, "input must be a string, a list of strings or token arrays", "invalid_request_error"
-    )
+    raise invalid("input must be a string, a list of strings or token arrays")

@@ -31,13 +31,13 @@ def words(seed: int, count: int) -> list[str]:
     return random.Random(seed).choices(VOCABULARY, k=count)
 
 
-def apply_stop(pieces: Sequence[str], stops: Sequence[str]) -> tuple[list[str], bool]:
-    """Pieces up to (not including) the earliest stop string; True if a stop string was hit."""
+def apply_stop(pieces: Sequence[str], stops: Sequence[str]) -> tuple[list[str], str | None]:
+    """Pieces up to (not including) the earliest stop string, and the stop string hit."""
     text = "".join(pieces)
-    hits = [at for stop in stops if stop and (at := text.find(stop)) >= 0]
+    hits = sorted((at, stop) for stop in stops if stop and (at := text.find(stop)) >= 0)
     if not hits:
-        return list(pieces), False
-    cut = min(hits)
+        return list(pieces), None
+    cut, matched = hits[0]
     kept: list[str] = []
     length = 0
     for piece in pieces:
@@ -47,7 +47,7 @@ def apply_stop(pieces: Sequence[str], stops: Sequence[str]) -> tuple[list[str], 
             break
         kept.append(piece)
         length += len(piece)
-    return kept, True
+    return kept, matched
 
 
 def embedding(text: str, dimensions: int, seed: int) -> list[float]:

@@ -16,6 +16,11 @@ class StoreUnavailable(Exception):
     """The shared store did not answer (connection refused, timeout, failover in progress)."""
 
 
+class StoreRejected(Exception):
+    """The store answered but refused the command (a script error on a value it cannot hold).
+    Not an outage: only the call or settlement that carried the value is affected."""
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
     """Add `amount` to counter `key`; refuse the whole reservation if it would pass `limit`

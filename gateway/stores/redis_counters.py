@@ -15,7 +15,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.stores import redis_scripts
-from gateway.stores.counters import Charge, HoldTag, Refused, Settlement, StoreUnavailable, Tally
+from gateway.stores.counters import (
+    Charge,
+    HoldTag,
+    Refused,
+    Settlement,
+    StoreRejected,
+    StoreUnavailable,
+    Tally,
+)
 from gateway.stores.resp import RedisReplyError, RespPipe
 
 # A hold's own record outlives its expiry long enough for a sweeper to find it.
@@ -135,11 +143,20 @@ class RedisCounters:
             return await self._pipe.call("EVALSHA", sha, len(keys), *keys, *args)
         except RedisReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
-                raise StoreUnavailable(f"redis: {exc}") from exc
+                raise _classified(exc) from exc
         try:
             return await self._pipe.call("EVAL", body, len(keys), *keys, *args)
         except RedisReplyError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+            raise _classified(exc) from exc
+
+
+def _classified(exc: RedisReplyError) -> StoreUnavailable | StoreRejected:
+    """A reply error is the store's verdict on what we sent (a script error, a value out of
+    range), unless Redis says it cannot serve at all right now."""
+    text = str(exc)
+    if text.startswith(("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")):
+        return StoreUnavailable(f"redis: {text}")
+    return StoreRejected(f"redis: {text}")
 
 
 def _text(value: bytes | str) -> str:

@@ -12,6 +12,9 @@ import anthropic
 import openai
 import pytest
 
+from gateway.accounting.tokens import TokenCounter
+from gateway.sim.config import SimConfig
+from gateway.sim.server import SimServer
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import GatewayProcess, ThreadServer
@@ -68,8 +71,16 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     claude, fake = FakeAnthropic(), FakeUpstream()
+    simulated = SimServer(
+        SimConfig.model_validate_json('{"time_scale": 0, "models": [{"name": "claude-sim"}]}'),
+        TokenCounter(),
+    )
     tmp = tmp_path_factory.mktemp("anthropic")
-    with ThreadServer(claude.app) as claude_server, ThreadServer(fake.app) as fake_server:
+    with (
+        ThreadServer(claude.app) as claude_server,
+        ThreadServer(fake.app) as fake_server,
+        ThreadServer(simulated.app) as sim_server,
+    ):
         config = tmp / "tollgate.yaml"
         config.write_text(
             f"""
@@ -87,7 +98,9 @@ backends:
     api_key_env: TG_AZURE_KEY
     deployments: {{gpt-4o: prod-gpt4o}}
   sim: {{type: sim, time_scale: 0, models: [{{name: simmodel}}]}}
+  anthropic-sim: {{type: anthropic, base_url: "{sim_server.url}", api_key_env: TG_ANTHROPIC_KEY}}
 models:
+  claude-sim: {{targets: [{{backend: anthropic-sim, model: claude-sim}}]}}
   claude: {{targets: [{{backend: claude, model: claude-fake}}]}}
   claude-429: {{targets: [{{backend: claude, model: claude-429}}]}}
   claude-529: {{targets: [{{backend: claude, model: claude-529}}]}}
@@ -390,3 +403,55 @@ def test_models_list_in_each_dialect(stack: Stack) -> None:
     with pytest.raises(anthropic.NotFoundError):
         stack.anthropic().models.retrieve("nope")
     assert "claude" in [m.id for m in stack.openai().models.list().data]
+
+
+# --- The `anthropic` backend type against the simulator's native Messages API -----------------
+
+
+def test_anthropic_backend_end_to_end_on_the_simulator(stack: Stack) -> None:
+    client = stack.anthropic()
+    message = client.messages.create(model="claude-sim", max_tokens=6, messages=HI)  # type: ignore[arg-type]
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 6
+    with client.messages.stream(model="claude-sim", max_tokens=4, messages=HI) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(text.split()) == 4 and final.usage.output_tokens == 4
+    used = client.messages.create(
+        model="claude-sim",
+        max_tokens=100,
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=HI,  # type: ignore[arg-type]
+    )
+    assert used.stop_reason == "tool_use" and "city" in used.content[0].input  # type: ignore[union-attr,operator]
+    chat = stack.openai().chat.completions.create(
+        model="claude-sim",
+        max_tokens=5,
+        messages=HI,  # type: ignore[arg-type]
+    )  # an OpenAI client on the Anthropic backend: translated
+    assert chat.choices[0].finish_reason == "length" and chat.usage is not None
+    assert chat.usage.completion_tokens == 5
+
+
+def test_a_stop_sequence_comes_back_as_anthropic_says_it(stack: Stack) -> None:
+    """Through translation to an OpenAI-compatible engine that says which stop matched (vLLM,
+    SGLang, the simulator), and natively."""
+    client = stack.anthropic()
+    for model in ("local", "claude-sim"):
+        plain = client.messages.create(model=model, max_tokens=30, messages=HI)  # type: ignore[arg-type]
+        word = " " + plain.content[0].text.split()[4]  # type: ignore[union-attr]
+        stopped = client.messages.create(
+            model=model,
+            max_tokens=30,
+            stop_sequences=[word],
+            messages=HI,  # type: ignore[arg-type]
+        )
+        assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == word, model
+        with client.messages.stream(
+            model=model,
+            max_tokens=30,
+            stop_sequences=[word],
+            messages=HI,  # type: ignore[arg-type]
+        ) as stream:
+            final = stream.get_final_message()
+        assert final.stop_reason == "stop_sequence" and final.stop_sequence == word, model

@@ -113,9 +113,16 @@ def test_concurrent_storm_never_passes_the_budget(
         served = statuses.count(200)
         denied = [r for r in responses if r.status_code == 429]
         assert served + len(denied) == 300, sorted(set(statuses))
-        assert served == fits, f"{served} served; exactly the excess must be denied"
+        # Cold, each target's template overhead is the prior: fewer may fit, never more.
+        assert 0 < served <= fits, f"{served} served"
         error = denied[0].json()["error"]
         assert error["type"] == "insufficient_quota" and "ml-daily" in error["message"]
+        assert denied[0].headers["x-should-retry"] == "false"
+        # Once every gateway has learnt the overhead (none here), the budget fills exactly.
+        for gw in gws:
+            while asyncio.run(storm([gw.url], 1))[0].status_code == 200:
+                served += 1
+        assert served == fits, f"{served} served; exactly the excess must be denied"
         spend = _wait_for(  # other processes ship their spend tallies within a second
             lambda: admin(gws[0].url, "/admin/spend?group_by=team&window=day"),
             lambda s: s["total"]["requests"] == served,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 
 from tests.support.servers import GatewayProcess, free_port
 
@@ -207,3 +210,44 @@ def test_an_idle_gateway_and_its_audit_worker_use_next_to_no_cpu(tmp_path: Path)
         time.sleep(seconds)
         used = (sum(_cpu_ticks(p) for p in pids) - before) / os.sysconf("SC_CLK_TCK")
     assert used / seconds < 0.03, f"idle gateway used {100 * used / seconds:.1f}% of a core"
+
+
+class Person(BaseModel):
+    """What LangChain's `with_structured_output(Person)` asks for."""
+
+    name: str
+    age: int
+    role: Literal["admin", "user", "guest"]
+    tags: list[str]
+    manager: Person | None
+
+
+def test_structured_output_in_the_three_ways_langchain_asks(embedded: GatewayProcess) -> None:
+    """json_schema (strict), function calling (a forced tool) and JSON mode, through the official
+    SDK's own parsers against the embedded default: each answer parses."""
+    client = openai.OpenAI(base_url=embedded.url + "/v1", api_key="x", max_retries=0)
+    ask = [{"role": "user", "content": "Describe a person."}]
+    strict = client.chat.completions.parse(
+        model="chat",
+        messages=ask,
+        response_format=Person,
+        max_tokens=400,  # type: ignore[arg-type]
+    )
+    assert isinstance(strict.choices[0].message.parsed, Person)
+    tool = openai.pydantic_function_tool(Person)
+    called = client.chat.completions.parse(
+        model="chat",
+        messages=ask,  # type: ignore[arg-type]
+        tools=[tool],
+        tool_choice={"type": "function", "function": {"name": "Person"}},
+        max_tokens=400,
+    )
+    (call,) = called.choices[0].message.tool_calls or []
+    assert isinstance(call.function.parsed_arguments, Person)
+    mode = client.chat.completions.create(
+        model="chat",
+        messages=ask,  # type: ignore[arg-type]
+        response_format={"type": "json_object"},
+        max_tokens=400,
+    )
+    assert isinstance(json.loads(mode.choices[0].message.content or ""), dict)
