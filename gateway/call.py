@@ -119,10 +119,11 @@ Verdict = Deny | Answer | Route
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One plugin's recorded judgement on a call: what it did and why."""
+    """One plugin's recorded judgement on a call: what it did and why. `note` is the gateway's
+    own remark (an upstream's error detail, a usage anomaly), kept with the call for auditors."""
 
     plugin: str
-    action: Literal["deny", "answer", "route", "modify", "shadow"]
+    action: Literal["deny", "answer", "route", "modify", "shadow", "note"]
     reason: str
     enforced: bool = True
 
@@ -227,6 +228,8 @@ class Outcome:
     meta: ResponseMeta | None = None
     policies_at: tuple[float, float] | None = None
     upstream_at: float | None = None
+    # A stream that failed after bytes reached the client: its relayed tokens are billed.
+    partial: bool = False
 
     def final_kind(self) -> OutcomeKind:
         if self.kind is not None:

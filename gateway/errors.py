@@ -7,13 +7,19 @@
      ├── ModelNotFound         404  invalid_request_error / model_not_found
      ├── PayloadTooLarge       413  invalid_request_error / request_too_large
      ├── PolicyDenied          4xx  policy_error (status chosen by the policy)
+     ├── UpstreamRejected      4xx  invalid_request_error / upstream_rejected (the request)
+     ├── UpstreamRateLimited   429  rate_limit_error / upstream_rate_limited
      ├── UpstreamUnavailable   502  api_error / upstream_unreachable
+     │    ├── UpstreamAuthFailed    upstream_auth_failed (the gateway's credentials, not yours)
+     │    └── UpstreamBadResponse   upstream_bad_response (not what the API promises)
      ├── ServiceUnavailable    503  api_error / service_unavailable
      ├── UpstreamTimeout       504  api_error / upstream_timeout
      └── InternalError         500  api_error / internal_error
 
 Rendering into a vendor dialect happens at the API edge (`gateway.api.errors`), so the
-classes know nothing of JSON shapes.
+classes know nothing of JSON shapes. `message` is what the client reads and never names an
+internal host, port or secret; `detail` is what ops need (the upstream's own words, the
+socket error) and goes only to the log and the audit event.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ class TollgateError(Exception):
         code: str | None = None,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
         self.param = param
         if code is not None:
             self.code = code
@@ -79,9 +87,31 @@ class PolicyDenied(TollgateError):
     code = "policy_denied"
 
 
+class UpstreamRejected(TollgateError):
+    """The upstream refused the request itself (a 4xx about what was asked)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "upstream_rejected"
+
+
+class UpstreamRateLimited(TollgateError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+
 class UpstreamUnavailable(TollgateError):
     status = 502
     code = "upstream_unreachable"
+
+
+class UpstreamAuthFailed(UpstreamUnavailable):
+    code = "upstream_auth_failed"
+
+
+class UpstreamBadResponse(UpstreamUnavailable):
+    code = "upstream_bad_response"
 
 
 class ServiceUnavailable(TollgateError):
@@ -118,6 +148,10 @@ __all__ = [
     "PolicyDenied",
     "ServiceUnavailable",
     "TollgateError",
+    "UpstreamAuthFailed",
+    "UpstreamBadResponse",
+    "UpstreamRateLimited",
+    "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]

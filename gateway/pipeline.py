@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -18,7 +18,8 @@ from gateway.accounting.request_size import output_cap
 from gateway.accounting.tokens import TokenCounter, prompt_tokens
 from gateway.accounting.usage_guard import plausible
 from gateway.backends import bridge
-from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream
+from gateway.backends.base import UpstreamRequest, UpstreamResponse
+from gateway.backends.upstream_errors import upstream_error
 from gateway.call import (
     NO_MONEY,
     Answer,
@@ -39,6 +40,7 @@ from gateway.errors import (
     TollgateError,
     UpstreamTimeout,
 )
+from gateway.relay import Primed, StreamReply
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter
@@ -90,7 +92,7 @@ class Recorder:
                 "accounting for call %s failed; recorded without its cost", call.request_id
             )
             outcome.money = NO_MONEY
-            call.decide(Decision("accounting", "modify", "cost could not be computed"))
+            call.decide(Decision("accounting", "note", "cost could not be computed"))
         record = CallRecord.of(call, outcome)
         if self.journal is not None:
             self.journal.append(record)
@@ -104,7 +106,7 @@ class Recorder:
         if outcome.usage is not None:
             usage = plausible(outcome.usage, output_cap(call.endpoint, call.body))
             if usage.anomaly is not None:
-                call.decide(Decision("upstream", "modify", f"usage anomaly: {usage.anomaly}"))
+                call.decide(Decision("upstream", "note", f"usage anomaly: {usage.anomaly}"))
             outcome.usage = usage
         outcome.money = runtime.costing.money(call.model, outcome)
 
@@ -172,7 +174,11 @@ class Pipeline:
             reply = await self._run(call, runtime, outcome, finish)
         except TollgateError as err:
             outcome.status = err.status
-            outcome.error_type = err.error_type
+            # An upstream's failure is recorded by what it was (upstream_timeout, ...).
+            outcome.error_type = (err.code or err.error_type) if outcome.target else err.error_type
+            if err.detail is not None:
+                call.decide(Decision("gateway", "note", runtime.scrub(err.detail)))
+                log.warning("call failed: %s", runtime.scrub(err.detail))
             await finish()
             raise
         except asyncio.CancelledError:
@@ -235,8 +241,11 @@ class Pipeline:
                 response = await bridge.send(backend, request, self._tokens)
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"backend {target.backend} did not answer within {backend.total_timeout:g}s"
+                "The upstream serving this model did not answer in time.",
+                detail=f"backend {target.backend}: no answer within {backend.total_timeout:g}s",
             ) from exc
+        if response.status >= 400:
+            raise upstream_error(response, runtime.scrub)
         outcome.status = response.status
         outcome.first_byte_at = time.time()
         headers = [
@@ -248,83 +257,19 @@ class Pipeline:
             headers.append(("x-tollgate-tier", target.tier))
         if response.stream is None:
             return self._whole(response, outcome, headers, call)
-        stream = StreamReply(response.stream, outcome, finish, deadline)
+        async with asyncio.timeout_at(deadline):
+            primed = await Primed.start(response.stream, call.dialect)
+        stream = StreamReply(primed, outcome, finish, deadline)
         return Reply(response.status, headers, stream=stream)
 
     @staticmethod
     def _whole(
         response: UpstreamResponse, outcome: Outcome, headers: list[tuple[str, str]], call: Call
     ) -> Reply:
-        if response.status >= 400:
-            outcome.error_type = "upstream_error"
         outcome.usage, outcome.meta = response.usage, response.meta
         if call.capture != "none":
             outcome.response_body = response.body
         return Reply(response.status, headers, response.body)
-
-
-# The event that ends a stream in each dialect: the call is recorded just before it is sent.
-_OPENAI_END = b"data: [DONE]\n\n"
-_ANTHROPIC_END = b"event: message_stop"
-
-
-class StreamReply:
-    """Relays upstream events; `close()` (always called by the API) settles usage and records.
-
-    The call is recorded (journaled) just before the stream's final event goes out, or at
-    `close()` for a stream that ends any other way, so it is never recorded after the client
-    has seen its last byte."""
-
-    def __init__(
-        self, upstream: UpstreamStream, outcome: Outcome, finish: _Finisher, deadline: float
-    ) -> None:
-        self._upstream = upstream
-        self._outcome = outcome
-        self._finish = finish
-        self.deadline = deadline
-        self._kept: list[bytes] | None = [] if finish.call.capture != "none" else None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._relay()
-
-    async def _relay(self) -> AsyncIterator[bytes]:
-        anthropic = self._finish.call.dialect == "anthropic"
-        kept = self._kept
-        async for chunk in self._upstream:
-            if kept is not None:
-                kept.append(chunk)
-            if (
-                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512)) >= 0
-                if anthropic
-                else chunk.endswith(_OPENAI_END)
-            ):
-                self._seal()
-            yield chunk
-
-    def _seal(self) -> None:
-        if self._finish.sealed:
-            return
-        self._outcome.usage = self._upstream.usage()
-        self._outcome.meta = self._upstream.meta()
-        if self._kept is not None:
-            self._outcome.response_body = b"".join(self._kept)
-        self._finish.seal()
-
-    async def close(
-        self, *, disconnected: bool = False, error: TollgateError | None = None
-    ) -> None:
-        outcome = self._outcome
-        try:
-            await self._upstream.aclose()
-        finally:
-            if not self._finish.sealed:
-                outcome.disconnected = disconnected
-                if disconnected:
-                    outcome.error_type = "client_disconnected"
-                elif error is not None:
-                    outcome.status, outcome.error_type = error.status, error.error_type
-                self._seal()
-            await self._finish()
 
 
 def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Reply:

@@ -41,7 +41,7 @@ class Costing:
                 # Answered by Tollgate from its cache: nothing spent upstream.
                 return Money(0, counterfactual, ((f"{outcome.cache}_cache", counterfactual),))
             return NO_MONEY
-        if outcome.status >= 400 and not outcome.disconnected:
+        if outcome.status >= 400 and not outcome.disconnected and not outcome.partial:
             return NO_MONEY  # an upstream error bills nothing
         cost = self.prices.cost(target, usage)
         plain = self.prices.cost(target, uncached)

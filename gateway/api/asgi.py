@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from gateway.errors import PayloadTooLarge, TollgateError, UpstreamTimeout
-from gateway.pipeline import Reply, StreamReply
+from gateway.pipeline import Reply
+from gateway.relay import StreamReply
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -8,11 +8,19 @@ from gateway.dialects.errors import anthropic_type
 from gateway.errors import TollgateError
 
 
-def openai_error_body(err: TollgateError) -> bytes:
+def client_message(err: TollgateError, request_id: str | None) -> str:
+    """What the client reads: the gateway's own words; for a failure on our side, the request
+    id to quote to the operators (who find the details under it in the log and audit)."""
+    if err.status >= 500 and request_id:
+        return f"{err.message} (request {request_id})"
+    return err.message
+
+
+def openai_error_body(err: TollgateError, request_id: str | None = None) -> bytes:
     return orjson.dumps(
         {
             "error": {
-                "message": err.message,
+                "message": client_message(err, request_id),
                 "type": err.error_type,
                 "param": err.param,
                 "code": err.code,
@@ -39,7 +47,10 @@ def anthropic_error_body(err: TollgateError, request_id: str | None = None) -> b
     return orjson.dumps(
         {
             "type": "error",
-            "error": {"type": anthropic_error_type(err), "message": err.message},
+            "error": {
+                "type": anthropic_error_type(err),
+                "message": client_message(err, request_id),
+            },
             "request_id": request_id,
         }
     )

@@ -135,6 +135,6 @@ async def send_openai_error(send: Send, err: TollgateError, request_id: str) -> 
         *raw_headers(err.headers.items()),
     ]
     try:
-        await send_whole(send, err.status, headers, openai_error_body(err))
+        await send_whole(send, err.status, headers, openai_error_body(err, request_id))
     except (OSError, RuntimeError):
         log.debug("could not send error response (client gone or response started)")

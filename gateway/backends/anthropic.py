@@ -17,7 +17,7 @@ from gateway.backends.http import body_chunks, open_response, read_and_release, 
 from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import ResponseMeta, Usage
 from gateway.dialects.usage import usage_from_anthropic
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UpstreamBadResponse
 
 _RELAY = frozenset(
     {
@@ -102,9 +102,11 @@ class AnthropicBackend:
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
-            payload = {}
-        if not isinstance(payload, dict):
-            payload = {}
+            payload = None
+        if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
+            raise UpstreamBadResponse(
+                "The upstream returned an invalid response.", detail=f"body: {content[:200]!r}"
+            )
         meta = anthropic_meta(payload, payload.get("stop_reason"))
         reported = usage_from_anthropic(payload.get("usage"))
         believed = trusted(reported)

@@ -17,11 +17,10 @@ from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream
 from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import ResponseMeta, Usage
-from gateway.dialects.errors import anthropic_error_to_openai, openai_error_to_anthropic
 from gateway.dialects.requests import chat_to_messages, messages_to_chat
 from gateway.dialects.responses import chat_completion_to_message, message_to_chat_completion
 from gateway.dialects.streams import ChunksToEvents, EventsToChunks
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UpstreamBadResponse
 
 JSON = (("content-type", "application/json"),)
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
@@ -66,9 +65,8 @@ async def _anthropic_via_openai(
         stream = Translated(response.stream, _ChunksIn(ChunksToEvents(prompt, stops)))
         return replace(response, headers=_stream_headers(response), stream=stream)
     if response.status >= 400:
-        status, body = openai_error_to_anthropic(response.status, response.body)
-        return replace(response, status=status, body=body, headers=_error_headers(response))
-    payload = _json(response.body)
+        return response  # the pipeline says it again in the client's own words
+    payload = _json(response.body, "choices")
     usage = response.usage or Usage()
     body = orjson.dumps(chat_completion_to_message(payload, usage, stops))
     return replace(response, body=body, headers=JSON)
@@ -92,10 +90,9 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
         stream = Translated(response.stream, _EventsIn(EventsToChunks(request.client_wants_usage)))
         return replace(response, headers=_stream_headers(response), stream=stream)
     if response.status >= 400:
-        status, body = anthropic_error_to_openai(response.status, response.body)
-        return replace(response, status=status, body=body, headers=_error_headers(response))
+        return response
     usage = response.usage or Usage()
-    body = orjson.dumps(message_to_chat_completion(_json(response.body), usage))
+    body = orjson.dumps(message_to_chat_completion(_json(response.body, "content"), usage))
     return replace(response, body=body, headers=JSON)
 
 
@@ -104,17 +101,18 @@ def _trace_headers(request: UpstreamRequest) -> dict[str, str]:
     return {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
 
 
-def _json(body: bytes) -> dict[str, Any]:
+def _json(body: bytes, required: str) -> dict[str, Any]:
+    """The upstream's answer to translate; anything but the object its API promises (with a
+    list under `required`) is the upstream failing, never an empty answer invented here."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def _error_headers(response: UpstreamResponse) -> tuple[tuple[str, str], ...]:
-    kept = tuple((k, v) for k, v in response.headers if k == "retry-after")
-    return (*JSON, *kept)
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(required), list):
+        raise UpstreamBadResponse(
+            "The upstream returned an invalid response.", detail=f"body: {body[:200]!r}"
+        )
+    return parsed
 
 
 def _stream_headers(response: UpstreamResponse) -> tuple[tuple[str, str], ...]:

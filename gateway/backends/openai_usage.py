@@ -11,6 +11,7 @@ from gateway.accounting.tokens import TokenCounter, content_text
 from gateway.accounting.usage_guard import estimated_instead, flagged, read_count, trusted
 from gateway.backends.base import UpstreamRequest
 from gateway.call import ResponseMeta, Usage
+from gateway.errors import UpstreamBadResponse
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
@@ -27,25 +28,35 @@ def usage_from_openai(usage: Any) -> Usage | None:
     return flagged(reported, bad)
 
 
+# What a successful answer of each endpoint holds, at the least.
+_REQUIRED = {"chat.completions": "choices", "completions": "choices", "embeddings": "data"}
+
+
 def usage_of_body(
     content: bytes, request: UpstreamRequest, tokens: TokenCounter
 ) -> tuple[Usage, ResponseMeta | None]:
     """A whole (non-stream) response's usage (reported, else estimated from its choices) and
-    what it says about itself."""
+    what it says about itself. A 200 that is not the endpoint's JSON object (HTML, a list,
+    garbage) is the upstream failing: UpstreamBadResponse, never a success billed as one."""
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError:
         payload = None
-    if isinstance(payload, dict):
-        meta = meta_of(payload)
-        reported = usage_from_openai(payload.get("usage"))
-        believed = trusted(reported)
-        if believed is not None:
-            return believed, meta
-        choices = payload.get("choices")
-        texts = [choice_text(c, "message") for c in choices] if isinstance(choices, list) else []
-        return estimated_instead(estimate(request, tokens, "".join(texts)), reported), meta
-    return estimate(request, tokens, ""), None
+    required = _REQUIRED.get(request.endpoint)
+    if not isinstance(payload, dict) or (
+        required is not None and not isinstance(payload.get(required), list)
+    ):
+        raise UpstreamBadResponse(
+            "The upstream returned an invalid response.", detail=f"body: {content[:200]!r}"
+        )
+    meta = meta_of(payload)
+    reported = usage_from_openai(payload.get("usage"))
+    believed = trusted(reported)
+    if believed is not None:
+        return believed, meta
+    choices = payload.get("choices")
+    texts = [choice_text(c, "message") for c in choices] if isinstance(choices, list) else []
+    return estimated_instead(estimate(request, tokens, "".join(texts)), reported), meta
 
 
 def meta_of(payload: dict[str, Any], finish_reasons: tuple[str, ...] | None = None) -> ResponseMeta:

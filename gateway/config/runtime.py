@@ -34,6 +34,7 @@ from gateway.auth import (
 from gateway.backends.anthropic import AnthropicBackend as AnthropicAdapter
 from gateway.backends.base import Backend
 from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.backends.scrub import Scrubber
 from gateway.backends.sim import SimBackend as SimBackendAdapter
 from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
@@ -105,6 +106,8 @@ class Runtime:
     generation: int
     costing: Costing
     calls: CallCount = field(default_factory=CallCount)
+    # Removes this config's upstream secrets from anything sent to clients, logged or recorded.
+    scrub: Scrubber = field(default_factory=Scrubber)
 
     @property
     def config(self) -> Config:
@@ -170,7 +173,23 @@ def build_runtime(
         auth=WithVirtualKeys(deps.ring, _authenticator(config.auth, environ)),
         generation=(previous.generation + 1) if previous else 1,
         costing=costing,
+        scrub=Scrubber(_secrets(config, environ)),
     )
+
+
+def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Every credential this config's backends send upstream."""
+    out = []
+    for backend in config.backends.values():
+        if isinstance(backend, SimBackend):
+            continue
+        if backend.api_key_env and env.get(backend.api_key_env):
+            out.append(env[backend.api_key_env])
+        out.extend(v for k, v in backend.headers.items() if k.lower() in _SECRET_HEADERS)
+    return out
+
+
+_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
 
 
 def _limits(

@@ -1,13 +1,7 @@
-"""Error bodies in each dialect, and an upstream error carried across to the other one.
-
-The status is kept wherever both dialects have it (a 429 stays a 429 with its retry-after, a
-context-length 400 stays a 400); Anthropic's 529 "overloaded" becomes a 503 for OpenAI clients,
-and an OpenAI-side 503 becomes `overloaded_error` (529) for Anthropic clients.
-"""
+"""Error types in each dialect: Anthropic's by HTTP status, OpenAI's for Anthropic's (an
+upstream's error body is never passed on: backends/upstream_errors.py re-says it)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 
@@ -51,37 +45,4 @@ def anthropic_error(status: int, message: str, error_type: str | None = None) ->
             "type": "error",
             "error": {"type": error_type or anthropic_type(status), "message": message},
         }
-    )
-
-
-def _message_of(body: bytes) -> tuple[str, Any]:
-    """The message and the parsed `error` object of an error body in either dialect."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode(errors="replace")[:2000] or "upstream error", None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or "upstream error"), error
-    if isinstance(error, str):
-        return error, None
-    return str(parsed)[:2000], None
-
-
-def openai_error_to_anthropic(status: int, body: bytes) -> tuple[int, bytes]:
-    message, _ = _message_of(body)
-    out_status = 529 if status == 503 else status
-    return out_status, anthropic_error(out_status, message)
-
-
-def anthropic_error_to_openai(status: int, body: bytes) -> tuple[int, bytes]:
-    message, error = _message_of(body)
-    kind = error.get("type") if isinstance(error, dict) else None
-    out_status = 503 if status == 529 else status
-    error_type = OPENAI_TYPE_BY_ANTHROPIC.get(
-        str(kind), "api_error" if status >= 500 else "invalid_request_error"
-    )
-    code = "context_length_exceeded" if "prompt is too long" in message else None
-    return out_status, orjson.dumps(
-        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     )

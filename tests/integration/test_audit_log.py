@@ -21,7 +21,12 @@ from gateway.audit.prune import PruneRefused, prune
 from gateway.audit.verify import verify
 from gateway.call import Call, Principal
 from gateway.config.runtime import Runtime
-from gateway.errors import AuthenticationFailed, ModelNotFound, PolicyDenied
+from gateway.errors import (
+    AuthenticationFailed,
+    ModelNotFound,
+    PolicyDenied,
+    UpstreamUnavailable,
+)
 from gateway.pipeline import Pipeline
 from tests.support.audit import (
     AuditedPipeline,
@@ -126,7 +131,8 @@ async def drive(audited: AuditedPipeline) -> None:
             await served(pipeline, runtime, make_call("limited-1", principal))
         with pytest.raises(error):
             await pipeline.handle(make_call(rid, principal, model, **extra), runtime)
-    await served(pipeline, runtime, make_call("upstream-500", ALICE, "bad"))
+    with pytest.raises(UpstreamUnavailable):
+        await pipeline.handle(make_call("upstream-500", ALICE, "bad"), runtime)
     bad_key = AuthenticationFailed("Incorrect API key provided.")
     pipeline.rejected(
         bad_key, runtime, ("bad-key", "openai", "chat.completions"), ("10.0.0.9", None)
@@ -166,7 +172,7 @@ async def test_every_outcome_is_one_event_with_its_fields(audited: AuditedPipeli
         "cache-hit": ("cache_hit", 200), "stream": ("served", 200),
         "gone": ("client_disconnected", 200), "policy-denied": ("denied", 400),
         "limited-1": ("served", 200), "rate-limited": ("denied", 429),
-        "unknown-model": ("rejected", 404), "upstream-500": ("upstream_error", 500),
+        "unknown-model": ("rejected", 404), "upstream-500": ("upstream_error", 502),
         "bad-key": ("rejected", 401),
     }  # fmt: skip
     served = rows["served"]

@@ -12,7 +12,7 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal, Usage
 from gateway.config.runtime import Runtime
-from gateway.errors import PolicyDenied
+from gateway.errors import PolicyDenied, UpstreamUnavailable
 from gateway.pipeline import Pipeline
 from gateway.pipeline import Recorder as CallRecorder
 from gateway.stores.budgets import BudgetRule
@@ -178,9 +178,9 @@ async def test_abandoned_stream_commits_what_was_generated(harness: Harness) -> 
 
 async def test_upstream_failure_releases_the_reservation(harness: Harness) -> None:
     c = make_call(ML, model="bad")
-    reply = await harness.pipeline.handle(c, harness.runtime)
-    await reply.done()
-    assert reply.status == 500
+    with pytest.raises(UpstreamUnavailable) as info:
+        await harness.pipeline.handle(c, harness.runtime)
+    assert info.value.status == 502 and "HTTP 500" in info.value.message
     assert await harness.used("ml") == 0
     key = f"b:ml-daily:team ml:day:{1777939200}:usd"
     assert await harness.ledger.values([key]) == [0]

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, Principal
 from gateway.config.runtime import Runtime
-from gateway.errors import AuthenticationFailed, PolicyDenied
+from gateway.errors import AuthenticationFailed, PolicyDenied, UpstreamRateLimited
 from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.telemetry.context import parse_traceparent, traceparent
 from gateway.telemetry.export import SampledExport
@@ -114,9 +114,8 @@ async def run_all(traced_: TracedPipeline, runtime: Runtime) -> None:
     await reply.done()
     with pytest.raises(PolicyDenied):
         await pipeline.handle(make_call("denied", max_tokens=500), runtime)
-    reply = await pipeline.handle(make_call("upstream-error", "limited"), runtime)
-    reply.seal()
-    await reply.done()
+    with pytest.raises(UpstreamRateLimited):
+        await pipeline.handle(make_call("upstream-error", "limited"), runtime)
     pipeline.rejected(
         AuthenticationFailed("Incorrect API key provided."),
         runtime,
@@ -209,7 +208,8 @@ async def test_one_span_tree_per_call_with_genai_attributes(
 
     root, children = forest["upstream-error"]
     a = attrs(root)
-    assert a["tollgate.outcome"] == "upstream_error" and a["error.type"] == "upstream_error"
+    assert a["tollgate.outcome"] == "upstream_error"
+    assert a["error.type"] == "upstream_rate_limited"
     assert a["http.response.status_code"] == 429
     assert root.status.status_code is StatusCode.ERROR
     client_span = next(c for c in children if c.kind is SpanKind.CLIENT)

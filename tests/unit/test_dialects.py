@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 
 from gateway.call import Usage
-from gateway.dialects.errors import anthropic_error_to_openai, openai_error_to_anthropic
 from gateway.dialects.requests import chat_to_messages, messages_to_chat
 from gateway.dialects.responses import chat_completion_to_message, message_to_chat_completion
 from gateway.dialects.streams import ChunksToEvents, EventsToChunks
@@ -356,30 +355,6 @@ def test_events_to_chunks_with_usage_and_max_tokens() -> None:
     quiet = EventsToChunks(include_usage=False)
     tail = _chunks(b"".join(quiet.feed(e) for e in stream))
     assert tail[-1] == "[DONE]" and all(c == "[DONE]" or c["choices"] for c in tail)
-
-
-def test_errors_cross_dialects_with_the_closest_status() -> None:
-    status, body = anthropic_error_to_openai(
-        529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
-    )
-    assert status == 503
-    assert orjson.loads(body)["error"] == {
-        "message": "Overloaded", "type": "server_error", "param": None, "code": None,
-    }  # fmt: skip
-    too_long = {"type": "invalid_request_error", "message": "prompt is too long: 9 > 8"}
-    status, body = anthropic_error_to_openai(
-        400, orjson.dumps({"type": "error", "error": too_long})
-    )
-    assert status == 400 and orjson.loads(body)["error"]["code"] == "context_length_exceeded"
-    status, body = openai_error_to_anthropic(
-        429, b'{"error":{"message":"slow","type":"requests","code":"rate_limit_exceeded"}}'
-    )
-    assert status == 429
-    assert orjson.loads(body) == {
-        "type": "error", "error": {"type": "rate_limit_error", "message": "slow"},
-    }  # fmt: skip
-    status, body = openai_error_to_anthropic(503, b"upstream down")
-    assert status == 529 and orjson.loads(body)["error"]["type"] == "overloaded_error"
 
 
 def test_errors_inside_streams_are_translated() -> None:

@@ -1,0 +1,183 @@
+"""A streamed answer on its way to the client: checked before its first byte, relayed event
+by event, and recorded exactly once however it ends.
+
+The first block is read (and checked) before the reply starts, so an upstream that answers a
+stream request with garbage is a 502 in the client's dialect, not a 200 full of noise. A
+stream that stops before its terminator (`[DONE]`, `message_stop`) has failed, whatever the
+transport said. A stream that fails after bytes reached the client is recorded with the
+status the client saw (200) and the error, and the tokens it relayed are billed (estimated
+where the upstream never reported usage): the vendor bills them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import orjson
+
+from gateway.backends.base import UpstreamStream
+from gateway.backends.sse import EventSplitter, event_data
+from gateway.call import Call, Decision, Outcome, ResponseMeta, Usage
+from gateway.errors import TollgateError, UpstreamBadResponse
+
+# The event that ends a stream in each dialect: the call is recorded just before it is sent.
+_OPENAI_END = b"data: [DONE]\n\n"
+_ANTHROPIC_END = b"event: message_stop"
+
+
+class Finish(Protocol):
+    """What a stream reports to when it is done (the pipeline's finisher)."""
+
+    call: Call
+    sealed: bool
+
+    def seal(self) -> None: ...
+
+    async def __call__(self) -> None: ...
+
+
+class Primed:
+    """An upstream stream whose first block has been read and found to be an event stream."""
+
+    def __init__(self, inner: UpstreamStream, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._inner = inner
+        self._first: bytes | None = first
+        self._rest = rest
+
+    @classmethod
+    async def start(cls, inner: UpstreamStream, dialect: str) -> Primed:
+        rest = inner.__aiter__()
+        try:
+            first = await anext(rest)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await inner.aclose()
+            raise
+        problem = _not_events(first)
+        if problem is not None:
+            await inner.aclose()
+            raise UpstreamBadResponse(
+                "The upstream returned an invalid stream.", detail=f"stream: {problem}"
+            )
+        return cls(inner, first, rest)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for block in self._rest:
+            yield block
+
+    def usage(self) -> Usage:
+        return self._inner.usage()
+
+    def meta(self) -> ResponseMeta | None:
+        return self._inner.meta()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _not_events(block: bytes) -> str | None:
+    """Why a stream's first block is not server-sent events carrying JSON (None: it is)."""
+    if not block.strip():
+        return "empty"
+    events = EventSplitter().feed(block if block.endswith(b"\n\n") else block + b"\n\n")
+    for event in events:
+        data = event_data(event)
+        if data is None:
+            continue
+        if data == b"[DONE]":
+            return None
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return f"not JSON: {block[:120]!r}"
+        return None if isinstance(parsed, dict) else f"not an object: {block[:120]!r}"
+    return f"no event: {block[:120]!r}"
+
+
+# The event that ends a stream in each dialect: the call is recorded just before it is sent.
+_OPENAI_END = b"data: [DONE]\n\n"
+_ANTHROPIC_END = b"event: message_stop"
+
+
+class StreamReply:
+    """Relays upstream events; `close()` (always called by the API) settles usage and records.
+
+    The call is recorded (journaled) just before the stream's final event goes out, or at
+    `close()` for a stream that ends any other way, so it is never recorded after the client
+    has seen its last byte."""
+
+    def __init__(
+        self, upstream: UpstreamStream, outcome: Outcome, finish: Finish, deadline: float
+    ) -> None:
+        self._upstream = upstream
+        self._outcome = outcome
+        self._finish = finish
+        self.deadline = deadline
+        self._kept: list[bytes] | None = [] if finish.call.capture != "none" else None
+        self._relayed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        anthropic = self._finish.call.dialect == "anthropic"
+        kept = self._kept
+        async for chunk in self._upstream:
+            if kept is not None:
+                kept.append(chunk)
+            if (
+                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512)) >= 0
+                if anthropic
+                else chunk.endswith(_OPENAI_END)
+            ):
+                self._seal()
+            self._relayed = True
+            yield chunk
+        if not self._finish.sealed:
+            raise UpstreamBadResponse(
+                "The upstream's stream ended before it was complete.",
+                detail="stream ended without its final event",
+            )
+
+    def _seal(self) -> None:
+        if self._finish.sealed:
+            return
+        self._outcome.usage = self._upstream.usage()
+        self._outcome.meta = self._upstream.meta()
+        if self._kept is not None:
+            self._outcome.response_body = b"".join(self._kept)
+        self._finish.seal()
+
+    async def close(
+        self, *, disconnected: bool = False, error: TollgateError | None = None
+    ) -> None:
+        outcome = self._outcome
+        try:
+            await self._upstream.aclose()
+        finally:
+            if not self._finish.sealed:
+                outcome.disconnected = disconnected
+                if disconnected:
+                    outcome.error_type = "client_disconnected"
+                elif error is not None:
+                    self._failed(error)
+                self._seal()
+            await self._finish()
+
+    def _failed(self, error: TollgateError) -> None:
+        """Before any byte reached the client the call is that error; after, the client saw a
+        200 and then the error: recorded as such, and what was relayed is billed."""
+        outcome = self._outcome
+        outcome.error_type = error.code or error.error_type
+        if self._relayed:
+            outcome.kind = "upstream_error"
+            outcome.partial = True
+        else:
+            outcome.status = error.status
+        if error.detail is not None:
+            self._finish.call.decide(Decision("gateway", "note", error.detail))
