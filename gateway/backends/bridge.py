@@ -23,6 +23,7 @@ from gateway.dialects.streams import ChunksToEvents, EventsToChunks
 from gateway.errors import InvalidRequest, UpstreamBadResponse
 
 JSON = (("content-type", "application/json"),)
+_OPENAI_DONE = b"data: [DONE]\n\n"
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 
 
@@ -157,6 +158,9 @@ class Translated:
         self._translator = translator
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Raises UpstreamBadResponse for what is not the upstream dialect's stream (an event
+        that is not a JSON object, or that the translator cannot read) and for a stream that
+        ends before its terminator: never an invented ending."""
         splitter = EventSplitter()
         done = False
         async for block in self._inner:
@@ -169,17 +173,28 @@ class Translated:
                     done = True
                     out.append(self._translator.end(self._inner.usage()))
                     continue
-                try:
-                    payload = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(payload, dict):
-                    out.append(self._translator.feed(payload))
+                out.append(self._feed(data))
             chunk = b"".join(out)
+            done = done or chunk.endswith(_OPENAI_DONE)
             if chunk:
                 yield chunk
-        if not done and isinstance(self._translator, _ChunksIn):
-            yield self._translator.end(self._inner.usage())
+        if not done:
+            raise UpstreamBadResponse(
+                "The upstream's stream ended before it was complete.",
+                detail="translated stream ended without its final event",
+            )
+
+    def _feed(self, data: bytes) -> bytes:
+        try:
+            payload = orjson.loads(data)
+            if not isinstance(payload, dict):
+                raise TypeError("not an object")
+            return self._translator.feed(payload)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, KeyError) as exc:
+            raise UpstreamBadResponse(
+                "The upstream returned an invalid stream.",
+                detail=f"stream event {data[:120]!r}: {type(exc).__name__}",
+            ) from exc
 
     def usage(self) -> Usage:
         return self._inner.usage()
