@@ -64,6 +64,9 @@ def create_app(
         *dashboard_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # No slash-redirects: they are built from the client's Host header (a redirect anywhere
+    # the client names) and every path here is exact.
+    app.router.redirect_slashes = False
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     app.add_exception_handler(Exception, _unhandled)

@@ -80,18 +80,19 @@ def serve(
     check_state(config, workers, config_path)
     _check_open_access(config.auth.mode, host)
     tokens = _tokenizer() if workers == 1 else None
+    from gateway.connections import server_options
     from gateway.serving import serve as run_server
 
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 30,
         "server_header": False,  # do not advertise the server software
+        **server_options(config),
     }
     click.echo(_serving_line(config_path, loaded.config, host, port, workers), err=True)
     if workers == 1:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.accounting.request_size import output_cap
-from gateway.accounting.tokens import TokenCounter, prompt_tokens
+from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens, prompt_tokens
 from gateway.accounting.usage_guard import plausible
 from gateway.backends import bridge
 from gateway.backends.base import UpstreamRequest, UpstreamResponse
+from gateway.backends.bridge import dialect_of
 from gateway.backends.upstream_errors import upstream_error
 from gateway.call import (
     NO_MONEY,
@@ -30,6 +31,7 @@ from gateway.call import (
     Dialect,
     Endpoint,
     Outcome,
+    Principal,
     Usage,
 )
 from gateway.config.runtime import Runtime
@@ -148,11 +150,15 @@ class Pipeline:
         request: tuple[str, Dialect, Endpoint],
         client: tuple[str | None, str | None],
         traceparent: str | None = None,
+        principal: Principal | None = None,
     ) -> None:
-        """Records a request refused before it became a Call (bad key, bad JSON, too large);
-        its span joins the client's trace when it sent one."""
+        """Records a request refused before it became a Call (bad key, bad JSON, too large),
+        against its key when that was known; its span joins the client's trace when it sent
+        one."""
         request_id, dialect, endpoint = request
         call = Call(request_id, dialect, endpoint, "", {}, False, False)
+        if principal is not None:
+            call.principal = principal
         call.client_ip, call.user_agent = client
         call.traceparent = traceparent
         outcome = Outcome(status=err.status, error_type=err.error_type, kind="rejected")
@@ -215,8 +221,13 @@ class Pipeline:
                 outcome.policies_at = (started, time.time())
             if verdict is not None:
                 return _verdict_reply(verdict, outcome, call)
-        targets = call.route.targets if call.route else runtime.router.targets(call.model)
-        target = targets[0]
+        if call.endpoint == "count_tokens":
+            target = runtime.router.configured(call.model)[0]
+            if dialect_of(runtime.backends[target.backend]) != "anthropic":
+                return self._counted(call, outcome)  # only Anthropic counts for itself
+        else:
+            targets = call.route.targets if call.route else runtime.router.targets(call.model)
+            target = targets[0]
         backend = runtime.backends[target.backend]
         outcome.target = target
         sent = dict(call.forward) if call.forward else {}
@@ -261,6 +272,18 @@ class Pipeline:
             primed = await Primed.start(response.stream, call.dialect)
         stream = StreamReply(primed, outcome, finish, deadline)
         return Reply(response.status, headers, stream=stream)
+
+    def _counted(self, call: Call, outcome: Outcome) -> Reply:
+        """`count_tokens` for a model no Anthropic backend serves: Tollgate's own count (what
+        the upstream that bills will see is its own tokenizer's business)."""
+        count = anthropic_prompt_tokens(call.body, self._tokens)
+        tools = call.body.get("tools")
+        if tools:
+            count += self._tokens.count(orjson.dumps(tools).decode())
+        outcome.status = 200
+        outcome.first_byte_at = time.time()
+        body = orjson.dumps({"input_tokens": count})
+        return Reply(200, [("content-type", "application/json")], body)
 
     @staticmethod
     def _whole(

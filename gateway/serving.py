@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from gateway.connections import GuardedConfig
+
 
 class QuietServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
@@ -39,9 +41,13 @@ class QuietServer(uvicorn.Server):
 
 
 def serve(app: Any, *, workers: int = 1, **options: Any) -> None:
-    """`uvicorn.run`, on QuietServer for a single process. (uvicorn's multi-process supervisor
-    builds its workers' servers itself, so `--workers N` keeps uvicorn's own loop.)"""
+    """What `uvicorn.run` does, with our Config (connections.py), on QuietServer for a single
+    process (uvicorn's multi-process supervisor builds its workers' servers itself)."""
+    config = GuardedConfig(app, workers=workers, **options)
     if workers > 1:
-        uvicorn.run(app, workers=workers, **options)
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
         return
-    QuietServer(uvicorn.Config(app, **options)).run()
+    QuietServer(config).run()

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from gateway.errors import PayloadTooLarge, TollgateError, UpstreamTimeout
+from gateway.errors import InvalidRequest, PayloadTooLarge, TollgateError, UpstreamTimeout
 from gateway.pipeline import Reply
 from gateway.relay import StreamReply
 
@@ -19,7 +19,11 @@ ErrorEvent = Callable[[TollgateError], bytes]
 log = logging.getLogger("gateway.api")
 
 
-async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
+async def read_body(
+    receive: Receive, limit: int, content_length: int | None, per_read_s: float = 30.0
+) -> bytes:
+    """The whole body, each part within `per_read_s` of the previous one (a client trickling
+    its body cannot hold a connection and a task for ever)."""
     if content_length is not None and content_length > limit:
         raise PayloadTooLarge(
             f"Request body of {content_length} bytes exceeds the limit of {limit} bytes."
@@ -27,7 +31,15 @@ async def read_body(receive: Receive, limit: int, content_length: int | None) ->
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(per_read_s):
+                message = await receive()
+        except TimeoutError as exc:
+            raise InvalidRequest(
+                f"The request body was not received within {per_read_s:g} s.",
+                status=408,
+                code="request_timeout",
+            ) from exc
         if message["type"] == "http.disconnect":
             raise asyncio.CancelledError("client disconnected before sending its body")
         chunk = message.get("body", b"")

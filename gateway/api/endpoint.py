@@ -16,10 +16,11 @@ from gateway.api.asgi import (
     RequestHeaders,
     Send,
     raw_headers,
+    read_body,
     send_stream,
     send_whole,
 )
-from gateway.call import Call, Dialect, Endpoint
+from gateway.call import Call, Dialect, Endpoint, Principal
 from gateway.config.runtime import Runtime
 from gateway.errors import InternalError, TollgateError
 from gateway.logs import request_id_var
@@ -34,16 +35,20 @@ class DialectEndpoint:
     dialect: Dialect
     endpoint: Endpoint
 
-    async def prepare(
+    def key_of(self, headers: RequestHeaders) -> str | None:
+        """The client's key as this dialect's clients send it."""
+        return headers.bearer()
+
+    def build(
         self,
-        scope: dict[str, Any],
-        receive: Receive,
-        send: Send,
-        services: Services,
-        runtime: Runtime,
+        raw: bytes,
+        principal: Principal,
         request_id: str,
-    ) -> Call | None:
-        """The call to run, or None when the endpoint has answered by itself."""
+        scope: dict[str, Any],
+        headers: RequestHeaders,
+        runtime: Runtime,
+    ) -> Call:
+        """The call to run, from the body the client sent (a TollgateError if it is bad)."""
         raise NotImplementedError
 
     def _record_rejected(
@@ -53,6 +58,7 @@ class DialectEndpoint:
         err: TollgateError,
         request_id: str,
         scope: dict[str, Any],
+        principal: Principal | None,
     ) -> None:
         client = scope.get("client")
         headers = RequestHeaders(scope)
@@ -62,6 +68,7 @@ class DialectEndpoint:
             (request_id, self.dialect, self.endpoint),
             (client[0] if client else None, headers.user_agent),
             headers.traceparent,
+            principal,
         )
 
     def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
@@ -78,10 +85,15 @@ class DialectEndpoint:
         runtime = services.runtime.current  # the call finishes on the config it started on
         runtime.calls.enter()  # ...which is not closed until it has (reload.py)
         call: Call | None = None
+        principal: Principal | None = None  # known once the key is: a later refusal is its
         try:
-            call = await self.prepare(scope, receive, send, services, runtime, request_id)
-            if call is None:
-                return
+            headers = RequestHeaders(scope)
+            principal = runtime.auth.authenticate(self.key_of(headers))
+            server = runtime.config.server
+            raw = await read_body(
+                receive, server.max_body_bytes, headers.content_length, server.body_timeout_seconds
+            )
+            call = self.build(raw, principal, request_id, scope, headers, runtime)
             watch = ClientWatch(receive, DISCONNECT_GRACE_S)
             reply = await services.pipeline.handle(call, runtime)
             out = raw_headers(reply.headers)
@@ -97,7 +109,7 @@ class DialectEndpoint:
                     await reply.done()
         except TollgateError as err:
             if call is None:
-                self._record_rejected(services, runtime, err, request_id, scope)
+                self._record_rejected(services, runtime, err, request_id, scope, principal)
             await self.send_error(send, err, request_id)
         except asyncio.CancelledError:
             if watch is None or watch.reason is None:

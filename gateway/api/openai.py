@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
-from gateway.api.asgi import Receive, RequestHeaders, Send, raw_headers, read_body, send_whole
+from gateway.api.asgi import RequestHeaders, Send, raw_headers, send_whole
+from gateway.api.bodies import check_completions, check_openai_chat, parse_json_object
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
 from gateway.call import Call, Endpoint, Principal
 from gateway.config.runtime import Runtime
 from gateway.errors import InvalidRequest, TollgateError
-from gateway.services import Services
 
 log = logging.getLogger("gateway.api")
 JSON = (b"content-type", b"application/json")
@@ -35,32 +33,17 @@ class OpenAIEndpoint(DialectEndpoint):
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
-    async def prepare(
-        self,
-        scope: dict[str, Any],
-        receive: Receive,
-        send: Send,
-        services: Services,
-        runtime: Runtime,
-        request_id: str,
-    ) -> Call:
-        headers = RequestHeaders(scope)
-        principal = runtime.auth.authenticate(headers.bearer())
-        body = await read_body(
-            receive, runtime.config.server.max_body_bytes, headers.content_length
-        )
-        return self._call(body, principal, request_id, scope, headers)
-
     async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
         await send_openai_error(send, err, request_id)
 
-    def _call(
+    def build(
         self,
         raw: bytes,
         principal: Principal,
         request_id: str,
         scope: dict[str, Any],
         headers: RequestHeaders,
+        runtime: Runtime,
     ) -> Call:
         body = parse_json_object(raw)
         model = body.get("model")
@@ -72,6 +55,7 @@ class OpenAIEndpoint(DialectEndpoint):
         if required not in body:
             raise InvalidRequest(f"Missing required parameter: '{required}'.", param=required)
         _check_fields(self.endpoint, body)
+        check_completions(self.endpoint, body, runtime.config.server.max_completions)
         stream = body.get("stream") is True
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -93,16 +77,6 @@ class OpenAIEndpoint(DialectEndpoint):
         )
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
-
-
 def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
     """Only the fields Tollgate acts on are checked; the rest pass through untouched."""
     if endpoint == "chat.completions":
@@ -115,6 +89,7 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
                     f"'messages[{i}]' must be an object with a string 'role'.",
                     param=f"messages[{i}]",
                 )
+        check_openai_chat(body)
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
     options = body.get("stream_options")

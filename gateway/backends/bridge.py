@@ -7,7 +7,7 @@ backend the other way round; streams are translated event by event as they arriv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -54,7 +54,7 @@ async def _anthropic_via_openai(
     upstream = replace(
         request,
         endpoint="chat.completions",
-        body=messages_to_chat(dict(request.body)),
+        body=_translated(messages_to_chat, dict(request.body)),
         dialect="openai",
         client_wants_usage=True,
         headers=_trace_headers(request),
@@ -82,7 +82,7 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
     upstream = replace(
         request,
         endpoint="messages",
-        body=chat_to_messages(dict(request.body), DEFAULT_ANTHROPIC_MAX_TOKENS),
+        body=_translated(chat_to_messages, dict(request.body), DEFAULT_ANTHROPIC_MAX_TOKENS),
         dialect="anthropic",
         headers=_trace_headers(request),
     )
@@ -95,6 +95,18 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
     usage = response.usage or Usage()
     body = orjson.dumps(message_to_chat_completion(_json(response.body, "content"), usage))
     return replace(response, body=body, headers=JSON)
+
+
+def _translated(translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """A request said in the other dialect. The edge checks the fields translation reads; a
+    shape it did not foresee is still the request's fault (a 400), never a 500."""
+    try:
+        return translate(*args)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise InvalidRequest(
+            f"The request could not be translated for this model's backend: a field has an "
+            f"unexpected shape ({type(exc).__name__}: {exc})."
+        ) from exc
 
 
 def _trace_headers(request: UpstreamRequest) -> dict[str, str]:

@@ -153,6 +153,17 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     reload_poll_seconds: float = Field(2.0, ge=0)
     sink_queue_size: int = Field(10_000, ge=1)
+    # A client must send its request headers within this long of connecting (or of its last
+    # response), and each part of its body within body_timeout_seconds of the previous one.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    keepalive_seconds: float = Field(5.0, gt=0, le=3600)
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For names the client; from anyone else it is
+    # ignored, so no client can choose the client_ip the audit log records.
+    trusted_proxies: tuple[str, ...] = ()
+    # Completions one request may ask for (n, best_of x prompts): a bound on what one call
+    # can make a backend generate.
+    max_completions: int = Field(128, ge=1, le=10_000)
 
 
 class LoggingConfig(Strict):

@@ -17,7 +17,7 @@ from gateway.accounting.limits import Ask, Line, Planner
 from gateway.accounting.request_size import output_cap
 from gateway.accounting.spend import Spent
 from gateway.accounting.tokens import prompt_tokens
-from gateway.call import Call, Decision, Deny, Outcome, Verdict
+from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
 from gateway.errors import InternalError, ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
 from gateway.stores.counters import StoreRejected
@@ -99,6 +99,8 @@ class BudgetGuard(PolicyPlugin):
         (n, best_of, a prompt array) at its max tokens."""
         limits = self.limits
         body = call.body
+        if call.endpoint == "count_tokens":
+            return Ask(usd_nanos=0, tokens=0)  # counting costs nothing; rate limits still count it
         prompt = prompt_tokens(call.endpoint, body, self.context.tokens)
         reserved = math.ceil(prompt * (1 + limits.prompt_margin))
         output = output_cap(call.endpoint, body, limits.default_max_tokens) or 0
@@ -117,9 +119,11 @@ class BudgetGuard(PolicyPlugin):
         """What the call used, at the cost the pipeline put on it (abandoned calls carry their
         prompt as estimated usage by then)."""
         usage = outcome.usage
-        if outcome.target is None or usage is None:
+        if outcome.status >= 400 and not outcome.disconnected and not outcome.partial:
             return None
-        if outcome.status >= 400 and not outcome.disconnected:
+        if call.endpoint == "count_tokens":  # free, but a request the rate limits count
+            usage = Usage()
+        elif outcome.target is None or usage is None:
             return None
         return Spent(
             usd_nanos=outcome.money.cost,

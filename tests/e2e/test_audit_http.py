@@ -99,6 +99,8 @@ def test_http_calls_become_events_and_the_cli_verifies_and_exports(
         ("rejected", 413, False),
     ]
     assert rows[0].team == "ml" and rows[0].key_name == "alice" and rows[2].key_name == "anonymous"
+    # Refused after the key was checked: recorded against that key, not as anonymous.
+    assert (rows[3].key_name, rows[4].key_name) == ("alice", "alice")
     assert rows[0].capture == "redacted" and rows[0].cost_nanousd > 0
     assert rows[0].user_agent.startswith("OpenAI/Python")
     verified = tollgate(env, gateway.config, "verify")  # type: ignore[arg-type]
@@ -111,4 +113,4 @@ def test_http_calls_become_events_and_the_cli_verifies_and_exports(
     assert Decimal(table[0]["cost_usd"]) == Decimal(rows[0].cost_nanousd) / 10**9
     assert "E" not in table[0]["cost_usd"], "plain decimal notation"
     lines = tollgate(env, gateway.config, "export", "--team", "ml").stdout.splitlines()  # type: ignore[arg-type]
-    assert len(lines) == 2 and orjson.loads(lines[0])["team"] == "ml"
+    assert len(lines) == 4 and orjson.loads(lines[0])["team"] == "ml"
