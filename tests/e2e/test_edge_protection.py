@@ -37,7 +37,8 @@ audit: {ship_interval_ms: 10}
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("edge")
     (tmp / "tollgate.yaml").write_text(CONFIG)
-    with GatewayProcess(tmp / "tollgate.yaml", env={"TG_KEY": KEY, "TG_COUNT": COUNTER}, log=tmp / "gw.log") as gw:
+    env = {"TG_KEY": KEY, "TG_COUNT": COUNTER}
+    with GatewayProcess(tmp / "tollgate.yaml", env=env, log=tmp / "gw.log") as gw:
         yield gw
 
 
