@@ -92,6 +92,8 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
         check_openai_chat(body)
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
+    if endpoint == "embeddings" and body.get("stream"):
+        raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
