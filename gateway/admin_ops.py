@@ -185,6 +185,10 @@ async def budget_report(
     window, stem = budget_counter(
         rule, subject_label(rule.scope, value, ident), ledger.clock(), ledger.zone
     )
+    seed = ("all", "all") if rule.scope == "global" else (rule.scope, value)
+    ttl = int(window.end - ledger.clock()) + 3600 if window.end is not None else 0
+    for unit in ("usd", "tokens"):  # a budget new in its window shows what was spent already
+        await ledger.seed_counter(f"{stem}:{unit}", window, unit, seed, ttl)
     used_usd, used_tokens = await ledger.values([f"{stem}:usd", f"{stem}:tokens"])
     report["usage"] = {
         "subject": value,

@@ -20,8 +20,15 @@ from zoneinfo import ZoneInfo
 
 from gateway.accounting.limits import Line
 from gateway.accounting.settle import SettleQueue
-from gateway.accounting.spend import SPEND_FIELDS, SpendBook, Spent, table_name
-from gateway.accounting.windows import WindowCache, WindowKind, window_at
+from gateway.accounting.spend import (
+    SPEND_FIELDS,
+    SPEND_WINDOWS,
+    SpendBook,
+    Spent,
+    recorded,
+    table_name,
+)
+from gateway.accounting.windows import Window, WindowCache, WindowKind, window_at
 from gateway.stores.counters import (
     CounterStore,
     HoldTag,
@@ -89,6 +96,7 @@ class Ledger:
         self.book = SpendBook(lambda: self.store, self.windows, clock)
         self.settles = SettleQueue(self._failed)
         self._task: asyncio.Task[None] | None = None
+        self._seeded: set[str] = set()  # budget counters looked at (seed) by this process
 
     def snapshot(self) -> dict[str, int]:
         """Counters for /readyz: how degraded the ledger has been since start."""
@@ -106,6 +114,11 @@ class Ledger:
     async def reserve(self, lines: Sequence[Line]) -> Hold | Denial:
         charges = [line.charge for line in lines]
         store = self._pick()
+        fresh = [
+            line for line in lines if line.seed is not None and line.charge.key not in self._seeded
+        ]
+        if fresh and store is self.store:
+            await self._seed(fresh)
         tag = self._tag() if store is not self.local else None
         try:
             result = await store.reserve(charges, tag)
@@ -124,6 +137,31 @@ class Ledger:
         if degraded:
             self.stats.degraded_calls += 1
         return Hold(list(lines), store, result, degraded, tag)
+
+    async def _seed(self, lines: Sequence[Line]) -> None:
+        """Budget counters this process has not used yet in this window: each that does not
+        exist at all (a budget created, or added by a reload, mid-window) starts from what its
+        subject already spent in the window, as `tollgate spend` reports it. One look per
+        counter per process; a failure is the store's failure."""
+        if len(self._seeded) > 100_000:
+            self._seeded.clear()
+        await self.book.flush()  # this process's own recent spend counts too
+        for line in lines:
+            assert line.seed is not None
+            self._seeded.add(line.charge.key)
+            await self.seed_counter(
+                line.charge.key, line.window, line.unit, line.seed, line.charge.ttl
+            )
+
+    async def seed_counter(
+        self, key: str, window: Window, unit: str, seed: tuple[str, str], ttl: int
+    ) -> None:
+        if window.kind not in SPEND_WINDOWS or unit not in ("usd", "tokens"):
+            return
+        usd, tokens = await recorded(self.store, window.tag, *seed)
+        spent = usd if unit == "usd" else tokens
+        if spent and await self.store.seed(key, spent, ttl):
+            log.info("budget counter %s starts at %d %s already spent", key, spent, unit)
 
     def _tag(self) -> HoldTag:
         """A shared-store reservation outlives a dead gateway by at most `hold_s` seconds."""

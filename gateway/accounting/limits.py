@@ -47,6 +47,9 @@ class Line:
     window: Window
     hard: bool
     limit: int | None  # the rule's limit, also for soft budgets (whose charge has none)
+    # The spend tally that says what this budget's subject spent in the window before the
+    # budget existed: (dimension, value), for a counter seen for the first time.
+    seed: tuple[str, str] | None = None
 
     def describe(self, zone: ZoneInfo, current: int, now: float) -> str:
         what = f"{self.kind} '{self.rule}' ({self.subject})"
@@ -128,7 +131,8 @@ class Planner:
             value = _subject_value(rule.scope, principal, model)
             if value is not None and _applies(rule.subject, value):
                 label = _label(rule.scope, value, principal)
-                out.extend(self._budget_lines(rule, label, ask, now))
+                seed = ("all", "all") if rule.scope == "global" else (rule.scope, value)
+                out.extend(self._budget_lines(rule, label, ask, now, seed))
         for rate in self.rates:
             value = _subject_value(rate.scope, principal, model)
             if value is not None and _applies(rate.subject, value) and rate.model in (None, model):
@@ -136,7 +140,9 @@ class Planner:
                 out.extend(self._rate_lines(rate, label, model, ask, now))
         return out
 
-    def _budget_lines(self, rule: BudgetRule, subject: str, ask: Ask, now: float) -> list[Line]:
+    def _budget_lines(
+        self, rule: BudgetRule, subject: str, ask: Ask, now: float, seed: tuple[str, str]
+    ) -> list[Line]:
         window = self._windows.at(rule.window, now)
         base = budget_stem(rule, subject, window)
         ttl = _ttl(window, now)
@@ -150,7 +156,8 @@ class Planner:
             if limit is not None:
                 # A soft budget counts without refusing: its charge carries no limit.
                 charge = Charge(f"{base}:{unit}", amount, limit if hard else None, ttl)
-                out.append(Line(charge, unit, "budget", rule.name, subject, window, hard, limit))
+                line = Line(charge, unit, "budget", rule.name, subject, window, hard, limit, seed)
+                out.append(line)
         return out
 
     def _rate_lines(

@@ -16,6 +16,8 @@ log = logging.getLogger("gateway.spend")
 
 SPEND_WINDOWS: tuple[WindowKind, ...] = ("hour", "day", "week", "month", "total")
 SPEND_DIMENSIONS = ("team", "key", "model")
+# Also tallied, to start a budget created mid-window from what its subject already spent.
+SEED_DIMENSIONS = ("user", "org", "all")
 SPEND_FIELDS = ("usd", "in", "out", "req")
 # How long each window's tallies are kept after they start (0: forever).
 _KEEP_S: dict[WindowKind, int] = {
@@ -38,6 +40,8 @@ class Spent:
     team: str | None
     key: str
     model: str
+    user: str | None = None
+    org: str | None = None
 
 
 def table_name(window_tag: str, dimension: str) -> str:
@@ -61,7 +65,14 @@ class SpendBook:
 
     def add(self, spent: Spent) -> None:
         amounts = (spent.usd_nanos, spent.input_tokens, spent.output_tokens, 1)
-        for key in (("team", spent.team or "-"), ("key", spent.key), ("model", spent.model)):
+        for key in (
+            ("team", spent.team or "-"),
+            ("key", spent.key),
+            ("model", spent.model),
+            ("user", spent.user or "-"),
+            ("org", spent.org or "-"),
+            ("all", "all"),
+        ):
             row = self._pending.get(key)
             if row is None:
                 self._pending[key] = list(amounts)
@@ -105,3 +116,13 @@ class SpendBook:
                     if amount:
                         out.append(Tally(table, f"{value}|{name}", amount, _KEEP_S[kind]))
         return out
+
+
+async def recorded(
+    store: CounterStore, window_tag: str, dimension: str, value: str
+) -> tuple[int, int]:
+    """What one subject has spent in a window so far, as the tallies say: (nano-dollars,
+    tokens)."""
+    table = await store.table(table_name(window_tag, dimension))
+    usd = table.get(f"{value}|usd", 0)
+    return usd, table.get(f"{value}|in", 0) + table.get(f"{value}|out", 0)

@@ -133,6 +133,8 @@ class BudgetGuard(PolicyPlugin):
             team=call.principal.team,
             key=call.principal.name,
             model=call.model,
+            user=call.principal.user,
+            org=call.principal.org,
         )
 
     def _deny(self, denial: Denial) -> Deny:

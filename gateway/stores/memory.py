@@ -56,6 +56,13 @@ class MemoryCounters:
     async def sweep_holds(self, now: float) -> int:
         return 0
 
+    async def seed(self, key: str, value: int, ttl: int) -> bool:
+        if (key in self._counters and self._live(key) != 0) or key in self._counters:
+            return False
+        self._counters[key] = value
+        self._touch(key, ttl)
+        return True
+
     def reserve_now(self, charges: Sequence[Charge]) -> Refused | list[int]:
         for i, charge in enumerate(charges):
             current = self._live(charge.key)

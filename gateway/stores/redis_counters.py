@@ -109,6 +109,15 @@ class RedisCounters:
         if keys:
             await self._script("settle", keys, args)
 
+    async def seed(self, key: str, value: int, ttl: int) -> bool:
+        args: list[Any] = ["SET", self._k(key), value, "NX"]
+        if ttl > 0:
+            args += ["EX", ttl]
+        try:
+            return await self._pipe.call(*args) is not None
+        except RedisReplyError as exc:
+            raise _classified(exc) from exc
+
     async def values(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []

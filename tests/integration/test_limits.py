@@ -14,6 +14,7 @@ from tests.integration.conftest import Clock, StoreFactory
 
 ALICE = Principal(key_id="k1", name="alice", team="ml", org="acme")
 BOB = Principal(key_id="k2", name="bob", team="web", org="acme")
+ALICE_FULL = Principal(key_id="k1", name="alice", user="a@x", team="ml", org="acme")
 
 
 def budget(name: str, scope: str, subject: str | None, **kw: object) -> BudgetRule:
@@ -206,3 +207,26 @@ async def test_a_call_settling_after_its_hold_was_swept_is_charged_once(
     await ledger.sweep()
     ledger.settle(slow, Spent(250, 0, 0, 0, "ml", "alice", "c"))
     assert await ledger.values([key]) == [250], "its real cost, neither 400 nor -150"
+
+
+async def test_a_budget_created_mid_window_starts_from_what_was_spent(
+    make_store: StoreFactory,
+) -> None:
+    """It once started at $0 whatever `tollgate spend` said the team had spent that day."""
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, _ = setup(make_store, clock)
+    ledger.record(Spent(1500, 30, 20, 10, "ml", "alice", "chat", user="a@x", org="acme"))
+    await ledger.book.flush()
+    for scope, subject in (("team", "ml"), ("user", "a@x"), ("org", "acme"), ("global", None)):
+        rule = budget(f"new-{scope}", scope, subject, usd_nanos=2000)
+        planner = Planner([rule], [], ZoneInfo("UTC"), clock)
+        denied = await ledger.reserve(planner.lines(ALICE_FULL, "c", Ask(600, 0)))
+        assert isinstance(denied, Denial) and denied.current == 1500, scope
+        assert isinstance(await ledger.reserve(planner.lines(ALICE_FULL, "c", Ask(500, 0))), Hold)
+    tokens = budget("new-tokens", "team", "ml", tokens=40)
+    planner = Planner([tokens], [], ZoneInfo("UTC"), clock)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE_FULL, "c", Ask(0, 11))), Denial)
+    clock.set("2026-05-06T00:00:01")  # the next window starts empty
+    rule = budget("next-day", "team", "ml", usd_nanos=2000)
+    planner = Planner([rule], [], ZoneInfo("UTC"), clock)
+    assert isinstance(await ledger.reserve(planner.lines(ALICE_FULL, "c", Ask(1900, 0))), Hold)
