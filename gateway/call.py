@@ -58,6 +58,10 @@ class Timings(NamedTuple):
 NO_TIMINGS = Timings()
 
 
+# Labels under this prefix are told to the client as `x-tollgate-<rest>` response headers.
+NOTICE = "notice."
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: resolved once by auth, never carrying the secret itself."""

@@ -23,6 +23,7 @@ from gateway.backends.bridge import dialect_of
 from gateway.backends.upstream_errors import upstream_error
 from gateway.call import (
     NO_MONEY,
+    NOTICE,
     Answer,
     Call,
     CallRecord,
@@ -263,6 +264,7 @@ class Pipeline:
             *response.headers,
             ("x-tollgate-backend", target.backend),
             ("x-tollgate-cache", "miss"),
+            *notices(call),
         ]
         if target.tier:
             headers.append(("x-tollgate-tier", target.tier))
@@ -312,6 +314,14 @@ def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Repl
     return Reply(
         200, [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)], body
     )
+
+
+def notices(call: Call) -> list[tuple[str, str]]:
+    """What policies asked to tell the client (`notice.*` labels) as x-tollgate-* headers."""
+    if not call.labels:
+        return []
+    size = len(NOTICE)
+    return [("x-tollgate-" + k[size:], v) for k, v in call.labels.items() if k.startswith(NOTICE)]
 
 
 def _model_not_found(call: Call, runtime: Runtime) -> ModelNotFound:

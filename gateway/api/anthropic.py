@@ -16,7 +16,7 @@ from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import anthropic_error_body, anthropic_error_event
 from gateway.call import Call, Principal
 from gateway.config.runtime import Runtime
-from gateway.errors import InvalidRequest, TollgateError
+from gateway.errors import AuthenticationFailed, InvalidRequest, TollgateError
 
 log = logging.getLogger("gateway.api.anthropic")
 JSON = (b"content-type", b"application/json")
@@ -40,6 +40,15 @@ class MessagesEndpoint(DialectEndpoint):
     def key_of(self, headers: RequestHeaders) -> str | None:
         """Anthropic clients send `x-api-key`; Bearer is accepted too."""
         return headers.key()
+
+    def authenticate(self, runtime: Runtime, headers: RequestHeaders) -> Principal:
+        try:
+            return super().authenticate(runtime, headers)
+        except AuthenticationFailed as err:
+            if err.code == "missing_api_key":  # said the way Anthropic's clients know it
+                err.message = "x-api-key header is required"
+                err.args = (err.message,)
+            raise
 
     def build(
         self,

@@ -39,6 +39,9 @@ class DialectEndpoint:
         """The client's key as this dialect's clients send it."""
         return headers.bearer()
 
+    def authenticate(self, runtime: Runtime, headers: RequestHeaders) -> Principal:
+        return runtime.auth.authenticate(self.key_of(headers))
+
     def build(
         self,
         raw: bytes,
@@ -88,7 +91,7 @@ class DialectEndpoint:
         principal: Principal | None = None  # known once the key is: a later refusal is its
         try:
             headers = RequestHeaders(scope)
-            principal = runtime.auth.authenticate(self.key_of(headers))
+            principal = self.authenticate(runtime, headers)
             server = runtime.config.server
             raw = await read_body(
                 receive, server.max_body_bytes, headers.content_length, server.body_timeout_seconds

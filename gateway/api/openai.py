@@ -33,6 +33,11 @@ class OpenAIEndpoint(DialectEndpoint):
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
+    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        # `x-request-id` is where the OpenAI SDK looks for it (`response._request_id`).
+        encoded = request_id.encode()
+        return [(b"x-tollgate-request-id", encoded), (b"x-request-id", encoded)]
+
     async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
         await send_openai_error(send, err, request_id)
 
@@ -106,9 +111,11 @@ def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:
 
 
 async def send_openai_error(send: Send, err: TollgateError, request_id: str) -> None:
+    encoded = request_id.encode()
     headers = [
         JSON,
-        (b"x-tollgate-request-id", request_id.encode()),
+        (b"x-tollgate-request-id", encoded),
+        (b"x-request-id", encoded),
         *raw_headers(err.headers.items()),
     ]
     try:

@@ -25,7 +25,6 @@ _RELAY = frozenset(
     {
         b"content-type",
         b"retry-after",
-        b"x-request-id",
         b"openai-processing-ms",
         b"x-ratelimit-limit-requests",
         b"x-ratelimit-remaining-requests",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gateway.call import Call, Decision, Deny, Verdict
+from gateway.call import NOTICE, Call, Decision, Deny, Verdict
 from gateway.policies.base import PluginOptions, PolicyPlugin
 
 _FIELDS = ("max_tokens", "max_completion_tokens")
@@ -47,9 +47,12 @@ class MaxTokensCap(PolicyPlugin):
                 f"{field}={requested} exceeds this key's limit of {limit}",
                 status=400,
                 code="max_tokens_exceeded",
+                error_type="invalid_request_error",
             )
         call.body[field] = limit
         call.decide(Decision(self.name, "modify", f"{field} clamped from {requested} to {limit}"))
+        # Told to the client too (x-tollgate-max-tokens), so a short answer is explained.
+        call.labels[f"{NOTICE}max-tokens"] = f"{limit}; requested={requested}"
         return None
 
     def _limit_for(self, call: Call) -> int:

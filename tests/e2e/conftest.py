@@ -67,6 +67,9 @@ models:
 pricing:
   - {{backend: fake, model: fake-chat, input: 1.0, output: 2.0}}
   - {{free: true}}
+policies:
+  - use: max_tokens
+    with: {{limit: 2000, teams: {{qa: 1000}}}}
 """
 
 

@@ -194,6 +194,8 @@ def test_502_upstream_unreachable(gateway_proc: GatewayProcess) -> None:
         )
     assert info.value.status_code == 502
     assert info.value.body["code"] == "upstream_unreachable"  # type: ignore[index]
+    message = info.value.body["message"]  # type: ignore[index]
+    assert "127.0.0.1" not in message and "down" not in message, message
 
 
 def test_504_upstream_timeout(gateway_proc: GatewayProcess) -> None:
@@ -272,3 +274,34 @@ def _access_lines(gw: GatewayProcess, model: str, count: int) -> list[dict[str, 
             assert len(found) >= count, f"expected {count} access lines for {model}"
             return found[-count:]
         time.sleep(0.02)
+
+
+def test_the_sdk_sees_the_request_id(gateway_proc: GatewayProcess) -> None:
+    reply = client(gateway_proc).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.request_id == reply.headers["x-tollgate-request-id"]
+    assert len(reply.request_id or "") == 32
+
+
+def test_a_clamped_max_tokens_is_told_and_a_denied_one_is_the_clients_error(
+    gateway_proc: GatewayProcess,
+) -> None:
+    reply = client(gateway_proc).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5000
+    )
+    assert reply.headers["x-tollgate-max-tokens"] == "1000; requested=5000"
+
+
+def test_an_anthropic_client_without_a_key_is_told_about_x_api_key(
+    gateway_proc: GatewayProcess,
+) -> None:
+    r = httpx.post(
+        gateway_proc.url + "/v1/messages",
+        json={"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert r.status_code == 401
+    assert r.json()["error"] == {
+        "type": "authentication_error",
+        "message": "x-api-key header is required",
+    }

@@ -131,6 +131,9 @@ async def test_max_tokens_clamps_defaults_and_denies() -> None:
 
     verdict = await cap(limit=100, action="deny").on_request(make_call(max_completion_tokens=101))
     assert isinstance(verdict, Deny) and verdict.status == 400
+    # The client's own request is at fault: said so, with what it sent.
+    assert verdict.error_type == "invalid_request_error"
+    assert "max_completion_tokens=101" in verdict.message
 
     call = make_call(max_tokens=500)
     from gateway.call import Principal
