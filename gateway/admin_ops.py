@@ -190,8 +190,11 @@ async def budget_report(
     for unit in ("usd", "tokens"):  # a budget new in its window shows what was spent already
         await ledger.seed_counter(f"{stem}:{unit}", window, unit, seed, ttl)
     used_usd, used_tokens = await ledger.values([f"{stem}:usd", f"{stem}:tokens"])
+    label = subject_label(rule.scope, value, ident)
+    refused = (await ledger.refusals(window.tag)).get(f"{rule.name}|{label}", 0)
     report["usage"] = {
         "subject": value,
+        "refused": refused,
         "window": {"kind": window.kind, "start": window.start, "end": window.end},
         "usd": str(usd(used_usd)) if rule.usd_nanos is not None else None,
         "tokens": used_tokens if rule.tokens is not None else None,

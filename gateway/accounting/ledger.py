@@ -26,6 +26,7 @@ from gateway.accounting.spend import (
     SpendBook,
     Spent,
     recorded,
+    refusals_table,
     table_name,
 )
 from gateway.accounting.windows import Window, WindowCache, WindowKind, window_at
@@ -207,6 +208,11 @@ class Ledger:
             value, _, name = key.rpartition("|")
             rows.setdefault(value, dict.fromkeys(SPEND_FIELDS, 0))[name] = amount
         return rows
+
+    async def refusals(self, window_tag: str) -> dict[str, int]:
+        """Calls each budget refused in a window: `budget|subject` -> count."""
+        await self.book.flush()
+        return await self._pick(fail_closed=False).table(refusals_table(window_tag))
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         await self.settles.flush()

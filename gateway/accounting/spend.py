@@ -48,6 +48,10 @@ def table_name(window_tag: str, dimension: str) -> str:
     return f"s:{window_tag}:{dimension}"
 
 
+def refusals_table(window_tag: str) -> str:
+    return f"d:{window_tag}"
+
+
 class SpendBook:
     def __init__(
         self,
@@ -59,6 +63,7 @@ class SpendBook:
         self._windows = windows
         self._clock = clock
         self._pending: dict[tuple[str, str], list[int]] = {}
+        self._refusals: dict[tuple[str, str], int] = {}  # (window tag, "budget|subject")
         self._lock = asyncio.Lock()
         self._failing = False
         self.rejected = 0
@@ -80,13 +85,24 @@ class SpendBook:
                 for i, amount in enumerate(amounts):
                     row[i] += amount
 
+    def refused(self, window_tag: str, budget: str, subject: str) -> None:
+        """A call a budget refused: counted per budget, subject and window (the dashboard shows
+        a budget that is refusing calls although money is left)."""
+        key = (window_tag, f"{budget}|{subject}")
+        self._refusals[key] = self._refusals.get(key, 0) + 1
+
     async def flush(self) -> None:
         async with self._lock:
             pending, self._pending = self._pending, {}
-            if not pending:
+            refusals, self._refusals = self._refusals, {}
+            if not pending and not refusals:
                 return
+            tallies = self._tallies(pending) + [
+                Tally(refusals_table(tag), field, n, _KEEP_S["month"])
+                for (tag, field), n in refusals.items()
+            ]
             try:
-                await self._store().settle([], self._tallies(pending))
+                await self._store().settle([], tallies)
             except StoreUnavailable as exc:
                 if not self._failing:
                     log.warning(
@@ -97,6 +113,8 @@ class SpendBook:
                     mine = self._pending.setdefault(key, [0, 0, 0, 0])
                     for i, amount in enumerate(row):
                         mine[i] += amount
+                for rkey, n in refusals.items():
+                    self._refusals[rkey] = self._refusals.get(rkey, 0) + n
             except StoreRejected as exc:
                 # Tallies are bounded sums of bounded usage: this cannot happen short of a bug;
                 # drop the batch (spend is also in the audit log and the rollups), loudly.

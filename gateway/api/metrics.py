@@ -17,6 +17,9 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.dashboard import check_dashboard
+from gateway.api.errors import openai_error_body
+from gateway.errors import TollgateError
 from gateway.services import Services
 
 
@@ -112,6 +115,12 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 async def metrics(request: Request) -> Response:
+    services: Services = request.state.services
+    if services.runtime.current.config.telemetry.prometheus.protected:
+        try:
+            check_dashboard(request, services)
+        except TollgateError as err:
+            return Response(openai_error_body(err), err.status, media_type="application/json")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(request.state.services))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

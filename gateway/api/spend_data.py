@@ -182,6 +182,8 @@ async def budget_burn(
         "burn": [[t, v * _NANO] for t, v in burn],
         "projected_exhaustion": exhaustion,
         "enforcement": rule.enforcement,
+        # Calls it refused this window: a budget with money left still refuses what does not fit.
+        "refused": int(usage.get("refused") or 0),
     }
 
 

@@ -150,6 +150,7 @@ class BudgetGuard(PolicyPlugin):
                 headers={"retry-after": retry},
                 error_type="requests" if line.unit == "requests" else "tokens",
             )
+        self.limits.ledger.book.refused(line.window.tag, line.rule, line.subject)
         # The official SDKs retry 429s three times unless told not to: a budget does not come
         # back within their back-off, so each retry would only be one more denied row.
         headers = {"x-should-retry": "false"}

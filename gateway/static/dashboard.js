@@ -25,7 +25,11 @@ function setState(next) {
 
 function usd(v, digits) {
   if (v === null || v === undefined) return "–";
-  const d = digits !== undefined ? digits : (Math.abs(v) >= 100 ? 2 : Math.abs(v) >= 1 ? 3 : 4);
+  const a = Math.abs(v);
+  // Small sums keep two significant digits ($0.000054, never $0.0000): a small team's spend
+  // and a nearly spent budget must read as what they are.
+  const d = digits !== undefined ? digits
+    : a >= 100 ? 2 : a >= 1 ? 3 : a >= 0.01 || a === 0 ? 4 : Math.min(9, 1 - Math.floor(Math.log10(a)));
   return "$" + v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
 }
 const count = (v) => (v === null || v === undefined) ? "–" : v.toLocaleString("en-US");
@@ -202,6 +206,11 @@ function renderBudgets(data) {
     if (b.spent_usd >= b.limit_usd) {
       when.className = "over";
       when.textContent = "exhausted";
+      div.dataset.refusing = "true";
+    } else if (b.refused > 0) {
+      when.className = "over";
+      when.textContent = `refusing calls: ${count(b.refused)} refused this window, ${usd(b.limit_usd - b.spent_usd)} left is less than they need`;
+      div.dataset.refusing = "true";
     } else {
       when.textContent = b.projected_exhaustion
         ? `runs out ${new Date(b.projected_exhaustion * 1000).toLocaleString()}`

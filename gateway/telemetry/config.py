@@ -42,6 +42,13 @@ class DashboardConfig(_Strict):
     refresh_seconds: int = Field(30, ge=5, le=3600)
 
 
+class PrometheusConfig(_Strict):
+    """`GET /metrics`. `protected`: only with the admin or dashboard key (as the dashboard's
+    data), for gateways whose listen address is reachable by clients."""
+
+    protected: bool = False
+
+
 class TelemetryConfig(_Strict):
     """Traces (GenAI semantic conventions), metrics and spend rollups. `enabled: false` turns
     all three off (and with them the dashboard's data)."""
@@ -54,3 +61,4 @@ class TelemetryConfig(_Strict):
     otlp: OtlpConfig = OtlpConfig()
     rollups: RollupsConfig = RollupsConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()

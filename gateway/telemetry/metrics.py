@@ -103,6 +103,13 @@ SAVINGS = _Spec(
     "USD",
     (*BASE, "tollgate.optimisation"),
 )
+OVERSPEND = _Spec(
+    "tollgate.overspend",
+    "What calls cost above their counterfactual, by cause (USD): a call served dearer than its "
+    "reference. Kept apart from tollgate.savings so that counter never decreases.",
+    "USD",
+    (*BASE, "tollgate.optimisation"),
+)
 REQUESTS = _Spec("tollgate.requests", "Calls by outcome.", "{request}", (*BASE, "tollgate.outcome"))
 
 
@@ -114,7 +121,12 @@ class MetricBook(SpanProcessor):
             DURATION: {},
             FIRST_CHUNK: {},
         }
-        self.sums: dict[_Spec, dict[Key, float]] = {COST: {}, SAVINGS: {}, REQUESTS: {}}
+        self.sums: dict[_Spec, dict[Key, float]] = {
+            COST: {},
+            SAVINGS: {},
+            OVERSPEND: {},
+            REQUESTS: {},
+        }
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -145,12 +157,16 @@ class MetricBook(SpanProcessor):
         requests = sums[REQUESTS]
         rkey = (*base, str(attrs["tollgate.outcome"]))
         requests[rkey] = requests.get(rkey, 0) + 1
-        savings = sums[SAVINGS]
+        savings, overspend = sums[SAVINGS], sums[OVERSPEND]
         for name, kind in _SAVINGS:
             value = attrs.get(name)
-            if value is not None:
-                skey = (*base, kind)
+            if value is None:
+                continue
+            skey = (*base, kind)
+            if value >= 0:  # type: ignore[operator]
                 savings[skey] = savings.get(skey, 0.0) + value  # type: ignore[operator]
+            else:
+                overspend[skey] = overspend.get(skey, 0.0) - value  # type: ignore[operator]
 
     def _hist(self, spec: _Spec, key: Key, value: float) -> None:
         table = self.hists[spec]

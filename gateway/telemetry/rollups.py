@@ -38,6 +38,7 @@ _REQ, _ERR, _DEN, _HIT, _IN, _OUT, _CACHED, _COST, _CF = range(9)
 _SAVINGS_AT = {f"tollgate.savings.{kind}": 9 + i for i, kind in enumerate(SAVINGS_KINDS)}
 _LAT, _TTFT, _TTFT_N = _N - 3, _N - 2, _N - 1
 _NOT_ERRORS = ("served", "cache_hit", "denied", "client_disconnected")
+_ANSWERED = ("served", "cache_hit")  # what latency percentiles describe
 SpendKey = tuple[int, str, str, str, str, str]  # minute, then DIMENSIONS
 LatencyKey = tuple[int, str, str, int]  # minute, model, metric, bin
 
@@ -139,8 +140,8 @@ class RollupProcessor(SpanProcessor):
                 sums[at] += nano(attrs[name])
         latency_us = ((span.end_time or 0) - (span.start_time or 0)) // 1000
         sums[_LAT] += latency_us
-        latency_ms = latency_us / 1000
-        self._count(minute, model, "latency", latency_ms)
+        if outcome in _ANSWERED:  # a refusal in 1 ms says nothing of how fast calls are served
+            self._count(minute, model, "latency", latency_us / 1000)
         ttft = attrs.get("tollgate.ttft_ms")
         if isinstance(ttft, float):
             sums[_TTFT] += round(ttft * 1000)

@@ -113,7 +113,8 @@ class SpanBuilder:
             else []
         )
         attrs = root_attributes(record, operation, peer)
-        name = f"{operation} {record.model}" if record.model else operation
+        model = attrs["gen_ai.request.model"]
+        name = f"{operation} {model}" if model else operation
         start, end = _ns(record.received_at), _ns(record.completed_at)
         out.append(
             self._span(name, root, parent, attrs, start, end, SpanKind.SERVER, _status(record))
@@ -212,6 +213,18 @@ class SpanBuilder:
         return attrs
 
 
+UNKNOWN_MODEL = "(unknown)"
+
+
+def model_label(record: CallRecord) -> str:
+    """The model as metrics, rollups and the dashboard group by it: an alias the config serves,
+    never whatever name a client sent (each one would be a new series, row and legend entry).
+    A call refused before it reached a model (404 model not found) has no alias."""
+    if record.kind == "rejected" and record.model:
+        return UNKNOWN_MODEL
+    return record.model
+
+
 def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> dict[str, Any]:
     """The gateway span's attributes: what the rollups and metrics read."""
     p = record.principal
@@ -219,7 +232,7 @@ def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> di
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": peer.provider if peer else record.dialect,
-        "gen_ai.request.model": record.model,
+        "gen_ai.request.model": model_label(record),
         "http.response.status_code": record.status,
         "tollgate.request_id": record.request_id,
         "tollgate.outcome": record.kind,

@@ -216,3 +216,25 @@ def test_reservations_of_a_killed_gateway_are_released_by_another(
                 timeout=15,
             )
             assert Decimal(released) == 0, "the survivor released the dead gateway's hold"
+
+
+def test_a_budget_refusing_calls_with_money_left_says_so(
+    upstream: tuple[FakeUpstream, str], tmp_path: Path, tokens: TokenCounter
+) -> None:
+    """$0.00005 left, a call that may cost far more: refused, with what is left and what it
+    needed, and the dashboard's data counts the budget's refusals."""
+    budget = Decimal("0.00005")
+    with (
+        redis_prefix() as prefix,
+        gateways(1, config(upstream[1], prefix, budget), tmp_path) as (gw,),
+    ):
+        body = {"model": "metered", "messages": MESSAGES, "max_tokens": 5000}
+        r = httpx.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+        )
+        assert r.status_code == 429 and r.headers["x-should-retry"] == "false"
+        message = r.json()["error"]["message"]
+        assert message.startswith("Budget too low for this call") and "$0.000050 left" in message
+        summary = admin(gw.url, "/dashboard/api/summary?range=1h")
+        (row,) = [b for b in summary["budgets"] if b["name"] == "ml-daily"]
+        assert row["refused"] == 1 and row["spent_usd"] < row["limit_usd"]

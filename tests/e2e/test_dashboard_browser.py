@@ -166,4 +166,16 @@ def test_dashboard_renders_the_audited_totals_and_the_range_selector_works(
         page.select_option("#range", "1h")
         page.wait_for_selector("body[data-range='1h'][data-state=ready]", timeout=15_000)
         assert "archive" not in legend(page)
+
+        # Small sums keep their digits; a budget refusing calls with money left says so.
+        assert page.evaluate("usd(0.000054075)") == "$0.000054"
+        assert page.evaluate("usd(0)") == "$0.0000"
+        page.evaluate(
+            """renderBudgets({generated_at: 0, budgets: [{name: "tiny", scope: "team",
+            subject: "x", limit_usd: 0.00005, spent_usd: 0.00001, refused: 3,
+            window: {kind: "day", start: 0, end: 86400}, burn: [], projected_exhaustion: null}]})"""
+        )
+        tiny = page.locator("#budgets [data-budget=tiny]")
+        assert tiny.get_attribute("data-refusing") == "true"
+        assert "refusing calls: 3 refused this window, $0.000040 left" in tiny.inner_text()
         browser.close()

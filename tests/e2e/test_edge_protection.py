@@ -17,6 +17,7 @@ from tests.support.wait import until
 
 KEY = "tg-edge-tests"
 COUNTER = "tg-edge-counter"
+ADMIN = "adm-edge"
 CONFIG = """
 version: 1
 server: {reload_poll_seconds: 0, header_timeout_seconds: 1, body_timeout_seconds: 1,
@@ -30,6 +31,7 @@ models:
 limits:
   rate_limits: [{name: counting, scope: key, subject: counter, rpm: 3}]
 audit: {ship_interval_ms: 10}
+telemetry: {prometheus: {protected: true}}
 """
 
 
@@ -37,7 +39,7 @@ audit: {ship_interval_ms: 10}
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("edge")
     (tmp / "tollgate.yaml").write_text(CONFIG)
-    env = {"TG_KEY": KEY, "TG_COUNT": COUNTER}
+    env = {"TG_KEY": KEY, "TG_COUNT": COUNTER, "TOLLGATE_ADMIN_KEY": ADMIN}
     with GatewayProcess(tmp / "tollgate.yaml", env=env, log=tmp / "gw.log") as gw:
         yield gw
 
@@ -151,3 +153,26 @@ def test_count_tokens_goes_through_policies_and_the_audit_log(gateway: GatewayPr
     counts = [e for e in _events(gateway) if e["endpoint"] == "count_tokens"]
     assert [e["outcome"] for e in counts[-4:]] == ["served", "served", "served", "denied"]
     assert all(e["cost_nanousd"] == 0 and e["key_name"] == "counter" for e in counts)
+
+
+def test_metrics_can_be_protected_and_never_name_a_made_up_model(gateway: GatewayProcess) -> None:
+    for i in range(3):
+        r = httpx.post(
+            gateway.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {KEY}"},
+            json={"model": f"made-up-{i}", "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert r.status_code == 404
+    assert httpx.get(gateway.url + "/metrics").status_code == 401
+    scraped = httpx.get(gateway.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"})
+    assert scraped.status_code == 200
+    until(
+        lambda: (
+            "(unknown)"
+            in httpx.get(
+                gateway.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}
+            ).text
+        ),
+        timeout=10,
+    )
+    assert "made-up" not in scraped.text

@@ -171,7 +171,8 @@ def test_rollup_rows_add_up_across_granularities() -> None:
     assert sum(r["requests"] for r in spend_rows if r["granularity"] == "day") == 4
     assert sum(r["requests"] for r in spend_rows if r["granularity"] == "minute") == 4
     assert {r["key_name"] for r in spend_rows} == {"alice"}
-    assert sum(r["count"] for r in latency_rows if r["granularity"] == "minute") == 4
+    # Latency percentiles are of answered calls: the denied one is not among them.
+    assert sum(r["count"] for r in latency_rows if r["granularity"] == "minute") == 3
     assert {r["bin"] for r in latency_rows} == {latency_bin(250.0)}
 
 
@@ -279,3 +280,39 @@ def test_json_exporter_gives_up_within_its_timeout_and_counts() -> None:
     assert exporter.export([_root(1)]) is SpanExportResult.FAILURE  # nothing listens there
     assert exporter.dropped == 1 and exporter.failures == 1
     exporter.shutdown()
+
+
+def test_a_negative_saving_goes_to_its_own_counter_so_savings_never_decrease() -> None:
+    book = MetricBook()
+    book.on_end(_root(1, **{"tollgate.savings.tier_routing": 0.00005}))
+    book.on_end(_root(1, **{"tollgate.savings.tier_routing": -0.00002}))  # served dearer
+    data = book.metrics_data(Resource.create({"service.name": "t"}), InstrumentationScope("t"))
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    (saved,) = metrics["tollgate.savings"].data.data_points
+    (over,) = metrics["tollgate.overspend"].data.data_points
+    assert saved.value == 0.00005 and over.value == 0.00002
+    assert metrics["tollgate.overspend"].data.is_monotonic
+
+
+def test_a_model_name_a_client_made_up_is_one_label() -> None:
+    from gateway.call import Call, CallRecord, Outcome
+    from gateway.telemetry.spans import UNKNOWN_MODEL, model_label
+
+    records = []
+    for name in ("gpt-" + "x" * 50, "nope-1", "nope-2"):
+        call = Call("r", "openai", "chat.completions", name, {}, False, False)
+        records.append(CallRecord.of(call, Outcome(status=404, kind="rejected")))
+    assert {model_label(r) for r in records} == {UNKNOWN_MODEL}
+    served = CallRecord.of(
+        Call("r", "openai", "chat.completions", "chat", {}, False, False), Outcome(status=200)
+    )
+    assert model_label(served) == "chat"
+
+
+def test_latency_percentiles_describe_answered_calls_only() -> None:
+    processor = RollupProcessor()
+    processor.on_end(_root(1))
+    processor.on_end(_root(1, **{"tollgate.outcome": "denied"}))
+    processor.on_end(_root(1, **{"tollgate.outcome": "rejected"}))
+    latency = processor.take().latency
+    assert sum(latency.values()) == 1  # the served call; refusals in 1 ms would drag it down
