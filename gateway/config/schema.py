@@ -37,9 +37,21 @@ class Timeouts(Strict):
 
 
 class ConnectionLimits(Strict):
+    """Calls in flight to one backend at once. (Idle connections are pooled by the one shared
+    transport every backend uses, kept 30 s: there is no per-backend keep-alive to set.)"""
+
     max_connections: int = Field(256, ge=1)
-    max_keepalive: int = Field(64, ge=0)
-    keepalive_expiry: float = Field(30.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"max_keepalive", "keepalive_expiry"} & set(data):
+            raise ValueError(
+                "max_keepalive and keepalive_expiry were never applied (every backend shares "
+                "one connection pool, idle connections kept 30 s) and are no longer accepted: "
+                "remove them"
+            )
+        return data
 
 
 def _http_url(value: str) -> str:

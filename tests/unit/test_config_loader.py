@@ -270,3 +270,14 @@ def test_policy_file_limits_are_checked_where_they_are_written(tmp_path: Path) -
         "tollgate.yaml:15:14",
         "policies/10-a.yaml:4:38: rate_limits[0].subject: unknown model 'nope'",
     ]
+
+
+def test_keepalive_knobs_that_never_did_anything_are_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    text = VALID.replace(
+        "    base_url: http://127.0.0.1:9/v1",
+        "    base_url: http://127.0.0.1:9/v1\n    limits: {max_keepalive: 8}",
+    )
+    (found,) = problems(tmp_path, text)
+    assert "backends.up.limits" in found and "never applied" in found
