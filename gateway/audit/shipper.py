@@ -10,7 +10,6 @@ journal grows (journal.py bounds it); events arrive in order when it returns.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from gateway.audit.segments import (
     write_position,
 )
 from gateway.audit.signing import Signer, insert_checkpoint
+from gateway.stores.sql import rejected_value
 
 log = logging.getLogger("gateway.audit")
 READ_BYTES = 4 * 1024 * 1024
@@ -40,27 +40,6 @@ MAX_QUARANTINE_RUN = 20
 
 class QuarantineStopped(Exception):
     """Too many events in a row rejected: the schema, not the data, is wrong."""
-
-
-def rejected_value(exc: BaseException) -> bool:
-    """The database refused a value in the batch (too long, out of range, invalid), as
-    opposed to being unreachable: retrying the same batch can never succeed."""
-    import psycopg
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, sa_exc.StatementError) and exc.orig is not None:
-        exc = exc.orig
-    return isinstance(
-        exc,
-        psycopg.DataError
-        | psycopg.IntegrityError
-        | sa_exc.DataError
-        | sa_exc.IntegrityError
-        | OverflowError
-        | ValueError
-        | sqlite3.IntegrityError
-        | sqlite3.DataError,
-    )
 
 
 @dataclass(frozen=True, slots=True)

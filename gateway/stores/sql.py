@@ -96,3 +96,26 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def rejected_value(exc: BaseException) -> bool:
+    """The database refused a value in the batch (too long, out of range, invalid), as
+    opposed to being unreachable: retrying the same batch can never succeed."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return isinstance(
+        exc,
+        psycopg.DataError
+        | psycopg.IntegrityError
+        | sa_exc.DataError
+        | sa_exc.IntegrityError
+        | OverflowError
+        | ValueError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError,
+    )

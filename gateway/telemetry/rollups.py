@@ -22,6 +22,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.call import SAVINGS_KINDS
+from gateway.stores.sql import rejected_value
 from gateway.telemetry.tables import (
     DIMENSIONS,
     GRANULARITIES,
@@ -85,6 +86,15 @@ def coarsened(pending: Pending) -> Pending:
     return out
 
 
+def _dim(value: object) -> str:
+    """A dimension as its column holds it: at most 200 characters, no NUL (PostgreSQL text
+    cannot hold one; a model name with one once wedged every flush)."""
+    text = str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text[:200]
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
@@ -109,19 +119,19 @@ class RollupProcessor(SpanProcessor):
             return
         self.calls += 1
         minute = (span.start_time or 0) // 60_000_000_000 * 60
-        model = str(attrs.get("gen_ai.request.model", ""))
+        model = _dim(attrs.get("gen_ai.request.model", ""))
         key: SpendKey = (
             minute,
-            str(attrs.get("tollgate.team", "")),
-            str(attrs.get("tollgate.key.id", "")),
+            _dim(attrs.get("tollgate.team", "")),
+            _dim(attrs.get("tollgate.key.id", "")),
             model,
-            str(attrs.get("tollgate.tier", "")),
-            str(attrs.get("tollgate.cache", "")),
+            _dim(attrs.get("tollgate.tier", "")),
+            _dim(attrs.get("tollgate.cache", "")),
         )
         sums = self._pending.spend.get(key)
         if sums is None:
             sums = self._pending.spend[key] = [0] * _N
-            self._pending.key_names[key[2]] = str(attrs.get("tollgate.key.name", ""))
+            self._pending.key_names[key[2]] = _dim(attrs.get("tollgate.key.name", ""))
         outcome = attrs["tollgate.outcome"]
         sums[_REQ] += 1
         if outcome not in _NOT_ERRORS:
@@ -216,18 +226,40 @@ def rows_of(pending: Pending) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 
 class RollupWriter:
-    """Adds pending deltas into the rollup tables (blocking: run it in a thread)."""
+    """Adds pending deltas into the rollup tables (blocking: run it in a thread). A batch the
+    database refuses for a value it cannot store is written row by row, and a row it still
+    refuses is dropped and counted (rollups are derived; the audit log keeps every call), so
+    one bad row never holds back every flush after it."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.dropped_rows = 0
 
     def write(self, pending: Pending) -> None:
         spend_rows, latency_rows = rows_of(pending)
-        with self._engine.begin() as conn:
-            if spend_rows:
-                conn.execute(self._upsert(spend, SUMS, ("key_name",)), spend_rows)
-            if latency_rows:
-                conn.execute(self._upsert(latency, ("count",)), latency_rows)
+        batches = [(self._upsert(spend, SUMS, ("key_name",)), spend_rows)]
+        batches.append((self._upsert(latency, ("count",)), latency_rows))
+        try:
+            with self._engine.begin() as conn:
+                for statement, rows in batches:
+                    if rows:
+                        conn.execute(statement, rows)
+        except Exception as exc:
+            if not rejected_value(exc):
+                raise
+            for statement, rows in batches:
+                self._one_by_one(statement, rows)
+
+    def _one_by_one(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(statement, [row])
+            except Exception as exc:
+                if not rejected_value(exc):
+                    raise
+                self.dropped_rows += 1
+                log.error("a spend rollup row the database refused was dropped: %s", exc)
 
     def _upsert(self, table: Table, sums: Sequence[str], latest: Sequence[str] = ()) -> Any:
         dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from gateway.accounting.tokens import TokenCounter
 from gateway.audit import tables as audit_tables
 from gateway.telemetry import queries
 from gateway.telemetry.queries import Range
-from gateway.telemetry.rollups import Pending, RollupWriter
+from gateway.telemetry.rollups import Pending, RollupProcessor, RollupWriter
 from gateway.telemetry.tables import GRANULARITIES, SUMS, latency, spend
 from tests.integration.test_audit_log import CONFIG, drive
 from tests.support.audit import AuditedPipeline, audit_engine, with_cache
@@ -112,7 +113,8 @@ async def test_rollup_dimensions_and_histograms(both: Engine) -> None:
     assert denied == 4  # max_tokens and the rate limit, twice
     errors = sum(r.errors for r in rows)
     assert errors == 6  # unknown model, upstream 500, bad key; twice
-    assert dict(hist)["latency"] == 24
+    # Latency describes answered calls: 6 of each run's 12 (served and cache hits).
+    assert dict(hist)["latency"] == 12
     assert queries.percentiles(both, Range(0, 2**40, "day"), "latency")["p50"] is not None
 
 
@@ -156,3 +158,39 @@ async def test_gateways_flushing_at_once_add_up(engine: Engine) -> None:
     assert day["requests"] == 4 * 15
     assert day["cost_nanousd"] == 15 * (1_000 + 1_001 + 1_002 + 1_003)
     assert rollup_totals(engine, "minute") == day == rollup_totals(engine, "hour")
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_are_written(
+    engine: Engine,
+) -> None:
+    """A NUL byte in a model name once wedged every flush on PostgreSQL. Dimensions are now
+    cleaned before they are kept, and a row the database still refuses costs only itself."""
+    one = [1] + [0] * (len(SUMS) - 1)
+    good = Pending({(60, "ml", "k1", "chat", "", "miss"): one})
+    processor = RollupProcessor()
+    processor.on_end(_root_span(model="bad\x00name" + "m" * 300))
+    cleaned = processor.take()
+    ((_, _, _, model, *_),) = cleaned.spend
+    assert "\x00" not in model and len(model) == 200
+    writer = RollupWriter(engine)
+    poisoned = Pending(
+        {**good.spend, (60, "ml", "k1", "bad\x00", "", "miss"): [1] + [0] * (len(SUMS) - 1)}
+    )
+    writer.write(poisoned)
+    written = rollup_totals(engine, "minute")["requests"]
+    if engine.dialect.name == "postgresql":
+        assert (written, writer.dropped_rows) == (1, 3)  # its minute, hour and day rows
+    else:  # SQLite keeps a NUL: nothing to refuse
+        assert (written, writer.dropped_rows) == (2, 0)
+
+
+def _root_span(model: str) -> Any:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    attrs = {"gen_ai.request.model": model, "tollgate.outcome": "served", "tollgate.cost": 0.0,
+             "tollgate.counterfactual_cost": 0.0}  # fmt: skip
+    return ReadableSpan(
+        "chat", SpanContext(1, 2, False, TraceFlags(1)), kind=SpanKind.SERVER,
+        attributes=attrs, start_time=60 * 10**9, end_time=61 * 10**9,
+    )  # fmt: skip
