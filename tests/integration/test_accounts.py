@@ -35,3 +35,24 @@ async def test_sql_outage_keeps_the_last_keys_and_is_reported(tmp_path: Path) ->
         await _until(lambda: not accounts.failing)
     finally:
         await accounts.aclose()
+
+
+def test_a_virtual_key_may_not_take_a_static_keys_name(tmp_path: Path) -> None:
+    """Names are unique across static and virtual keys: once a virtual key could take a
+    static key's name and then share its per-key spend rows and reports."""
+    import pytest
+
+    from gateway.admin_ops import KeyCreate, new_key
+    from gateway.config.schema import Config
+    from gateway.stores.keys import KeyError_
+
+    engine = make_engine(f"sqlite:///{tmp_path}/k.db")
+    upgrade(engine)
+    config = Config.model_validate_json(
+        '{"auth": {"keys": [{"name": "ci-bot", "key_sha256": "' + "a" * 64 + '"}]}}'
+    )
+    with pytest.raises(KeyError_, match="static key named 'ci-bot'"):
+        new_key(engine, b"s", KeyCreate(name="ci-bot"), config)
+    row, _ = new_key(engine, b"s", KeyCreate(name="ci-bot-2"), config)
+    assert row.name == "ci-bot-2"
+    engine.dispose()

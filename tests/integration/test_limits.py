@@ -230,3 +230,17 @@ async def test_a_budget_created_mid_window_starts_from_what_was_spent(
     rule = budget("next-day", "team", "ml", usd_nanos=2000)
     planner = Planner([rule], [], ZoneInfo("UTC"), clock)
     assert isinstance(await ledger.reserve(planner.lines(ALICE_FULL, "c", Ask(1900, 0))), Hold)
+
+
+def test_key_budgets_count_by_key_id_not_by_name() -> None:
+    """Two keys that share a name (a static key and a virtual one, before names were unique;
+    a key re-created under a retired name) never share counters."""
+    clock = Clock("2026-05-05T12:00:00")
+    rules = [budget("per-key", "key", "*", usd_nanos=1000)]
+    rates = [RateRule("rpm", "key", "*", None, 10, None)]
+    planner = Planner(rules, rates, ZoneInfo("UTC"), clock)
+    one = Principal(key_id="k-one", name="shared")
+    two = Principal(key_id="k-two", name="shared")
+    keys = [{line.charge.key for line in planner.lines(p, "c", Ask(1, 1))} for p in (one, two)]
+    assert not keys[0] & keys[1]
+    assert all("k-one" in k for k in keys[0])
