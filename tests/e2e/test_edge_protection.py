@@ -5,13 +5,13 @@ a Host-built redirect, or count tokens outside the policies and the audit log.""
 from __future__ import annotations
 
 import socket
-import sqlite3
 from collections.abc import Iterator
 
 import anthropic
 import httpx
 import pytest
 
+from tests.support.audit import gateway_events
 from tests.support.servers import GatewayProcess
 from tests.support.wait import until
 
@@ -42,13 +42,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     env = {"TG_KEY": KEY, "TG_COUNT": COUNTER, "TOLLGATE_ADMIN_KEY": ADMIN}
     with GatewayProcess(tmp / "tollgate.yaml", env=env, log=tmp / "gw.log") as gw:
         yield gw
-
-
-def _events(gw: GatewayProcess) -> list[sqlite3.Row]:
-    path = gw.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        return list(db.execute("SELECT * FROM tollgate_audit_events ORDER BY id"))
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -96,8 +89,8 @@ def test_forwarded_for_from_an_untrusted_client_is_not_believed(gateway: Gateway
         json={"model": "chat", "messages": [{"role": "user", "content": "ip?"}], "max_tokens": 2},
     )
     request_id = r.headers["x-tollgate-request-id"]
-    until(lambda: any(e["request_id"] == request_id for e in _events(gateway)), timeout=20)
-    event = next(e for e in _events(gateway) if e["request_id"] == request_id)
+    until(lambda: any(e["request_id"] == request_id for e in gateway_events(gateway)), timeout=20)
+    event = next(e for e in gateway_events(gateway) if e["request_id"] == request_id)
     assert event["client_ip"] == "127.0.0.1"
 
 
@@ -141,7 +134,7 @@ def test_no_slash_redirect_built_from_the_host_header(gateway: GatewayProcess) -
 
 def test_count_tokens_goes_through_policies_and_the_audit_log(gateway: GatewayProcess) -> None:
     client = anthropic.Anthropic(base_url=gateway.url, api_key=COUNTER, max_retries=0)
-    before = len(_events(gateway))
+    before = len(gateway_events(gateway))
     counted = [
         client.messages.count_tokens(model="chat", messages=[{"role": "user", "content": "hi"}])
         for _ in range(3)
@@ -149,8 +142,8 @@ def test_count_tokens_goes_through_policies_and_the_audit_log(gateway: GatewayPr
     assert all(c.input_tokens > 0 for c in counted)
     with pytest.raises(anthropic.RateLimitError):  # the key's rate limit applies to counting
         client.messages.count_tokens(model="chat", messages=[{"role": "user", "content": "hi"}])
-    until(lambda: len(_events(gateway)) >= before + 4, timeout=20)
-    counts = [e for e in _events(gateway) if e["endpoint"] == "count_tokens"]
+    until(lambda: len(gateway_events(gateway)) >= before + 4, timeout=20)
+    counts = [e for e in gateway_events(gateway) if e["endpoint"] == "count_tokens"]
     assert [e["outcome"] for e in counts[-4:]] == ["served", "served", "served", "denied"]
     assert all(e["cost_nanousd"] == 0 and e["key_name"] == "counter" for e in counts)
 

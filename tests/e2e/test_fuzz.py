@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from tests.support.audit import gateway_events
 from tests.support.fuzz import ENDPOINTS, request
 from tests.support.servers import GatewayProcess
 from tests.support.services import REDIS_URL, redis_prefix
@@ -92,16 +92,8 @@ def test_fuzzed_requests_harm_no_one(tmp_path: Path) -> None:
             pinger.stop.set()
             pinger.join(5)
             assert gw.proc is not None and gw.proc.poll() is None, "the gateway crashed"
-            db = gw.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
-
-            def events() -> int:
-                with sqlite3.connect(db) as conn:
-                    return int(
-                        conn.execute("SELECT count(*) FROM tollgate_audit_events").fetchone()[0]
-                    )
-
-            until(lambda: events() >= count, timeout=60)
-            assert events() == count, "exactly one audit event per request"
+            until(lambda: len(gateway_events(gw)) >= count, timeout=60)
+            assert len(gateway_events(gw)) == count, "exactly one audit event per request"
             store = redis.Redis.from_url(REDIS_URL)
             until(lambda: store.zcard("{" + prefix + "}:holds") == 0, timeout=10)
             store.close()

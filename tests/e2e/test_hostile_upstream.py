@@ -5,7 +5,6 @@ billed for what it relayed. Through the official SDKs, both dialects, streamed a
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.audit import gateway_events, gateway_notes
 from tests.support.hostile_upstream import UPSTREAM_SECRET, USAGE, HostileUpstream
 from tests.support.servers import GatewayProcess, ThreadServer
 from tests.support.wait import until
@@ -131,25 +131,6 @@ def _spend(gw: GatewayProcess) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def _events(gw: GatewayProcess) -> list[sqlite3.Row]:
-    path = gw.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        return list(db.execute("SELECT * FROM tollgate_audit_events ORDER BY id"))
-
-
-def _notes(gw: GatewayProcess, request_id: str) -> list[str]:
-    path = gw.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT d.reason FROM tollgate_audit_decisions d JOIN tollgate_audit_events e "
-            "ON e.chain_id = d.chain_id AND e.seq = d.seq WHERE e.request_id = ? "
-            "AND d.action = 'note'",
-            (request_id,),
-        )
-        return [r[0] for r in rows]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("model", list(USAGE))
 def test_impossible_usage_is_an_anomaly_that_is_estimated_instead(
@@ -177,11 +158,11 @@ def test_impossible_usage_is_an_anomaly_that_is_estimated_instead(
     spend = _spend(gateway)
     total = float(spend["total"]["usd"])
     assert 0 < total < 0.01, spend
-    until(lambda: any(e["model"] == model for e in _events(gateway)), timeout=20)
-    event = next(e for e in reversed(_events(gateway)) if e["model"] == model)
+    until(lambda: any(e["model"] == model for e in gateway_events(gateway)), timeout=20)
+    event = next(e for e in reversed(gateway_events(gateway)) if e["model"] == model)
     assert event["usage_estimated"] == 1
     assert 0 <= event["input_tokens"] < 1000 and 0 <= event["output_tokens"] <= 5
-    notes = _notes(gateway, event["request_id"])
+    notes = gateway_notes(gateway, event["request_id"])
     assert any(n.startswith("usage anomaly") for n in notes), notes
 
 
@@ -192,8 +173,8 @@ def test_a_stream_cut_short_is_an_error_the_client_sees_and_is_billed(
     with pytest.raises(openai.APIError):
         for _ in oai(gateway).chat.completions.create(model="cut-stream", messages=HI, stream=True):  # type: ignore[arg-type]
             pass
-    until(lambda: any(e["model"] == "cut-stream" for e in _events(gateway)), timeout=20)
-    event = next(e for e in _events(gateway) if e["model"] == "cut-stream")
+    until(lambda: any(e["model"] == "cut-stream" for e in gateway_events(gateway)), timeout=20)
+    event = next(e for e in gateway_events(gateway) if e["model"] == "cut-stream")
     assert (event["outcome"], event["status"]) == ("upstream_error", 200)
     assert event["error_type"] == "upstream_bad_response"
     assert event["output_tokens"] > 0 and event["cost_nanousd"] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.sinks.fanout import SinkFanout
 from gateway.stores.migrate import upgrade
 from gateway.stores.sql import make_engine
+from tests.support.servers import GatewayProcess
 from tests.support.services import postgres_database
 
 SIGNING_KEY = b"test-audit-signing-key"
@@ -98,3 +100,25 @@ def bodies(engine: Engine, seq: int) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(table.c.part, table.c.content).where(table.c.seq == seq))
         return {part: content for part, content in rows}
+
+
+def gateway_events(gateway: GatewayProcess, where: str = "", *args: object) -> list[sqlite3.Row]:
+    """The audit events a test gateway (on its own SQLite file) has shipped so far."""
+    path = gateway.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        query = f"SELECT * FROM tollgate_audit_events {where} ORDER BY id"
+        return list(db.execute(query, args))
+
+
+def gateway_notes(gateway: GatewayProcess, request_id: str) -> list[str]:
+    """The gateway's own notes (decisions with action `note`) on one call."""
+    path = gateway.env["TOLLGATE_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT d.reason FROM tollgate_audit_decisions d JOIN tollgate_audit_events e "
+            "ON e.chain_id = d.chain_id AND e.seq = d.seq WHERE e.request_id = ? "
+            "AND d.action = 'note' ORDER BY d.position",
+            (request_id,),
+        )
+        return [r[0] for r in rows]
