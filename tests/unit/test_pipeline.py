@@ -102,7 +102,7 @@ async def test_denied_and_unknown_calls_are_recorded_once(runtime: Runtime) -> N
     with pytest.raises(ModelNotFound):
         await pipeline.handle(call(model="nope"), runtime)
     assert [(r.status, r.error_type) for r in sink.records] == [
-        (400, "policy_error"),
+        (400, "invalid_request_error"),  # max_tokens over the key's limit: the request's fault
         (404, "invalid_request_error"),
     ]
     assert sink.records[0].decisions[0].plugin == "max_tokens"
