@@ -195,8 +195,8 @@ backends:
   fast: {{type: openai, base_url: "http://127.0.0.1:{fast_port}/v1"}}
   slow: {{type: openai, base_url: "http://127.0.0.1:{slow_port}/v1"}}
 models:
-  fast: {{targets: [{{backend: fast, model: bench}}]}}
-  slow: {{targets: [{{backend: slow, model: bench}}]}}
+  fast: {{backend: fast, model: bench}}
+  slow: {{backend: slow, model: bench}}
 pricing:
   - {{input: 1, output: 2}}
 policies:

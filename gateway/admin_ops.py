@@ -22,7 +22,6 @@ from gateway.accounting.spend import SPEND_DIMENSIONS
 from gateway.accounting.windows import WINDOW_KINDS, WindowKind, window_at
 from gateway.auth import key_digest
 from gateway.config.accounting_schema import BudgetConfig
-from gateway.config.runtime import yaml_budgets
 from gateway.config.schema import Config
 from gateway.stores.budgets import BUDGET_WINDOWS, BudgetRule
 from gateway.stores.keys import KeyError_, KeyRow, create_key, list_keys
@@ -153,7 +152,7 @@ async def spend_report(ledger: Ledger, query: SpendQuery) -> dict[str, Any]:
 
 def budget_rules(config: Config, sql: Sequence[BudgetRule]) -> list[BudgetRule]:
     """Every budget in force: the YAML's, then the run-time ones (a YAML name wins)."""
-    declared = yaml_budgets(config)
+    declared = config.limits.budget_rules()
     names = {b.name for b in declared}
     return [*declared, *(b for b in sql if b.name not in names)]
 

@@ -16,7 +16,7 @@ OutcomeKind = Literal[
     "served", "cache_hit", "denied", "rejected", "upstream_error", "client_disconnected", "error"
 ]
 # The optimisations whose savings are accounted separately (DESIGN.md, "Money").
-SAVINGS_KINDS = (
+OPTIMISATIONS = (
     "exact_cache",
     "semantic_cache",
     "tier_routing",
@@ -24,6 +24,9 @@ SAVINGS_KINDS = (
     "provider_prompt_cache",
     "batch",
 )
+# The savings ledger's lines: the optimisations, and what resilience cost (tokens failed
+# attempts consumed; never positive).
+SAVINGS_KINDS = (*OPTIMISATIONS, "resilience")
 
 
 class ResponseMeta(NamedTuple):
@@ -45,6 +48,22 @@ class TraceIds(NamedTuple):
     parent_span_id: int | None  # the client's span, when it sent a traceparent
     sampled: bool
     tracestate: str | None = None
+
+
+class AttemptRecord(NamedTuple):
+    """One try of a call on one replica: what it got and how long it took. `usage` is what a
+    failed attempt is assumed to have consumed (the prompt, when it timed out or answered
+    garbage after the upstream had it), billed as what resilience cost."""
+
+    backend: str
+    model: str
+    tier: str
+    status: int  # 0: no HTTP answer
+    error: str | None
+    latency_ms: float
+    span_id: int = 0
+    started_at: float = 0.0
+    usage: Usage | None = None
 
 
 class Timings(NamedTuple):
@@ -112,9 +131,11 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Prefer these targets (in order) over the alias's default spread."""
+    """A policy's intent: serve the call from this tier (of its alias, or of `alias`). The
+    router turns it into concrete replicas; a policy never names a backend."""
 
-    targets: tuple[Target, ...]
+    tier: str | None = None
+    alias: str | None = None
     reason: str = ""
 
 
@@ -234,6 +255,7 @@ class Outcome:
     upstream_at: float | None = None
     # A stream that failed after bytes reached the client: its relayed tokens are billed.
     partial: bool = False
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
     def final_kind(self) -> OutcomeKind:
         if self.kind is not None:
@@ -282,6 +304,7 @@ class CallRecord(NamedTuple):
     trace: TraceIds | None = None
     traceparent: str | None = None  # as the client sent it (the trace ids when none were fixed)
     timings: Timings = NO_TIMINGS
+    attempts: tuple[AttemptRecord, ...] = ()
 
     @property
     def latency_ms(self) -> float:
@@ -333,6 +356,7 @@ class CallRecord(NamedTuple):
                 tuple(call.lookups) if call.lookups else (),
                 outcome.upstream_at,
             ),
+            attempts=tuple(outcome.attempts),
         )
 
 

@@ -103,9 +103,8 @@ def budgets_delete(config_path: str | None, name: str) -> None:
 
 
 def _all_budgets(admin: Admin) -> list[Any]:
-    from gateway.config.runtime import yaml_budgets
 
-    declared = yaml_budgets(admin.config)
+    declared = admin.config.limits.budget_rules()
     names = {b.name for b in declared}
     return [*declared, *(b for b in list_budgets(admin.engine()) if b.name not in names)]
 

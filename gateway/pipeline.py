@@ -17,10 +17,7 @@ import orjson
 from gateway.accounting.request_size import output_cap
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens, prompt_tokens
 from gateway.accounting.usage_guard import plausible
-from gateway.backends import bridge
-from gateway.backends.base import UpstreamRequest, UpstreamResponse
-from gateway.backends.bridge import dialect_of
-from gateway.backends.upstream_errors import upstream_error
+from gateway.backends.base import UpstreamResponse
 from gateway.call import (
     NO_MONEY,
     NOTICE,
@@ -33,17 +30,18 @@ from gateway.call import (
     Endpoint,
     Outcome,
     Principal,
+    Target,
     Usage,
 )
-from gateway.config.runtime import Runtime
 from gateway.errors import (
     ModelNotFound,
     PolicyDenied,
     ServiceUnavailable,
     TollgateError,
-    UpstreamTimeout,
 )
-from gateway.relay import Primed, StreamReply
+from gateway.relay import StreamReply
+from gateway.routing.executor import Executor
+from gateway.runtime import Runtime
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter
@@ -143,6 +141,7 @@ class Pipeline:
         self.recorder = recorder
         self._tokens = recorder.tokens
         self._tracing = tracing
+        self._executor = Executor(recorder.tokens)
 
     def rejected(
         self,
@@ -223,56 +222,39 @@ class Pipeline:
             if verdict is not None:
                 return _verdict_reply(verdict, outcome, call)
         if call.endpoint == "count_tokens":
-            target = runtime.router.configured(call.model)[0]
-            if dialect_of(runtime.backends[target.backend]) != "anthropic":
+            first = runtime.router.configured(call.model)[0]
+            if not runtime.backends[first.backend].capabilities.count_tokens:
                 return self._counted(call, outcome)  # only Anthropic counts for itself
-        else:
-            targets = call.route.targets if call.route else runtime.router.targets(call.model)
-            target = targets[0]
-        backend = runtime.backends[target.backend]
-        outcome.target = target
         sent = dict(call.forward) if call.forward else {}
         if call.trace is not None:
             sent["traceparent"] = TraceStarter.header(call.trace)
             if call.trace.tracestate:
                 sent["tracestate"] = call.trace.tracestate
-        request = UpstreamRequest(
-            call.endpoint,
-            target.model,
-            call.body,
-            call.stream,
-            call.client_wants_usage,
-            call.request_id,
-            sent,
-            call.dialect,
-        )
-        deadline = asyncio.get_running_loop().time() + backend.total_timeout
         outcome.upstream_at = time.time()
+        attempts = outcome.attempts
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await bridge.send(backend, request, self._tokens)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                "The upstream serving this model did not answer in time.",
-                detail=f"backend {target.backend}: no answer within {backend.total_timeout:g}s",
-            ) from exc
-        if response.status >= 400:
-            raise upstream_error(response, runtime.scrub)
+            served = await self._executor.run(
+                call, runtime.router, runtime.backends, runtime.scrub, sent, attempts
+            )
+        finally:
+            if attempts:  # a failure is recorded against the replica that gave it
+                last = attempts[-1]
+                outcome.target = Target(last.backend, last.model, last.tier)
+        response, replica = served.response, served.attempt.replica
         outcome.status = response.status
         outcome.first_byte_at = time.time()
         headers = [
             *response.headers,
-            ("x-tollgate-backend", target.backend),
+            ("x-tollgate-backend", replica.backend),
+            ("x-tollgate-tier", replica.tier),
             ("x-tollgate-cache", "miss"),
             *notices(call),
         ]
-        if target.tier:
-            headers.append(("x-tollgate-tier", target.tier))
+        if len(attempts) > 1:
+            headers.append(("x-tollgate-attempts", str(len(attempts))))
         if response.stream is None:
             return self._whole(response, outcome, headers, call)
-        async with asyncio.timeout_at(deadline):
-            primed = await Primed.start(response.stream, call.dialect)
-        stream = StreamReply(primed, outcome, finish, deadline)
+        stream = StreamReply(response.stream, outcome, finish, served.deadline)
         return Reply(response.status, headers, stream=stream)
 
     def _counted(self, call: Call, outcome: Outcome) -> Reply:

@@ -22,9 +22,10 @@ from gateway.backends.aiohttp_transport import AiohttpTransport
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
-from gateway.config.runtime import RuntimeDeps, RuntimeRef, build_runtime
 from gateway.config.schema import Config
 from gateway.pipeline import Pipeline, Recorder
+from gateway.routing.watch import Watcher
+from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from gateway.settings import Settings
 from gateway.sinks.fanout import SinkFanout
 from gateway.sinks.logsink import LogSink
@@ -46,7 +47,7 @@ class Services:
     tokens: TokenCounter
     sinks: SinkFanout
     runtime: RuntimeRef
-    reloader: Reloader
+    reloader: Reloader[Runtime]
     pipeline: Pipeline
     ledger: Ledger
     accounts: Accounts
@@ -55,6 +56,7 @@ class Services:
     admin_key: str | None = None
     dashboard_key: str | None = None
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
+    watcher: Watcher | None = None
 
     @classmethod
     async def start(
@@ -89,7 +91,16 @@ class Services:
             ],
             capacity=config.server.sink_queue_size,
         )
-        reloader = Reloader(loaded.source, ref, deps, config.server.reload_poll_seconds)
+        watcher = Watcher(lambda: ref.current.watched)
+
+        def rebuild(new: LoadedConfig, old: Runtime | None) -> Runtime:
+            runtime = build_runtime(new, deps, previous=old)
+            watcher.changed()
+            return runtime
+
+        reloader: Reloader[Runtime] = Reloader(
+            loaded.source, ref, rebuild, config.server.reload_poll_seconds
+        )
         services = cls(
             settings,
             transport,
@@ -107,7 +118,9 @@ class Services:
             telemetry,
             os.environ.get(config.admin.key_env) or None,
             _env(config.telemetry.dashboard.key_env),
+            watcher=watcher,
         )
+        watcher.start()
         sinks.start()
         if telemetry is not None:
             telemetry.start()
@@ -116,6 +129,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.reloader.aclose()
+        if self.watcher is not None:
+            await self.watcher.aclose()
         await self.sinks.aclose()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -10,7 +10,7 @@ from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
 from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.pricing import PriceTable
-from gateway.call import Target
+from gateway.call import Route, Target
 from gateway.stores.budgets import BudgetRule
 
 
@@ -22,7 +22,9 @@ class LimitsContext:
     rates: tuple[RateRule, ...]
     sql_budgets: Callable[[], tuple[BudgetRule, ...]]  # set at run time, refreshed in background
     zone: ZoneInfo
-    targets: Mapping[str, tuple[Target, ...]]
+    # Every replica a call's plan may reach (alias, a policy's route): budgets reserve at the
+    # dearest of them.
+    reach: Callable[[str, Route | None], tuple[Target, ...]]
     default_max_tokens: int
     budget_status: int
     prompt_margin: float = 0.0

@@ -31,7 +31,6 @@ from gateway.admin_ops import (
 )
 from gateway.api.replies import M, bearer, error_response, json_response, validated
 from gateway.api.spend_data import RollupQuery, fresh, rollup_report
-from gateway.config.runtime import yaml_budgets
 from gateway.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -148,7 +147,7 @@ async def show_budget(request: Request, services: Services) -> Any:
 async def set_budget_(request: Request, services: Services) -> Any:
     name = request.path_params["name"]
     spec = await _body(request, BudgetSet, name=name)
-    if any(b.name == name for b in yaml_budgets(services.runtime.current.config)):
+    if any(b.name == name for b in services.runtime.current.config.limits.budget_rules()):
         raise InvalidRequest(
             f"budget {name!r} is declared in the YAML config; change it there", status=409
         )
@@ -191,6 +190,12 @@ async def _store(work: Awaitable[Any]) -> Any:
         raise ServiceUnavailable(f"The counter store is unreachable: {exc}") from exc
 
 
+async def replicas_(request: Request, services: Services) -> Any:
+    """Every alias's tiers and replicas with their live state: circuit, in flight, latency,
+    engine load, counters (the same view /readyz gives, behind the admin key)."""
+    return {"replicas": services.runtime.current.router.public()}
+
+
 def admin_routes() -> list[Route]:
     return [
         admin_route("/admin/keys", list_keys_, ["GET"]),
@@ -202,4 +207,5 @@ def admin_routes() -> list[Route]:
         admin_route("/admin/budgets/{name}", delete_budget_, ["DELETE"]),
         admin_route("/admin/spend", spend_, ["GET"]),
         admin_route("/admin/spend/rollups", rollups_, ["GET"]),
+        admin_route("/admin/replicas", replicas_, ["GET"]),
     ]

@@ -15,8 +15,8 @@ from gateway.api.bodies import check_anthropic_messages, parse_json_object
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import anthropic_error_body, anthropic_error_event
 from gateway.call import Call, Principal
-from gateway.config.runtime import Runtime
 from gateway.errors import AuthenticationFailed, InvalidRequest, TollgateError
+from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.api.anthropic")
 JSON = (b"content-type", b"application/json")

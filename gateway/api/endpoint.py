@@ -21,9 +21,9 @@ from gateway.api.asgi import (
     send_whole,
 )
 from gateway.call import Call, Dialect, Endpoint, Principal
-from gateway.config.runtime import Runtime
 from gateway.errors import InternalError, TollgateError
 from gateway.logs import request_id_var
+from gateway.runtime import Runtime
 from gateway.services import Services
 
 log = logging.getLogger("gateway.api")

@@ -48,6 +48,8 @@ async def readyz(request: Request) -> Response:
             # a reason to take the gateway out of rotation.
             "database": "unreachable" if services.accounts.failing else "ok",
             "audit": audit,
+            # Each alias's tiers and replicas: circuit, load, latency (docs/routing.md).
+            "replicas": runtime.router.public(),
         }
     )
     return Response(body, 200 if ready and audit_ok else 503, media_type="application/json")

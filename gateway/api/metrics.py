@@ -20,6 +20,7 @@ from starlette.responses import Response
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
 from gateway.errors import TollgateError
+from gateway.routing.state import ReplicaState
 from gateway.services import Services
 
 
@@ -65,6 +66,7 @@ class GatewayCollector(Collector):
             s.runtime.current.generation,
         )
         yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
+        yield from _replicas(s.runtime.current.router.replica_states())
         if s.audit is not None:
             yield from _audit(s.audit.status())
         if s.telemetry is not None:
@@ -99,6 +101,41 @@ _AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
      "Audit events the database rejected, kept in tollgate_audit_quarantine (alarm on > 0).",
      lambda s: s["quarantined"]),
 )  # fmt: skip
+
+
+_REPLICA_COUNTERS: tuple[tuple[str, str, Callable[[ReplicaState], float]], ...] = (
+    ("tollgate_replica_calls", "Attempts sent to the replica.", lambda r: r.stats.calls),
+    ("tollgate_replica_failures", "Attempts the replica failed.", lambda r: r.stats.failures),
+    ("tollgate_replica_retries", "Failures here after which the call was tried again.",
+     lambda r: r.stats.retries),
+    ("tollgate_replica_fallbacks", "Calls served here from a fallback tier or alias.",
+     lambda r: r.stats.fallbacks),
+    ("tollgate_replica_circuit_opens", "Times the replica was taken out of rotation.",
+     lambda r: r.stats.circuit_opens),
+)  # fmt: skip
+
+
+def _replicas(states: list[ReplicaState]) -> Iterator[Metric]:
+    """Per replica (backend, upstream model): its load and circuit now, and its counters."""
+    labels = ["backend", "model"]
+    in_flight = GaugeMetricFamily(
+        "tollgate_replica_in_flight", "Calls in flight to the replica.", labels=labels
+    )
+    circuit = GaugeMetricFamily(
+        "tollgate_replica_circuit_open",
+        "1 while the replica is out of rotation (open or probing), 0 when closed.",
+        labels=labels,
+    )
+    counters = [CounterMetricFamily(n, doc, labels=labels) for n, doc, _ in _REPLICA_COUNTERS]
+    for state in states:
+        key = [state.backend, state.model]
+        in_flight.add_metric(key, state.in_flight)
+        circuit.add_metric(key, 0 if state.circuit == "closed" else 1)
+        for family, (_, _, value) in zip(counters, _REPLICA_COUNTERS, strict=True):
+            family.add_metric(key, value(state))
+    yield in_flight
+    yield circuit
+    yield from counters
 
 
 def _audit(status: dict[str, Any]) -> Iterator[Metric]:

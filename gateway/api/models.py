@@ -12,8 +12,8 @@ import orjson
 from gateway.api.asgi import Receive, RequestHeaders, Send, send_whole
 from gateway.api.errors import anthropic_error_body
 from gateway.api.openai import JSON, send_openai_error
-from gateway.config.runtime import Runtime
 from gateway.errors import ModelNotFound, TollgateError
+from gateway.runtime import Runtime
 from gateway.services import Services
 
 

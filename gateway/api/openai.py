@@ -10,8 +10,8 @@ from gateway.api.bodies import check_completions, check_openai_chat, parse_json_
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
 from gateway.call import Call, Endpoint, Principal
-from gateway.config.runtime import Runtime
 from gateway.errors import InvalidRequest, TollgateError
+from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.api")
 JSON = (b"content-type", b"application/json")

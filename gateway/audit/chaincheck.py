@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, select
 
 from gateway.audit import tables
 from gateway.audit.events import (
+    ATTEMPT_FIELDS,
     COLUMNS,
     GENESIS,
     TIME_INDEXES,
@@ -82,11 +83,19 @@ class Anchor:
     row_hash: str
 
 
-def canonical_of_row(row: Mapping[str, Any], decisions: list[list[Any]]) -> bytes:
+def canonical_of_row(
+    row: Mapping[str, Any], decisions: list[list[Any]], attempts: list[list[Any]]
+) -> bytes:
     values = [row[name] for name in COLUMNS]
     for i in TIME_INDEXES:
         values[i] = from_datetime(values[i])
-    return canonical(values, decisions)
+    resilience = row["savings_resilience_nanousd"]
+    extras: dict[str, Any] = {}
+    if attempts or resilience or row["attempts"] != 1:
+        extras = {"attempts": attempts, "resilience": resilience}
+        if row["attempts"] != len(attempts):  # the count no longer matches what it counts
+            extras["count"] = row["attempts"]
+    return canonical(values, decisions, extras)
 
 
 class ChainCheck:
@@ -167,7 +176,7 @@ class ChainCheck:
                 expected, prev = start, ""  # the first row's own link is taken as given
         quarantine = self._quarantine()
         lowest = expected if since is not None else None
-        for row, decisions, bodies in self._rows(lowest, upto):
+        for row, decisions, bodies, attempts in self._rows(lowest, upto):
             if row.seq > self.head.last_seq:
                 yield self._problem("inserted", row.seq, "beyond the signed head", row)
                 continue
@@ -186,7 +195,7 @@ class ChainCheck:
                     last=row.seq - 1,
                 )
                 prev = row.prev_hash
-            problem = self._check_row(row, decisions, bodies, prev)
+            problem = self._check_row(row, (decisions, attempts), bodies, prev)
             if problem is not None:
                 yield problem
             self.tally.rows += 1
@@ -218,9 +227,14 @@ class ChainCheck:
         return prev, expected
 
     def _check_row(
-        self, row: Any, decisions: list[list[Any]], bodies: dict[str, str], prev: str
+        self,
+        row: Any,
+        children: tuple[list[list[Any]], list[list[Any]]],
+        bodies: dict[str, str],
+        prev: str,
     ) -> Problem | None:
-        recomputed = chain_hash(row.prev_hash, canonical_of_row(row._mapping, decisions))
+        """`children`: the row's decisions and attempts, as stored."""
+        recomputed = chain_hash(row.prev_hash, canonical_of_row(row._mapping, *children))
         if recomputed != row.row_hash:
             return self._problem("altered", row.seq, "content does not match its hash", row)
         if row.prev_hash != prev:
@@ -251,11 +265,11 @@ class ChainCheck:
 
     def _rows(
         self, lowest: int | None, upto: int | None
-    ) -> Iterator[tuple[Any, list[list[Any]], dict[str, str]]]:
+    ) -> Iterator[tuple[Any, list[list[Any]], dict[str, str], list[list[Any]]]]:
         """Rows in sequence order with their decisions and bodies, a window of seqs at a time
         (memory stays flat however long the chain), from `lowest` (default: every row, so one
         below a prune anchor is seen and reported)."""
-        ev, dec, bod = tables.events, tables.decisions, tables.bodies
+        ev, dec, bod, att = tables.events, tables.decisions, tables.bodies, tables.attempts
         where = [ev.c.chain_id == self.chain_id]
         if lowest is not None:
             where.append(ev.c.seq >= lowest)
@@ -282,9 +296,20 @@ class ChainCheck:
                 .where(bod.c.chain_id == self.chain_id, bod.c.seq.between(lo, hi))
                 .order_by(bod.c.seq, bod.c.part),
             )
+            tries = _grouped(
+                self.conn,
+                select(att.c.seq, *(att.c[name] for name in ATTEMPT_FIELDS))
+                .where(att.c.chain_id == self.chain_id, att.c.seq.between(lo, hi))
+                .order_by(att.c.seq, att.c.position),
+            )
             for row in rows:
                 found = decisions.get(row.seq, [])
-                yield row, [list(d) for d in found], dict(bodies.get(row.seq, []))
+                yield (
+                    row,
+                    [list(d) for d in found],
+                    dict(bodies.get(row.seq, [])),
+                    [list(a) for a in tries.get(row.seq, [])],
+                )
 
 
 def _grouped(conn: Connection, query: Any) -> dict[int, list[tuple[Any, ...]]]:

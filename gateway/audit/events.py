@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.call import SAVINGS_KINDS, CallRecord
+from gateway.call import OPTIMISATIONS, CallRecord
 
 GENESIS = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,15 +77,20 @@ COLUMNS = (
     "outcome", "status", "error_type", "cache",
     "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "usage_estimated",
     "cost_nanousd", "counterfactual_nanousd", "savings_nanousd",
-    *(f"savings_{kind}_nanousd" for kind in SAVINGS_KINDS),
+    *(f"savings_{kind}_nanousd" for kind in OPTIMISATIONS),
     "latency_us", "ttft_us", "client_ip", "user_agent",
     "prompt_sha256", "capture", "request_sha256", "response_sha256",
 )  # fmt: skip
 TIME_INDEXES = tuple(COLUMNS.index(name) for name in TIMES)
 TAGS_INDEX = COLUMNS.index("tags")
 DECISIONS_INDEX = len(COLUMNS)
+EXTRAS_INDEX = DECISIONS_INDEX + 1
+# An attempt in the extras, as tollgate_audit_attempts stores it (after chain_id, seq, position).
+ATTEMPT_FIELDS = (
+    "backend", "upstream_model", "tier", "status", "error_type", "latency_us", "consumed_tokens",
+)  # fmt: skip
 _NO_USAGE = (None, None, None, None, None)
-_NO_SAVINGS = (0,) * len(SAVINGS_KINDS)
+_NO_SAVINGS = (0,) * len(OPTIMISATIONS)
 Decisions = list[list[Any]]
 _CHAIN_ID_LEN = 32
 
@@ -122,7 +127,7 @@ def journal_line(
     values += (money.cost, money.counterfactual, money.counterfactual - money.cost)
     if money.savings:
         parts = dict(money.savings)
-        values += [parts.get(kind, 0) for kind in SAVINGS_KINDS]
+        values += [parts.get(kind, 0) for kind in OPTIMISATIONS]
     else:
         values += _NO_SAVINGS
     agent = record.user_agent
@@ -143,10 +148,34 @@ def journal_line(
     values.append(
         [[_clean(d.plugin, NAME), d.action, _clean(d.reason), d.enforced] for d in record.decisions]
     )
+    extras = extras_of(record)
+    if extras:
+        values.append(extras)
     line = orjson.dumps(values)
     if stored:
         return line + b"\t" + orjson.dumps(stored) + b"\n"
     return line + b"\n"
+
+
+def extras_of(record: CallRecord) -> dict[str, Any]:
+    """What an event carries beyond its columns, only when there is something to say (so
+    the canonical form of every other event, and of events written before, is unchanged):
+    the attempts of a call that tried more than one replica or whose failed tries cost
+    something, and that cost (resilience, a negative saving)."""
+    resilience = record.money.saving("resilience")
+    if len(record.attempts) <= 1 and not resilience:
+        return {}
+    return {
+        "attempts": [
+            [
+                _clean(a.backend, NAME), _clean(a.model, NAME), _clean(a.tier, SHORT), a.status,
+                _clean(a.error, SHORT), round(a.latency_ms * 1000),
+                a.usage.input_tokens if a.usage is not None else None,
+            ]
+            for a in record.attempts
+        ],
+        "resilience": resilience,
+    }  # fmt: skip
 
 
 def split_line(line: bytes) -> tuple[bytes, bytes | None]:
@@ -164,10 +193,11 @@ def line_seq(canonical_event: bytes) -> int:
     return int(orjson.loads(canonical_event)[1])
 
 
-def event_of(canonical_event: bytes) -> tuple[list[Any], Decisions]:
-    """The event's values (COLUMNS order, times as microseconds) and its decisions."""
+def event_of(canonical_event: bytes) -> tuple[list[Any], Decisions, dict[str, Any]]:
+    """The event's values (COLUMNS order, times as microseconds), decisions and extras."""
     fields = orjson.loads(canonical_event)
-    return fields[:DECISIONS_INDEX], fields[DECISIONS_INDEX]
+    extras = fields[EXTRAS_INDEX] if len(fields) > EXTRAS_INDEX else {}
+    return fields[:DECISIONS_INDEX], fields[DECISIONS_INDEX], extras
 
 
 def _body_hash(stored: str | None, sent: bytes | None) -> str | None:
@@ -185,8 +215,13 @@ def bodies_of(record: CallRecord) -> dict[str, str]:
     return out
 
 
-def canonical(values: list[Any], decisions: Decisions) -> bytes:
-    """What the chain hashes: every column's value in COLUMNS order, then the decisions."""
+def canonical(
+    values: list[Any], decisions: Decisions, extras: dict[str, Any] | None = None
+) -> bytes:
+    """What the chain hashes: every column's value in COLUMNS order, the decisions, then the
+    extras when there are any."""
+    if extras:
+        return orjson.dumps([*values, decisions, extras])
     return orjson.dumps([*values, decisions])
 
 

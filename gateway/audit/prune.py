@@ -88,7 +88,7 @@ def _prune_chain(
     if problem is not None:
         raise PruneRefused(problem)
     insert_checkpoint(conn, signer, chain_id, "prune", through, boundary.row_hash, time.time())
-    for table in (tables.decisions, tables.bodies, tables.quarantine):
+    for table in (tables.decisions, tables.attempts, tables.bodies, tables.quarantine):
         conn.execute(delete(table).where(table.c.chain_id == chain_id, table.c.seq <= through))
     removed = conn.execute(delete(ev).where(ev.c.chain_id == chain_id, ev.c.seq <= through))
     return Pruned(chain_id, through, removed.rowcount)

@@ -21,8 +21,10 @@ from sqlalchemy import Connection, Table
 
 from gateway.audit import tables
 from gateway.audit.events import (
+    ATTEMPT_FIELDS,
     COLUMNS,
     DECISIONS_INDEX,
+    EXTRAS_INDEX,
     TAGS_INDEX,
     TIME_INDEXES,
     event_of,
@@ -30,7 +32,8 @@ from gateway.audit.events import (
 )
 
 Staged = tuple[bytes, str, str]  # canonical event, prev hash, row hash
-EVENT_COLUMNS = (*COLUMNS, "prev_hash", "row_hash")
+EVENT_COLUMNS = (*COLUMNS, "prev_hash", "row_hash", "attempts", "savings_resilience_nanousd")
+ATTEMPT_COLUMNS = ("chain_id", "seq", "position", *ATTEMPT_FIELDS)
 DECISION_COLUMNS = ("chain_id", "seq", "position", "plugin", "action", "reason", "enforced")
 BODY_COLUMNS = ("chain_id", "seq", "part", "content")
 STAGING = "tollgate_audit_staging"
@@ -56,13 +59,21 @@ def _pg_statements() -> tuple[str, ...]:
         "(line jsonb NOT NULL, prev_hash text NOT NULL, row_hash text NOT NULL) "
         "ON COMMIT DELETE ROWS",
         f"INSERT INTO {tables.events.name} ({', '.join(EVENT_COLUMNS)}) "
-        f"SELECT {', '.join(exprs)}, prev_hash, row_hash FROM {STAGING} "
+        f"SELECT {', '.join(exprs)}, prev_hash, row_hash, "
+        f"COALESCE(jsonb_array_length(line->{EXTRAS_INDEX}->'attempts'), 1), "
+        f"COALESCE((line->{EXTRAS_INDEX}->>'resilience')::bigint, 0) FROM {STAGING} "
         "ORDER BY (line->>1)::bigint",
         f"INSERT INTO {tables.decisions.name} ({', '.join(DECISION_COLUMNS)}) "
         "SELECT line->>0, (line->>1)::bigint, d.position - 1, d.value->>0, d.value->>1, "
         "d.value->>2, (d.value->>3)::boolean "
         f"FROM {STAGING}, jsonb_array_elements(line->{DECISIONS_INDEX}) "
         "WITH ORDINALITY AS d(value, position)",
+        f"INSERT INTO {tables.attempts.name} ({', '.join(ATTEMPT_COLUMNS)}) "
+        "SELECT line->>0, (line->>1)::bigint, a.position - 1, a.value->>0, a.value->>1, "
+        "a.value->>2, (a.value->>3)::integer, a.value->>4, (a.value->>5)::bigint, "
+        "(a.value->>6)::bigint "
+        f"FROM {STAGING}, jsonb_array_elements(COALESCE(line->{EXTRAS_INDEX}->'attempts', "
+        "'[]'::jsonb)) WITH ORDINALITY AS a(value, position)",
     )
 
 
@@ -73,15 +84,19 @@ def write_events(conn: Connection, staged: Sequence[Staged]) -> None:
     if conn.dialect.name == "postgresql":
         _pg_events(conn, staged)
         return
-    rows, decisions = [], []
+    rows, decisions, attempts = [], [], []
     for canonical_event, prev, row_hash in staged:
-        values, decided = event_of(canonical_event)
-        rows.append(_sqlite_row(values, prev, row_hash))
+        values, decided, extras = event_of(canonical_event)
+        tries = extras.get("attempts", [])
+        row = _sqlite_row(values, prev, row_hash)
+        rows.append([*row, len(tries) if extras else 1, extras.get("resilience", 0)])
         chain, seq = values[0], values[1]
         for i, (plugin, action, reason, enforced) in enumerate(decided):
             decisions.append((chain, seq, i, plugin, action, reason, enforced))
+        attempts += [(chain, seq, i, *attempt) for i, attempt in enumerate(tries)]
     insert_rows(conn, tables.events, EVENT_COLUMNS, rows)
     insert_rows(conn, tables.decisions, DECISION_COLUMNS, decisions)
+    insert_rows(conn, tables.attempts, ATTEMPT_COLUMNS, attempts)
 
 
 def _pg_events(conn: Connection, staged: Sequence[Staged]) -> None:
@@ -93,13 +108,14 @@ def _pg_events(conn: Connection, staged: Sequence[Staged]) -> None:
             for event, prev, row_hash in staged
         ]
     )
-    create, insert_events, insert_decisions = _PG
+    create, insert_events, insert_decisions, insert_attempts = _PG
     with raw.cursor() as cursor:
         cursor.execute(create)
         with cursor.copy(f"COPY {STAGING} (line, prev_hash, row_hash) FROM STDIN") as copy:
             copy.write(data)
         cursor.execute(insert_events)
         cursor.execute(insert_decisions)
+        cursor.execute(insert_attempts)
         cursor.execute(f"DELETE FROM {STAGING}")
 
 

@@ -21,11 +21,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import JSON
 
-from gateway.call import SAVINGS_KINDS
+from gateway.call import OPTIMISATIONS
 from gateway.stores.sql import metadata
 
 TS = DateTime(timezone=True)
-SAVINGS_COLUMNS = tuple(f"savings_{kind}_nanousd" for kind in SAVINGS_KINDS)
+SAVINGS_COLUMNS = tuple(f"savings_{kind}_nanousd" for kind in OPTIMISATIONS)
 
 events = Table(
     "tollgate_audit_events",
@@ -74,6 +74,10 @@ events = Table(
     Column("response_sha256", String(64)),
     Column("prev_hash", String(64), nullable=False),
     Column("row_hash", String(64), nullable=False),
+    # From the event's trailing extras (events.py): how many replicas were tried, and what the
+    # failed attempts' consumed tokens cost (never positive).
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("savings_resilience_nanousd", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("chain_id", "seq", name="uq_tollgate_audit_events_chain_seq"),
     Index("ix_tollgate_audit_events_received_at", "received_at"),
     Index("ix_tollgate_audit_events_request_id", "request_id"),
@@ -89,6 +93,24 @@ decisions = Table(
     Column("action", String(16), nullable=False),
     Column("reason", Text, nullable=False),
     Column("enforced", Boolean, nullable=False),
+)
+
+# Every try of a call that took more than one (or whose failed tries cost something), in order:
+# the replica, what it answered, how long it took, the prompt tokens it is assumed to have
+# consumed (billed as what resilience cost).
+attempts = Table(
+    "tollgate_audit_attempts",
+    metadata,
+    Column("chain_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("backend", String(200), nullable=False),
+    Column("upstream_model", String(200), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("consumed_tokens", BigInteger),
 )
 
 bodies = Table(

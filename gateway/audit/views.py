@@ -8,7 +8,7 @@ columns of tollgate_audit_events; read the views.
 
 from __future__ import annotations
 
-from gateway.call import SAVINGS_KINDS
+from gateway.call import OPTIMISATIONS
 
 VIEWS = (
     "tollgate_audit_requests",
@@ -38,7 +38,7 @@ def definitions(dialect: str, exact: bool = True) -> list[str]:
         day = "date(e.received_at)"
     usd = money(dialect) if exact else "{} / 1000000000.0"
     savings = ",\n".join(
-        f"  {usd.format(f'e.savings_{k}_nanousd')} AS savings_{k}_usd" for k in SAVINGS_KINDS
+        f"  {usd.format(f'e.savings_{k}_nanousd')} AS savings_{k}_usd" for k in OPTIMISATIONS
     )
     return [
         f"""CREATE VIEW tollgate_audit_requests AS SELECT

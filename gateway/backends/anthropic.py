@@ -11,9 +11,16 @@ import orjson
 
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens
 from gateway.accounting.usage_guard import estimated_instead, read_count, trusted
-from gateway.backends.base import UpstreamRequest, UpstreamResponse
+from gateway.backends.base import Capabilities, UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import map_transport_error
-from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
+from gateway.backends.http import (
+    body_chunks,
+    open_response,
+    probe,
+    read_and_release,
+    relayed,
+    server_root,
+)
 from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import ResponseMeta, Usage
 from gateway.dialects.usage import usage_from_anthropic
@@ -34,8 +41,14 @@ _RELAY = frozenset(
 _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta", "traceparent", "tracestate")
 
 
+ANTHROPIC_CAPABILITIES = Capabilities(
+    dialect="anthropic", streaming_usage=True, embeddings=False, completions=False, batch=False,
+    count_tokens=True, load_metrics=False,
+)  # fmt: skip
+
+
 class AnthropicBackend:
-    dialect = "anthropic"
+    capabilities = ANTHROPIC_CAPABILITIES
 
     def __init__(
         self,
@@ -55,6 +68,7 @@ class AnthropicBackend:
         self.total_timeout = total_timeout
         self._transport = transport
         self._tokens = tokens
+        self._root = server_root(base_url)
         self._urls = {
             "messages": httpx.URL(base_url + "/v1/messages"),
             "count_tokens": httpx.URL(base_url + "/v1/messages/count_tokens"),
@@ -121,6 +135,10 @@ class AnthropicBackend:
         prompt = anthropic_prompt_tokens(body, self._tokens)
         estimate = Usage(prompt, self._tokens.count(text), estimated=True)
         return estimated_instead(estimate, reported), meta
+
+    async def probe(self, path: str, wait: float) -> tuple[int, bytes]:
+        headers = httpx.Headers(self._headers)
+        return await probe(self._transport, self._root + path, headers, wait, self.name)
 
     async def aclose(self) -> None:
         return None

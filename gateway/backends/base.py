@@ -53,13 +53,34 @@ class UpstreamResponse:
     meta: ResponseMeta | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend type can do, declared once by its kind (registry.py): the pipeline and
+    the router ask this, never the adapter's class."""
+
+    dialect: Dialect
+    streaming_usage: bool  # reports usage at the end of a stream
+    embeddings: bool
+    completions: bool  # the legacy /v1/completions endpoint
+    batch: bool  # an offline batch API (the batched tier)
+    count_tokens: bool  # counts Anthropic-dialect prompts itself
+    load_metrics: bool  # a Prometheus endpoint with vLLM's load gauges
+    local: bool = False  # GPUs the organisation runs (cached tokens are prefix reuse)
+
+
 class Backend(Protocol):
     """One upstream. `send` raises TollgateError subclasses for transport failures (502/504);
     upstream HTTP errors come back as an UpstreamResponse with their status and body."""
 
     name: str
     total_timeout: float
+    capabilities: Capabilities
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def probe(self, path: str, wait: float) -> tuple[int, bytes]:
+        """GET `path` from the upstream server's root (health checks, load metrics), off the
+        request path; raises UpstreamUnavailable when it cannot be reached."""
+        ...
 
     async def aclose(self) -> None: ...

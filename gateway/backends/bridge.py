@@ -28,7 +28,7 @@ DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 
 
 def dialect_of(backend: Backend) -> str:
-    return getattr(backend, "dialect", "openai")
+    return backend.capabilities.dialect
 
 
 async def send(

@@ -66,3 +66,33 @@ def relayed(headers: httpx.Headers, allowed: frozenset[bytes]) -> tuple[tuple[st
         for key, value in headers.raw
         if key.lower() in allowed
     )
+
+
+async def probe(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    headers: httpx.Headers,
+    wait: float,
+    backend: str,
+) -> tuple[int, bytes]:
+    """A GET for health checks and load metrics: no connection slot (a full pool must not hide
+    a healthy server), its own short timeout, the body read whole (they are small)."""
+    request = httpx.Request(
+        "GET", url, headers=headers, extensions={"timeout": httpx.Timeout(wait).as_dict()}
+    )
+    try:
+        async with asyncio.timeout(wait):
+            response = await transport.handle_async_request(request)
+            try:
+                return response.status_code, await read_all(response)
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.HTTPError, OSError) as exc:
+        raise map_transport_error(exc, backend) from exc
+
+
+def server_root(base_url: str) -> str:
+    """`http://host:port` of a base URL (`http://host:port/v1` -> the server's own root, where
+    engines serve /health and /metrics)."""
+    url = httpx.URL(base_url)
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"

@@ -9,8 +9,15 @@ import httpx
 import orjson
 
 from gateway.accounting.tokens import TokenCounter
-from gateway.backends.base import UpstreamRequest, UpstreamResponse
-from gateway.backends.http import body_chunks, open_response, read_and_release, relayed
+from gateway.backends.base import Capabilities, UpstreamRequest, UpstreamResponse
+from gateway.backends.http import (
+    body_chunks,
+    open_response,
+    probe,
+    read_and_release,
+    relayed,
+    server_root,
+)
 from gateway.backends.openai_stream import StreamRelay
 from gateway.backends.openai_usage import usage_of_body
 from gateway.errors import InvalidRequest
@@ -37,8 +44,6 @@ _RELAY = frozenset(
 class OpenAICompatBackend:
     """Sends the client's body through untouched except `model` and `stream_options`."""
 
-    dialect = "openai"
-
     def __init__(
         self,
         name: str,
@@ -52,8 +57,11 @@ class OpenAICompatBackend:
         total_timeout: float,
         max_connections: int,
         url_for: Callable[[str, str], str] | None = None,
+        capabilities: Capabilities,
     ) -> None:
         self.name = name
+        self.capabilities = capabilities
+        self._root = server_root(base_url)
         self._url_for = url_for  # per (endpoint, model) URLs (Azure deployments), cached
         self._model_urls: dict[tuple[str, str], httpx.URL] = {}
         self.total_timeout = total_timeout
@@ -123,6 +131,9 @@ class OpenAICompatBackend:
         return httpx.Headers(
             [*(kv for kv in self._headers.raw if kv[0].lower() not in names), *extra]
         )
+
+    async def probe(self, path: str, wait: float) -> tuple[int, bytes]:
+        return await probe(self._transport, self._root + path, self._headers, wait, self.name)
 
     async def aclose(self) -> None:
         return None

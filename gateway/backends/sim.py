@@ -7,6 +7,7 @@ import httpx
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.asgi import StreamingASGITransport
+from gateway.backends.base import Capabilities
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.sim.config import SimConfig
 from gateway.sim.server import SimServer
@@ -21,6 +22,7 @@ class SimBackend(OpenAICompatBackend):
         tokens: TokenCounter,
         timeout: httpx.Timeout,
         total_timeout: float,
+        capabilities: Capabilities,
     ) -> None:
         self.server = SimServer(config, tokens)
         self._own_transport = StreamingASGITransport(self.server.app)
@@ -32,6 +34,7 @@ class SimBackend(OpenAICompatBackend):
             timeout=timeout,
             total_timeout=total_timeout,
             max_connections=1_000_000,
+            capabilities=capabilities,
         )
 
     async def aclose(self) -> None:

@@ -127,6 +127,10 @@ class LimitsConfig(_Strict):
     budgets: tuple[BudgetConfig, ...] = ()
     rate_limits: tuple[RateLimitConfig, ...] = ()
 
+    def budget_rules(self) -> tuple[BudgetRule, ...]:
+        """The budgets declared in YAML, as the ledger uses them."""
+        return tuple(b.rule("yaml") for b in self.budgets)
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from gateway.accounting.pricing import Price, PriceRule, PriceTable
 from gateway.call import Target
 from gateway.config.accounting_schema import PriceConfig
+from gateway.config.models_schema import ReferenceConfig
 from gateway.config.schema import Config, SimBackend
 
 
@@ -28,11 +29,17 @@ def price_of(rule: PriceConfig, source: str) -> Price:
 
 
 def all_targets(config: Config) -> list[Target]:
-    return [
-        Target(t.backend, t.model, t.tier)
+    """Every replica and explicit reference the config names (their prices are resolved once)."""
+    out = [
+        Target(r.backend, r.model, tier)
         for model in config.models.values()
-        for t in model.targets
+        for tier, spec in model.resolved_tiers().items()
+        for r in spec.replicas
     ]
+    for model in config.models.values():
+        if isinstance(model.reference, ReferenceConfig):
+            out.append(Target(model.reference.backend, model.reference.model))
+    return out
 
 
 def price_table(config: Config) -> PriceTable:

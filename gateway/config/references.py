@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from gateway.call import Target
 from gateway.config.accounting_schema import RateLimitConfig
 from gateway.config.lenient import Loc, SetAside
+from gateway.config.models_schema import SHORT_TIER, ModelConfig, ReferenceConfig, ReplicaConfig
 from gateway.config.prices import price_table
 from gateway.config.schema import Config, SimBackend
 from gateway.config.yamlmarks import Located, dotted
+from gateway.routing.strategies import StrategyLoadError, resolve
 
 
 def check_references(
@@ -41,21 +43,75 @@ def _serves_something(main: Located, config: Config, aside: SetAside) -> list[st
         return []
     return [
         f"{main.where(())}: models: no model alias is defined, so the gateway would serve "
-        "nothing (add `models: {ALIAS: {targets: [{backend: NAME, model: UPSTREAM}]}}`)"
+        "nothing (add `models: {ALIAS: {backend: NAME, model: UPSTREAM}}`)"
     ]
 
 
+def replica_locs(alias: str, model: ModelConfig) -> list[tuple[Loc, str, ReplicaConfig]]:
+    """Every replica of an alias, its tier, and where it is written (the short form: the
+    alias itself)."""
+    if not model.tiers:
+        short = model.resolved_tiers()[SHORT_TIER]
+        return [(("models", alias), SHORT_TIER, short.replicas[0])]
+    out: list[tuple[Loc, str, ReplicaConfig]] = []
+    for name, tier in model.tiers.items():
+        at: Loc = ("models", alias, "tiers", name)
+        replicas = tier if isinstance(tier, tuple) else tier.replicas
+        if not isinstance(tier, tuple):
+            at = (*at, "replicas")
+        out += [((*at, i), name, replica) for i, replica in enumerate(replicas)]
+    return out
+
+
 def _targets(main: Located, config: Config, aside: SetAside) -> list[str]:
+    """Replicas, references and fallbacks name backends, aliases and strategies that exist."""
     problems = []
     backends = set(config.backends) | aside.named("backends")
+    aliases = set(config.models) | aside.named("models")
     known = ", ".join(sorted(backends)) or "none defined"
     for alias, model in config.models.items():
-        for i, target in enumerate(model.targets):
-            if target.backend not in backends:
-                loc = ("models", alias, "targets", i, "backend")
+        for loc, _, replica in replica_locs(alias, model):
+            if replica.backend not in backends:
                 problems.append(
-                    _problem(main, loc, f"unknown backend {target.backend!r} (backends: {known})")
+                    _problem(
+                        main,
+                        (*loc, "backend"),
+                        f"unknown backend {replica.backend!r} (backends: {known})",
+                    )
                 )
+        reference = model.reference
+        if isinstance(reference, ReferenceConfig) and reference.backend not in backends:
+            loc = ("models", alias, "reference", "backend")
+            why = f"unknown backend {reference.backend!r} (backends: {known})"
+            problems.append(_problem(main, loc, why))
+        for i, step in enumerate(model.fallback_steps()):
+            if step.alias is not None and step.alias not in aliases:
+                tiers = ", ".join(model.resolved_tiers())
+                why = f"{step.alias!r} is neither a tier of this model ({tiers}) nor a model alias"
+                problems.append(_problem(main, ("models", alias, "fallbacks", i), why))
+            elif step.alias == alias:
+                why = "an alias cannot fall back to itself (name one of its tiers instead)"
+                problems.append(_problem(main, ("models", alias, "fallbacks", i), why))
+            elif step.tier is not None and step.tier not in model.resolved_tiers():
+                why = f"{step.tier!r} is not a tier of this model"
+                problems.append(_problem(main, ("models", alias, "fallbacks", i), why))
+        problems += _strategies(main, alias, model)
+    return problems
+
+
+def _strategies(main: Located, alias: str, model: ModelConfig) -> list[str]:
+    problems = []
+    named: list[tuple[Loc, str]] = [(("models", alias, "strategy"), model.strategy)]
+    named += [
+        (("models", alias, "tiers", name, "strategy"), tier.strategy)
+        for name, tier in model.tiers.items()
+        if not isinstance(tier, tuple) and tier.strategy is not None
+    ]
+    for loc, name in named:
+        try:
+            resolve(name)
+        except StrategyLoadError as exc:
+            problems.append(_problem(main, loc, str(exc)))
     return problems
 
 
@@ -126,17 +182,22 @@ def _open_access(main: Located, config: Config) -> list[str]:
 
 
 def check_money(main: Located, config: Config) -> list[str]:
-    """Every target has a price (or is marked free)."""
+    """Every replica and explicit reference has a price (or is marked free)."""
     problems = []
     table = price_table(config)
     for alias, model in config.models.items():
-        for i, target in enumerate(model.targets):
-            known = target.backend in config.backends
-            if known and table.unpriced([Target(target.backend, target.model)]):
+        priced: list[tuple[Loc, Target]] = [
+            (loc, Target(r.backend, r.model, tier)) for loc, tier, r in replica_locs(alias, model)
+        ]
+        if isinstance(model.reference, ReferenceConfig):
+            ref = model.reference
+            priced.append((("models", alias, "reference"), Target(ref.backend, ref.model)))
+        for loc, target in priced:
+            if target.backend in config.backends and table.unpriced([target]):
                 problems.append(
                     _problem(
                         main,
-                        ("models", alias, "targets", i),
+                        loc,
                         f"no price for backend {target.backend!r} model {target.model!r}: "
                         "add a `pricing:` entry (or mark it `free: true`)",
                     )

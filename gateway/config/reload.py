@@ -14,42 +14,89 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.config.changes import describe, drastic
 from gateway.config.loader import LoadedConfig, load_config, policy_file_paths
-from gateway.config.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.config")
 
 Stamp = tuple[tuple[str, int, int], ...]
-Builder = Callable[[LoadedConfig, RuntimeDeps, Runtime | None], Runtime]
+
+
+class CallCount:
+    """Calls running on one runtime, so a retired one is closed only once they have finished
+    (its backends' connections and its plugins' resources are still in use until then)."""
+
+    __slots__ = ("_idle", "running")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.running += 1
+
+    def leave(self) -> None:
+        self.running -= 1
+        if self.running == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        if self.running == 0:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+
+
+class Live(Protocol):
+    """What the reloader needs of a runtime (the composition root builds them)."""
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def calls(self) -> CallCount: ...
+
+    async def aclose(self, keep: Iterable[Any] = ()) -> None: ...
+
+
+R = TypeVar("R", bound=Live)
+
+
+class Ref(Protocol[R]):
+    current: R
+
+
+Builder = Callable[[LoadedConfig, R | None], R]
 SETTLE_S = 0.5  # a changed file must look the same this long before it is read
 _SETTLE_TRIES = 20
 DRAIN_LIMIT_S = 3600.0  # a retired runtime is closed after this even if a call still runs
 
 
-class Reloader:
+class Reloader(Generic[R]):
     def __init__(
         self,
         path: str,
-        ref: RuntimeRef,
-        deps: RuntimeDeps,
+        ref: Ref[R],
+        build: Builder[R],
         poll_seconds: float,
         settle_seconds: float = SETTLE_S,
-        build: Builder = build_runtime,
     ) -> None:
         self._path = path
         self._build = build
         self._ref = ref
-        self._deps = deps
         self._poll = poll_seconds
         self._settle = settle_seconds
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[object]] = set()
-        self._draining: list[Runtime] = []
+        self._draining: list[R] = []
         self._stamp = _stamp(watched(ref.current))
         self.attempts = 0
         self.failures = 0
@@ -131,7 +178,7 @@ class Reloader:
                         " and ".join(removed),
                     )
                     return False
-                runtime = self._build(loaded, self._deps, old)
+                runtime = self._build(loaded, old)
             except ConfigError as exc:
                 self.failures += 1
                 log.error(
@@ -156,7 +203,7 @@ class Reloader:
             )
             return True
 
-    async def _retire(self, old: Runtime) -> None:
+    async def _retire(self, old: R) -> None:
         """Closes a replaced runtime once its calls are done (a stream may run for minutes)."""
         try:
             await asyncio.wait_for(old.calls.idle(), DRAIN_LIMIT_S)
@@ -168,7 +215,7 @@ class Reloader:
         await old.aclose(keep=[self._ref.current, *self._draining])
 
 
-def watched(runtime: Runtime) -> list[str]:
+def watched(runtime: Live) -> list[str]:
     """The main file and every file its `policy_files` patterns match now (a new file that
     matches is picked up; a deleted one is noticed)."""
     loaded = runtime.loaded

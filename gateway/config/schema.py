@@ -6,11 +6,23 @@ Validation runs in pydantic's JSON mode so YAML lists become tuples while types 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.config import AuditConfig
+from gateway.backends.settings import (
+    AnthropicBackend,
+    AzureOpenAIBackend,
+    Backend,
+    ConnectionLimits,
+    HealthCheck,
+    LoadMetrics,
+    NetworkBackend,
+    OpenAIBackend,
+    SimBackend,
+    Timeouts,
+)
 from gateway.config.accounting_schema import (
     AdminConfig,
     BudgetConfig,
@@ -20,7 +32,7 @@ from gateway.config.accounting_schema import (
     PriceConfig,
     RateLimitConfig,
 )
-from gateway.sim.config import SimConfig
+from gateway.config.models_schema import ModelConfig
 from gateway.telemetry.config import TelemetryConfig
 
 
@@ -28,101 +40,37 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class Timeouts(Strict):
-    """Seconds. `total` bounds a whole call, streams included."""
-
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(120.0, gt=0)
-    total: float = Field(600.0, gt=0)
-
-
-class ConnectionLimits(Strict):
-    """Calls in flight to one backend at once. (Idle connections are pooled by the one shared
-    transport every backend uses, kept 30 s: there is no per-backend keep-alive to set.)"""
-
-    max_connections: int = Field(256, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _retired(cls, data: Any) -> Any:
-        if isinstance(data, dict) and {"max_keepalive", "keepalive_expiry"} & set(data):
-            raise ValueError(
-                "max_keepalive and keepalive_expiry were never applied (every backend shares "
-                "one connection pool, idle connections kept 30 s) and are no longer accepted: "
-                "remove them"
-            )
-        return data
-
-
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-
-
-class NetworkBackendBase(Strict):
-    """What every backend reached over HTTP has: a secret by name, headers, timeouts, a pool."""
-
-    api_key_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Timeouts()
-    limits: ConnectionLimits = ConnectionLimits()
-
-
-class OpenAIBackend(NetworkBackendBase):
-    """Any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, Ollama, OpenAI itself."""
-
-    type: Literal["openai"]
-    base_url: HttpUrl
-
-
-class AnthropicBackend(NetworkBackendBase):
-    """Anthropic's Messages API: native for Anthropic-dialect calls, translated for OpenAI chat."""
-
-    type: Literal["anthropic"]
-    base_url: HttpUrl = "https://api.anthropic.com"
-    version: str = "2023-06-01"  # sent as anthropic-version unless the client sends its own
-
-
-class AzureOpenAIBackend(NetworkBackendBase):
-    """Azure OpenAI: `{endpoint}/openai/deployments/{deployment}/...?api-version=...` with an
-    `api-key` header. A target's model names the deployment, unless `deployments` maps it."""
-
-    type: Literal["azure_openai"]
-    endpoint: HttpUrl
-    api_version: str
-    deployments: dict[str, str] = Field(default_factory=dict)
-
-
-class SimBackend(SimConfig):
-    """The built-in GPU simulator, run in-process behind the gateway (no socket)."""
-
-    type: Literal["sim"]
-    timeouts: Timeouts = Timeouts()
-
-
-Backend = Annotated[
-    OpenAIBackend | AnthropicBackend | AzureOpenAIBackend | SimBackend,
-    Field(discriminator="type"),
+__all__ = [
+    "AnthropicBackend",
+    "AzureOpenAIBackend",
+    "Backend",
+    "Config",
+    "ConnectionLimits",
+    "HealthCheck",
+    "LoadMetrics",
+    "NetworkBackend",
+    "OpenAIBackend",
+    "SimBackend",
+    "Timeouts",
 ]
-NetworkBackend = OpenAIBackend | AnthropicBackend | AzureOpenAIBackend
 
 
-class TargetConfig(Strict):
-    backend: str
-    model: str
-    tier: str | None = None
+class CircuitConfig(Strict):
+    """When a replica is taken out of rotation (passive health): `failures` in a row, or an
+    error rate of `error_rate` over its last `window` calls (at least `min_calls` of them).
+    It stays out for `cooldown_seconds` (or the upstream's retry-after), doubling while its
+    half-open probe keeps failing, up to `max_cooldown_seconds`."""
+
+    failures: int = Field(5, ge=1, le=1000)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window: int = Field(20, ge=1, le=10_000)
+    min_calls: int = Field(10, ge=1, le=10_000)
+    cooldown_seconds: float = Field(10.0, gt=0, le=3600)
+    max_cooldown_seconds: float = Field(120.0, gt=0, le=86_400)
 
 
-class ModelConfig(Strict):
-    """A model alias clients use, and the targets that can serve it."""
-
-    targets: tuple[TargetConfig, ...] = Field(min_length=1)
-    strategy: Literal["round_robin"] = "round_robin"
-    owned_by: str = "tollgate"
+class RoutingConfig(Strict):
+    circuit: CircuitConfig = CircuitConfig()
 
 
 class PolicyConfig(Strict):
@@ -193,6 +141,7 @@ class Config(Strict):
     auth: AuthConfig = AuthConfig()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = RoutingConfig()
     policy_files: tuple[str, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     pricing: tuple[PriceConfig, ...] = ()

@@ -94,9 +94,9 @@ class BudgetGuard(PolicyPlugin):
             self.limits.ledger.record(spent)
 
     def _ask(self, call: Call) -> Ask:
-        """The call's worst case on any target it may reach: its prompt as counted, plus the
-        margin and the target's learnt template overhead; every completion it can generate
-        (n, best_of, a prompt array) at its max tokens."""
+        """The call's worst case on any replica its plan may reach (tiers, fallbacks): its
+        prompt as counted, plus the margin and the replica's learnt template overhead; every
+        completion it can generate (n, best_of, a prompt array) at its max tokens."""
         limits = self.limits
         body = call.body
         if call.endpoint == "count_tokens":
@@ -104,7 +104,7 @@ class BudgetGuard(PolicyPlugin):
         prompt = prompt_tokens(call.endpoint, body, self.context.tokens)
         reserved = math.ceil(prompt * (1 + limits.prompt_margin))
         output = output_cap(call.endpoint, body, limits.default_max_tokens) or 0
-        targets = call.route.targets if call.route else limits.targets.get(call.model, ())
+        targets = limits.reach(call.model, call.route)
         worst, extra = 0, 0
         for target in targets:
             overhead = limits.overhead.tokens(target, limits.overhead_prior)
@@ -119,7 +119,10 @@ class BudgetGuard(PolicyPlugin):
         """What the call used, at the cost the pipeline put on it (abandoned calls carry their
         prompt as estimated usage by then)."""
         usage = outcome.usage
-        if outcome.status >= 400 and not outcome.disconnected and not outcome.partial:
+        failed = outcome.status >= 400 and not outcome.disconnected and not outcome.partial
+        if failed and outcome.money.cost:
+            usage = Usage()  # failed, but its tries consumed tokens (what resilience cost)
+        elif failed:
             return None
         if call.endpoint == "count_tokens":  # free, but a request the rate limits count
             usage = Usage()

@@ -106,4 +106,7 @@ def _describe(verdict: Verdict) -> str:
         return verdict.message
     if isinstance(verdict, Answer):
         return f"answered ({verdict.cache})"
-    return "route to " + ", ".join(f"{t.backend}/{t.model}" for t in verdict.targets)
+    where = " of ".join(x for x in (verdict.tier and f"tier {verdict.tier}", verdict.alias) if x)
+    return f"route to {where or 'the default tier'}" + (
+        f": {verdict.reason}" if verdict.reason else ""
+    )

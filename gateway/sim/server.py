@@ -55,6 +55,9 @@ class SimServer:
         }
         self._tiebreak = itertools.count()
         self._faults = random.Random(config.seed)
+        # The faults in force: the config's, until a test (or an operator rehearsing an
+        # outage) sets others on the running server.
+        self.faults = config.faults
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -153,7 +156,7 @@ class SimServer:
         return model
 
     async def _inject_faults(self) -> None:
-        faults = self.config.faults
+        faults = self.faults
         if faults.added_latency_ms:
             await asyncio.sleep(faults.added_latency_ms / 1000)
         if faults.error_rate and self._faults.random() < faults.error_rate:
@@ -173,7 +176,7 @@ class SimServer:
         return idle[next(self._tiebreak) % len(idle)]
 
     def _drop_at(self, longest: int) -> int:
-        drop = self.config.faults.drop_rate
+        drop = self.faults.drop_rate
         return longest // 2 if drop and self._faults.random() < drop else -1
 
     # -- OpenAI generation -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.call import CallRecord, TraceIds
+from gateway.call import AttemptRecord, CallRecord, TraceIds
 from gateway.telemetry.context import TraceStarter
 
 OPERATIONS = {
@@ -138,21 +138,38 @@ class SpanBuilder:
             ctx = SpanContext(trace.trace_id, _span_id(), False, flags)
             attrs = {"tollgate.policy.plugin": plugin, "tollgate.cache": record.cache}
             out.append(self._span("cache lookup", ctx, root, attrs, _ns(t0), _ns(t1)))
-        if record.backend is not None and timings.upstream_at is not None:
-            ctx = SpanContext(trace.trace_id, trace.upstream_span_id, False, flags)
-            attrs = self._upstream_attributes(record, operation, peer)
-            out.append(
-                self._span(
-                    f"{operation} {record.upstream_model}",
-                    ctx,
-                    root,
-                    attrs,
-                    _ns(timings.upstream_at),
-                    _ns(record.completed_at),
-                    SpanKind.CLIENT,
-                    _status(record, upstream=True),
-                )
-            )
+        if timings.upstream_at is not None:
+            out += self._attempts(record, trace, root, flags, operation)
+        return out
+
+    def _attempts(
+        self,
+        record: CallRecord,
+        trace: TraceIds,
+        root: SpanContext,
+        flags: TraceFlags,
+        operation: str,
+    ) -> list[ReadableSpan]:
+        """One CLIENT span per try: the upstream saw each one's id as its parent. The try that
+        answered lasts until the call ended (its stream was relayed to the end)."""
+        out = []
+        last = len(record.attempts) - 1
+        for i, attempt in enumerate(record.attempts):
+            ctx = SpanContext(trace.trace_id, attempt.span_id, False, flags)
+            peer = self._peers(attempt.backend)
+            answered = i == last and attempt.error is None
+            if answered:
+                attrs = self._upstream_attributes(record, operation, peer)
+                end = record.completed_at
+                status = _status(record, upstream=True)
+            else:
+                attrs = _attempt_attributes(attempt, operation, peer)
+                end = attempt.started_at + attempt.latency_ms / 1000
+                status = Status(StatusCode.ERROR, attempt.error or f"HTTP {attempt.status}")
+            attrs["tollgate.attempt"] = i + 1
+            name = f"{operation} {attempt.model}"
+            start = _ns(attempt.started_at)
+            out.append(self._span(name, ctx, root, attrs, start, _ns(end), SpanKind.CLIENT, status))
         return out
 
     def _policies(
@@ -211,6 +228,25 @@ class SpanBuilder:
             attrs["tollgate.tier"] = record.tier
         _response(attrs, record)
         return attrs
+
+
+def _attempt_attributes(
+    attempt: AttemptRecord, operation: str, peer: Peer | None
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": peer.provider if peer else "openai",
+        "gen_ai.request.model": attempt.model,
+        "tollgate.backend": attempt.backend,
+        "tollgate.tier": attempt.tier,
+        "error.type": attempt.error or "http_error",
+    }
+    if attempt.status:
+        attrs["http.response.status_code"] = attempt.status
+    if peer is not None and peer.address:
+        attrs["server.address"] = peer.address
+        attrs["server.port"] = peer.port
+    return attrs
 
 
 UNKNOWN_MODEL = "(unknown)"

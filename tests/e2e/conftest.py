@@ -49,21 +49,21 @@ backends:
     timeouts: {{connect: 1, read: 1, total: 2}}
 models:
   chat:
-    targets: [{{backend: fake, model: fake-chat}}]
+    {{backend: fake, model: fake-chat}}
   nousage:
-    targets: [{{backend: fake, model: no-usage}}]
+    {{backend: fake, model: no-usage}}
   slow:
-    targets: [{{backend: fake-slow, model: slow}}]
+    {{backend: fake-slow, model: slow}}
   slowlong:
-    targets: [{{backend: fake, model: slow}}]
+    {{backend: fake, model: slow}}
   endless:
-    targets: [{{backend: fake, model: endless}}]
+    {{backend: fake, model: endless}}
   limited:
-    targets: [{{backend: fake, model: rate-limited}}]
+    {{backend: fake, model: rate-limited}}
   down:
-    targets: [{{backend: down, model: whatever}}]
+    {{backend: down, model: whatever}}
   emb:
-    targets: [{{backend: fake, model: fake-embed}}]
+    {{backend: fake, model: fake-embed}}
 pricing:
   - {{backend: fake, model: fake-chat, input: 1.0, output: 2.0}}
   - {{free: true}}

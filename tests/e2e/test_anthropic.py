@@ -100,14 +100,14 @@ backends:
   sim: {{type: sim, time_scale: 0, models: [{{name: simmodel}}]}}
   anthropic-sim: {{type: anthropic, base_url: "{sim_server.url}", api_key_env: TG_ANTHROPIC_KEY}}
 models:
-  claude-sim: {{targets: [{{backend: anthropic-sim, model: claude-sim}}]}}
-  claude: {{targets: [{{backend: claude, model: claude-fake}}]}}
-  claude-429: {{targets: [{{backend: claude, model: claude-429}}]}}
-  claude-529: {{targets: [{{backend: claude, model: claude-529}}]}}
-  claude-long: {{targets: [{{backend: claude, model: claude-long}}]}}
-  local: {{targets: [{{backend: sim, model: simmodel}}]}}
-  openai-429: {{targets: [{{backend: fake, model: rate-limited}}]}}
-  azure-chat: {{targets: [{{backend: azure, model: gpt-4o}}]}}
+  claude-sim: {{backend: anthropic-sim, model: claude-sim}}
+  claude: {{backend: claude, model: claude-fake}}
+  claude-429: {{backend: claude, model: claude-429}}
+  claude-529: {{backend: claude, model: claude-529}}
+  claude-long: {{backend: claude, model: claude-long}}
+  local: {{backend: sim, model: simmodel}}
+  openai-429: {{backend: fake, model: rate-limited}}
+  azure-chat: {{backend: azure, model: gpt-4o}}
 pricing: [{{free: true}}]
 """
         )

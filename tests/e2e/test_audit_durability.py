@@ -29,7 +29,7 @@ auth: {mode: open}
 backends:
   sim: {type: sim, time_scale: 0, models: [{name: m}]}
 models:
-  chat: {targets: [{backend: sim, model: m}]}
+  chat: {backend: sim, model: m}
 audit: {ship_interval_ms: 20, signing_key_env: TG_AUDIT_KEY}
 """
 KEY = {"TG_AUDIT_KEY": "test-audit-signing-key"}

@@ -28,7 +28,7 @@ auth:
 backends:
   sim: {type: sim, time_scale: 0, models: [{name: m, input_price_per_mtok: 1.0}]}
 models:
-  chat: {targets: [{backend: sim, model: m}]}
+  chat: {backend: sim, model: m}
 policies:
   - use: audit_capture
     with: {content: redacted}

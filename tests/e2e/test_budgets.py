@@ -37,9 +37,9 @@ auth:
 backends:
   fake: {{type: openai, base_url: "{upstream}/v1"}}
 models:
-  metered: {{targets: [{{backend: fake, model: metered}}]}}
-  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
-  endless: {{targets: [{{backend: fake, model: endless}}]}}
+  metered: {{backend: fake, model: metered}}
+  chat: {{backend: fake, model: fake-chat}}
+  endless: {{backend: fake, model: endless}}
 pricing:
   - {{backend: fake, input: 1, output: 2}}
 limits:
@@ -182,11 +182,11 @@ def test_reservations_of_a_killed_gateway_are_released_by_another(
     import threading
 
     with redis_prefix() as prefix:
-        slow_model = "  slow: {targets: [{backend: fake, model: slow}]}\n"
+        slow_model = "  slow: {backend: fake, model: slow}\n"
         text = (
             config(upstream[1], prefix, Decimal(1))
             .replace("  prompt_margin: 0\n", "  prompt_margin: 0\n  hold_seconds: 2\n")
-            .replace("  endless: {targets:", slow_model + "  endless: {targets:")
+            .replace("  endless:", slow_model + "  endless:")
         )
         with gateways(2, text, tmp_path) as (doomed, survivor):
 

@@ -72,10 +72,10 @@ def test_config_check_and_admin_commands_without_the_secrets(tmp_path: Path) -> 
 
 def test_serve_refuses_an_invalid_config_with_status_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\nmodels:\n  chat:\n    targets: [{backend: ghost, model: m}]\n")
+    bad.write_text("version: 1\nmodels:\n  chat:\n    backend: ghost\n    model: m\n")
     result = run_cli("serve", "--config", str(bad), "--port", str(free_port()))
     assert result.returncode == 2
-    assert f"{bad}:4:25: models.chat.targets[0].backend: unknown backend 'ghost'" in result.stderr
+    assert f"{bad}:4:14: models.chat.backend: unknown backend 'ghost'" in result.stderr
 
 
 def test_open_mode_refuses_a_public_bind() -> None:
@@ -109,10 +109,15 @@ def test_sighup_keeps_old_config_on_invalid_edit_and_applies_valid_one(
     config.write_text(original)
     with GatewayProcess(config, env=GATEWAY_ENV, log=tmp_path / "gw.log") as gw:
         assert chat(gw, "chat") == "Hello from the fake."
-        config.write_text(original.replace("models:\n", "models:\n  broken: {targets: []}\n"))
+        config.write_text(
+            original.replace(
+                "models:\n", "models:\n  broken: {targets: [{backend: fake, model: m}]}\n"
+            )
+        )
         gw.sighup()
         wait_for(lambda: "configuration reload rejected" in gw.logs())
-        assert "models.broken.targets" in gw.logs()
+        # A config in the shape before tiers is told what replaced it.
+        assert "models.broken.targets: Value error, `targets` was replaced by tiers" in gw.logs()
         assert generation(gw) == 1
         assert chat(gw, "chat") == "Hello from the fake."
         config.write_text(original.replace("  emb:\n", "  renamed:\n"))

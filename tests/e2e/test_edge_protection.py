@@ -27,7 +27,7 @@ auth:
 backends:
   sim: {type: sim, time_scale: 0, models: [{name: m}]}
 models:
-  chat: {targets: [{backend: sim, model: m}]}
+  chat: {backend: sim, model: m}
 limits:
   rate_limits: [{name: counting, scope: key, subject: counter, rpm: 3}]
 audit: {ship_interval_ms: 10}

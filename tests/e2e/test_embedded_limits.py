@@ -30,7 +30,7 @@ auth:
 backends:
   fake: {{type: openai, base_url: "{upstream[1]}/v1"}}
 models:
-  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
+  chat: {{backend: fake, model: fake-chat}}
 pricing: [{{backend: fake, input: 1, output: 2}}]
 limits:
   budgets:

@@ -35,8 +35,8 @@ backends:
       - {{name: m, input_price_per_mtok: 1, output_price_per_mtok: 2}}
       - {{name: e, kind: embedding, input_price_per_mtok: 0.1}}
 models:
-  chat: {{targets: [{{backend: sim, model: m}}]}}
-  embed: {{targets: [{{backend: sim, model: e}}]}}
+  chat: {{backend: sim, model: m}}
+  embed: {{backend: sim, model: e}}
 policies:
   - use: audit_capture
     with: {{content: redacted}}

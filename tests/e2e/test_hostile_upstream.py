@@ -31,14 +31,14 @@ HI = [{"role": "user", "content": "Hi"}]
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("hostile")
     with ThreadServer(HostileUpstream().app) as upstream:
-        models = "\n".join(
-            f"  {m}: {{targets: [{{backend: hostile, model: {m}}}]}}" for m in MODELS
-        )
+        models = "\n".join(f"  {m}: {{backend: hostile, model: {m}}}" for m in MODELS)
         config = tmp / "tollgate.yaml"
         config.write_text(
             f"""
 version: 1
 server: {{reload_poll_seconds: 0}}
+# Every call here fails on purpose, each checked for its own error: no circuit may open.
+routing: {{circuit: {{failures: 1000, error_rate: 1.0, min_calls: 10000, window: 10000}}}}
 auth:
   keys: [{{name: tester, key_env: TG_KEY, team: qa}}]
 backends:

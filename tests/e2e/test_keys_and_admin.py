@@ -30,8 +30,8 @@ server: {{reload_poll_seconds: 0}}
 backends:
   fake: {{type: openai, base_url: "{upstream}/v1"}}
 models:
-  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
-  other: {{targets: [{{backend: fake, model: fake-chat}}]}}
+  chat: {{backend: fake, model: fake-chat}}
+  other: {{backend: fake, model: fake-chat}}
 pricing:
   - {{backend: fake, input: 1, output: 2}}
 keys:

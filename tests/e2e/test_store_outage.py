@@ -24,7 +24,7 @@ auth:
 backends:
   fake: {{type: openai, base_url: "{upstream}/v1"}}
 models:
-  chat: {{targets: [{{backend: fake, model: fake-chat}}]}}
+  chat: {{backend: fake, model: fake-chat}}
 pricing: [{{backend: fake, input: 1, output: 2}}]
 limits:
   store: redis

@@ -32,7 +32,7 @@ auth:
 backends:
   fake: {type: openai, base_url: "%(upstream)s/v1"}
 models:
-  chat: {targets: [{backend: fake, model: fake-chat, tier: fp16}]}
+  chat: {tiers: {fp16: [{backend: fake, model: fake-chat}]}}
 pricing:
   - {backend: fake, input: 2.0, output: 8.0}
 audit: {ship_interval_ms: 10}

@@ -20,7 +20,6 @@ from gateway.audit import tables
 from gateway.audit.prune import PruneRefused, prune
 from gateway.audit.verify import verify
 from gateway.call import Call, Principal
-from gateway.config.runtime import Runtime
 from gateway.errors import (
     AuthenticationFailed,
     ModelNotFound,
@@ -28,6 +27,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.pipeline import Pipeline
+from gateway.runtime import Runtime
 from tests.support.audit import (
     AuditedPipeline,
     audit_engine,
@@ -56,8 +56,9 @@ backends:
     models: [{name: big}]
 models:
   chat:
-    targets: [{backend: sim, model: big, tier: fp16}, {backend: sim, model: small, tier: int4}]
-  bad: {targets: [{backend: broken, model: big}]}
+    tiers: {fp16: [{backend: sim, model: big}], int4: [{backend: sim, model: small}]}
+    default_tier: fp16
+  bad: {backend: broken, model: big}
 policies:
   - use: max_tokens
     with: {limit: 100, action: deny}
@@ -107,7 +108,7 @@ async def drive(audited: AuditedPipeline) -> None:
     pipeline, runtime = audited.pipeline, audited.runtime
     for rid, principal, extra in (
         ("served", ALICE, {}),
-        ("served-int4", ALICE, {}),  # round robin: the cheaper tier
+        ("served-int4", ALICE, {"user": "route-int4"}),  # routed to the cheaper tier
         ("redacted", LEGAL, {"messages": [{"role": "user", "content": "mail bob@corp.com"}]}),
         ("cache-hit", ALICE, {"user": "cache-me"}),
     ):

@@ -16,9 +16,9 @@ from gateway.accounting.ledger import Ledger
 from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal, Target
-from gateway.config.runtime import Runtime
 from gateway.errors import PolicyDenied
 from gateway.pipeline import Pipeline, Recorder
+from gateway.runtime import Runtime
 from gateway.stores.counters import Charge, StoreRejected
 from gateway.stores.redis_counters import RedisCounters
 from tests.integration.conftest import Clock, StoreFactory
@@ -35,7 +35,7 @@ backends:
     models:
       - {{name: m, template_tokens: {template}, input_price_per_mtok: 1, output_price_per_mtok: 2}}
 models:
-  chat: {{targets: [{{backend: sim, model: m}}]}}
+  chat: {{backend: sim, model: m}}
 limits:
   prompt_margin: 0.1
   budgets: [{{name: capped, scope: team, subject: ml, usd: "{usd}", window: day}}]

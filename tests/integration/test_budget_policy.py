@@ -11,10 +11,10 @@ import pytest
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal, Usage
-from gateway.config.runtime import Runtime
 from gateway.errors import PolicyDenied, UpstreamUnavailable
 from gateway.pipeline import Pipeline
 from gateway.pipeline import Recorder as CallRecorder
+from gateway.runtime import Runtime
 from gateway.stores.budgets import BudgetRule
 from tests.integration.conftest import Clock, StoreFactory
 from tests.support.runtime import make_deps, runtime_from
@@ -33,8 +33,8 @@ backends:
     faults: {error_rate: 1.0, error_statuses: [500]}
     models: [{name: m}]
 models:
-  chat: {targets: [{backend: sim, model: m}]}
-  bad: {targets: [{backend: broken, model: m}]}
+  chat: {backend: sim, model: m}
+  bad: {backend: broken, model: m}
 limits:
   prompt_margin: 0
   budget_status: STATUS

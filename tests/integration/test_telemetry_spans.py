@@ -19,9 +19,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, Principal
-from gateway.config.runtime import Runtime
 from gateway.errors import AuthenticationFailed, PolicyDenied, UpstreamRateLimited
 from gateway.policies.chain import ChainEntry, PolicyChain
+from gateway.runtime import Runtime
 from gateway.telemetry.context import parse_traceparent, traceparent
 from gateway.telemetry.export import SampledExport
 from gateway.telemetry.otlp_json import JsonSpanExporter
@@ -41,8 +41,8 @@ backends:
     type: openai
     base_url: %s/v1
 models:
-  chat: {targets: [{backend: fake, model: fake-chat, tier: fp16}]}
-  limited: {targets: [{backend: fake, model: rate-limited}]}
+  chat: {tiers: {fp16: [{backend: fake, model: fake-chat}]}}
+  limited: {backend: fake, model: rate-limited}
 pricing:
   - {backend: fake, input: 2.0, cached_input: 1.0, output: 8.0}
 policies:

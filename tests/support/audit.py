@@ -16,11 +16,11 @@ from gateway.audit import tables
 from gateway.audit.config import AuditConfig
 from gateway.audit.service import AuditLog
 from gateway.audit.signing import Signer
-from gateway.call import Answer, Call, Usage, Verdict
-from gateway.config.runtime import Runtime
+from gateway.call import Answer, Call, Route, Usage, Verdict
 from gateway.pipeline import Pipeline, Recorder
 from gateway.policies.base import PolicyPlugin
 from gateway.policies.chain import ChainEntry, PolicyChain
+from gateway.runtime import Runtime
 from gateway.sinks.fanout import SinkFanout
 from gateway.stores.migrate import upgrade
 from gateway.stores.sql import make_engine
@@ -59,8 +59,24 @@ class CannedAnswer(PolicyPlugin):
         return Answer(body, cache="exact", usage=Usage(input_tokens=12, output_tokens=5))
 
 
+class TierRoute(PolicyPlugin):
+    """Stands in for a routing rule: sends calls whose `user` is "route-int4" to that tier."""
+
+    name = "route"
+
+    async def on_request(self, call: Call) -> Verdict | None:
+        if call.body.get("user") != "route-int4":
+            return None
+        return Route(tier="int4", reason="bulk traffic")
+
+
 def with_cache(runtime: Runtime) -> Runtime:
-    entries = [ChainEntry(CannedAnswer(None, None), "cache", False), *runtime.chain._entries]  # type: ignore[arg-type]
+    """The runtime with a stand-in cache and routing rule ahead of its own policies."""
+    entries = [
+        ChainEntry(CannedAnswer(None, None), "cache", False),  # type: ignore[arg-type]
+        ChainEntry(TierRoute(None, None), "route", False),  # type: ignore[arg-type]
+        *runtime.chain._entries,
+    ]
     return dataclasses.replace(runtime, chain=PolicyChain(entries))
 
 

@@ -43,6 +43,11 @@ class FakeUpstream:
                     self._azure_chat,
                     methods=["POST"],
                 ),
+                Route(
+                    "/openai/deployments/{deployment}/embeddings",
+                    self._embeddings,
+                    methods=["POST"],
+                ),
             ]
         )
 

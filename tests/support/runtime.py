@@ -13,7 +13,8 @@ from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
 from gateway.auth import KeyRing
 from gateway.config.loader import load_config
-from gateway.config.runtime import Runtime, RuntimeDeps, build_runtime
+from gateway.routing.state import ReplicaStates
+from gateway.runtime import Runtime, RuntimeDeps, build_runtime
 from gateway.stores.budgets import BudgetRule
 from gateway.stores.counters import CounterStore
 from gateway.stores.memory import MemoryCounters
@@ -29,6 +30,7 @@ def make_deps(
     zone: str = "UTC",
     sql_budgets: Callable[[], tuple[BudgetRule, ...]] = tuple,
     ring: KeyRing | None = None,
+    replicas: ReplicaStates | None = None,
 ) -> RuntimeDeps:
     ledger = Ledger(
         store if store is not None else MemoryCounters(clock),
@@ -42,6 +44,7 @@ def make_deps(
         ring=ring or KeyRing(b"test-secret"),
         ledger=ledger,
         sql_budgets=sql_budgets,
+        replicas=replicas if replicas is not None else ReplicaStates(),
     )
 
 

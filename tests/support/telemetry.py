@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import Engine
 
 from gateway.accounting.tokens import TokenCounter
-from gateway.call import CallRecord, Money, Principal, ResponseMeta, Timings, Usage
+from gateway.call import AttemptRecord, CallRecord, Money, Principal, ResponseMeta, Timings, Usage
 from gateway.pipeline import Pipeline, Recorder
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
@@ -87,4 +87,5 @@ def sample_record(request_id: str = "rid", team: str = "ml") -> CallRecord:
         "fp16", Usage(10, 5, 2), "miss", True, False, (), None, None,
         money=Money(100, 200, (("tier_routing", 100),)), meta=ResponseMeta("id", "m", ("stop",)),
         trace=TraceStarter().start(None), timings=Timings((now, now + 0.01), (), now + 0.02),
+        attempts=(AttemptRecord("b", "m", "fp16", 200, None, 80.0, 0x1234, now + 0.02),),
     )  # fmt: skip

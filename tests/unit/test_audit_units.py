@@ -20,7 +20,7 @@ from gateway.audit.redact import BUILTIN, Redactor
 from gateway.audit.service import worker_cpus
 from gateway.call import Outcome, Target, Usage
 from gateway.config.loader import load_config
-from gateway.config.runtime import build_runtime
+from gateway.runtime import build_runtime
 from tests.support.runtime import make_deps
 
 
@@ -51,7 +51,7 @@ def _costing() -> Costing:
         PriceRule("oa", "g", Price(Decimal(2), Decimal(8), Decimal(1), Decimal(2))),
     ]
     table = PriceTable(rules, [fp16, int4, vendor])
-    return Costing(table, {"chat": fp16, "vendor": vendor}, frozenset({"gpu"}))
+    return Costing(table, {"chat": (fp16,), "vendor": (vendor,)}, frozenset({"gpu"}))
 
 
 def test_savings_split_by_optimisation_and_add_up() -> None:
@@ -106,7 +106,9 @@ def test_the_canonical_form_covers_every_column_of_the_table() -> None:
     from gateway.audit.events import COLUMNS
 
     assert len(set(COLUMNS)) == len(COLUMNS)
-    assert {*COLUMNS, "id", "prev_hash", "row_hash"} == {c.name for c in tables.events.columns}
+    # `attempts` and the resilience line are stored from the event's extras, hashed there.
+    derived = {"id", "prev_hash", "row_hash", "attempts", "savings_resilience_nanousd"}
+    assert {*COLUMNS, *derived} == {c.name for c in tables.events.columns}
 
 
 def test_phone_numbers_in_international_format_are_masked() -> None:
@@ -132,7 +134,7 @@ async def test_a_reload_that_changes_audit_settings_says_they_wait_for_a_restart
 ) -> None:
     base = (
         "version: 1\nauth: {mode: open}\nbackends: {sim: {type: sim, models: [{name: m}]}}\n"
-        "models: {chat: {targets: [{backend: sim, model: m}]}}\n"
+        "models: {chat: {backend: sim, model: m}}\n"
     )
     path = tmp_path / "t.yaml"
     path.write_text(base)

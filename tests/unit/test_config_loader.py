@@ -17,9 +17,9 @@ backends:
     base_url: http://127.0.0.1:9/v1
 models:
   chat:
-    targets:
-      - backend: up
-        model: m
+    backend: up
+    model: m
+    owned_by: platform
 pricing: [{backend: up, input: 0.5, output: 1.5}]
 """
 
@@ -36,7 +36,7 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "tollgate.yaml"
     path.write_text(VALID)
     loaded = load_config(path, env={})
-    assert loaded.config.models["chat"].targets[0].backend == "up"
+    assert loaded.config.models["chat"].resolved_tiers()["default"].replicas[0].backend == "up"
 
 
 @pytest.mark.parametrize(
@@ -51,13 +51,13 @@ def test_valid_file_loads(tmp_path: Path) -> None:
             "tollgate.yaml:13:19: server.max_body_bytes: Input should be a valid integer",
         ),
         (
-            VALID.replace("        model: m\n", ""),
-            "tollgate.yaml:9:9: models.chat.targets[0].model: required key is missing",
+            VALID.replace("    model: m\n", ""),
+            "tollgate.yaml:8:5: models.chat: Value error, the short form needs both backend and "
+            "model",
         ),
         (
             VALID.replace("backend: up", "backend: nowhere"),
-            "tollgate.yaml:9:18: models.chat.targets[0].backend: unknown backend 'nowhere' "
-            "(backends: up)",
+            "tollgate.yaml:8:14: models.chat.backend: unknown backend 'nowhere' (backends: up)",
         ),
         (
             VALID.replace("http://127.0.0.1:9/v1", "ftp://x"),
@@ -109,7 +109,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     found = problems(tmp_path, text)
     assert [p.split(": ")[1] for p in found] == [
-        "models.chat.targets[0].backend",
+        "models.chat.backend",
         "pricing[0].backend",
         "auth.keys[0].key_env",
     ]
@@ -124,10 +124,10 @@ backends:
   up: {type: openai, base_url: "http://127.0.0.1:9/v1"}
   broken: {type: openai, base_url: nope}
 models:
-  chat: {targets: [{backend: up, model: m}]}
-  bad: {targets: []}
-  embed: {targets: [{backend: ghost, model: e}]}
-  uses-broken: {targets: [{backend: broken, model: m}]}
+  chat: {backend: up, model: m}
+  bad: {tiers: {}}
+  embed: {backend: ghost, model: e}
+  uses-broken: {backend: broken, model: m}
 pricing: [{backend: '*', input: 0.5, output: 1.5}]
 server: {max_body_bytes: lots}
 policies:
@@ -139,10 +139,10 @@ policies:
     assert [p.split(": ")[0:2] for p in found] == [
         ["tollgate.yaml:11:26", "server.max_body_bytes"],
         ["tollgate.yaml:4:36", "backends.broken.base_url"],
-        ["tollgate.yaml:7:18", "models.bad.targets"],
+        ["tollgate.yaml:7:8", "models.bad"],
         ["tollgate.yaml:14:19", "policies[0].with.limit"],
         ["tollgate.yaml:15:10", "policies[1].use"],
-        ["tollgate.yaml:8:31", "models.embed.targets[0].backend"],
+        ["tollgate.yaml:8:20", "models.embed.backend"],
     ], found
 
 

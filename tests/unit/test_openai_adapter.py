@@ -11,6 +11,7 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.backends.registry import OPENAI
 from gateway.errors import UpstreamUnavailable
 
 
@@ -26,6 +27,7 @@ def backend(
         timeout=httpx.Timeout(5),
         total_timeout=5,
         max_connections=4,
+        capabilities=OPENAI,
     )
 
 

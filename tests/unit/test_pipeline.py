@@ -10,10 +10,10 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
-from gateway.config.runtime import Runtime, build_runtime
 from gateway.errors import ModelNotFound, PolicyDenied, ServiceUnavailable
 from gateway.pipeline import Pipeline
 from gateway.pipeline import Recorder as CallRecorder
+from gateway.runtime import Runtime, build_runtime
 from tests.support.runtime import make_deps
 
 CONFIG = """
@@ -25,7 +25,7 @@ backends:
     time_scale: 0
     models: [{name: m, tier: int4}]
 models:
-  chat: {targets: [{backend: sim, model: m, tier: int4}]}
+  chat: {tiers: {int4: [{backend: sim, model: m}]}}
 policies:
   - use: max_tokens
     with: {limit: 50, action: deny}

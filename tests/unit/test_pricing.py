@@ -60,7 +60,7 @@ backends:
     type: sim
     models: [{name: m, input_price_per_mtok: 0.5, output_price_per_mtok: 1.5}]
 models:
-  chat: {targets: [{backend: up, model: gpt}, {backend: local, model: m}]}
+  chat: {tiers: {v: [{backend: up, model: gpt}], l: [{backend: local, model: m}]}, default_tier: v}
 """
 
 
@@ -74,7 +74,7 @@ def load(tmp_path: Path, text: str) -> list[str]:
 
 def test_unpriced_target_is_a_config_error(tmp_path: Path) -> None:
     assert load(tmp_path, BASE) == [
-        "tollgate.yaml:8:20: models.chat.targets[0]: no price for backend 'up' model 'gpt': "
+        "tollgate.yaml:8:22: models.chat.tiers.v[0]: no price for backend 'up' model 'gpt': "
         "add a `pricing:` entry (or mark it `free: true`)"
     ]
 

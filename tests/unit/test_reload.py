@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,7 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.reload import Reloader
-from gateway.config.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
+from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from tests.support.runtime import make_deps
 from tests.support.wait import eventually
 
@@ -25,7 +25,7 @@ auth: {mode: open}
 backends:
   sim: {type: sim, models: [{name: m}]}
 models:
-  chat: {targets: [{backend: sim, model: m}]}
+  chat: {backend: sim, model: m}
 policy_files: ["policies/*.yaml"]
 limits:
   budgets:
@@ -33,6 +33,7 @@ limits:
 """
 POLICY = "policies:\n  - use: max_tokens\n    with: {limit: 64}\n"
 POLL = 0.02
+Builder = Callable[[LoadedConfig, Runtime | None], Runtime]
 
 
 class Env:
@@ -45,8 +46,11 @@ class Env:
         self.deps = deps
         self.ref = RuntimeRef(build_runtime(load_config(self.path, env={}), deps))
 
-    def reloader(self, settle: float = 0.1, **kw: object) -> Reloader:
-        return Reloader(str(self.path), self.ref, self.deps, POLL, settle, **kw)  # type: ignore[arg-type]
+    def reloader(self, settle: float = 0.1, build: Builder | None = None) -> Reloader[Runtime]:
+        def rebuild(loaded: LoadedConfig, old: Runtime | None) -> Runtime:
+            return build_runtime(loaded, self.deps, old)
+
+        return Reloader(str(self.path), self.ref, build or rebuild, POLL, settle)
 
     @property
     def generation(self) -> int:
@@ -123,11 +127,11 @@ async def test_a_new_policy_file_is_picked_up_and_the_log_says_what_changed(
 async def test_an_exception_while_building_keeps_the_config_and_the_watcher(env: Env) -> None:
     calls: list[int] = []
 
-    def flaky(loaded: LoadedConfig, deps: RuntimeDeps, old: Runtime | None) -> Runtime:
+    def flaky(loaded: LoadedConfig, old: Runtime | None) -> Runtime:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a third-party plugin's __init__ failed")
-        return build_runtime(loaded, deps, old)
+        return build_runtime(loaded, env.deps, old)
 
     reloader = env.reloader(build=flaky)
     reloader.start()

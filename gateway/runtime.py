@@ -7,7 +7,6 @@ are carried over (their pools, semaphores and simulator state survive a reload).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -31,28 +30,24 @@ from gateway.auth import (
     WithVirtualKeys,
     key_digest,
 )
-from gateway.backends.anthropic import AnthropicBackend as AnthropicAdapter
 from gateway.backends.base import Backend
-from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.backends.registry import BuildContext, build_backend, kind_of, secrets_of
 from gateway.backends.scrub import Scrubber
-from gateway.backends.sim import SimBackend as SimBackendAdapter
 from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
+from gateway.config.models_schema import ModelConfig, ReferenceConfig
 from gateway.config.prices import price_table
-from gateway.config.schema import (
-    AnthropicBackend,
-    AuthConfig,
-    AzureOpenAIBackend,
-    Config,
-    OpenAIBackend,
-    SimBackend,
-    Timeouts,
-)
+from gateway.config.reload import CallCount
+from gateway.config.schema import AuthConfig, Config
 from gateway.policies.base import PluginContext
 from gateway.policies.budgets import BudgetGuard
 from gateway.policies.chain import ChainEntry, PolicyChain
-from gateway.routing.balancer import RoundRobin
+from gateway.routing.router import Router
+from gateway.routing.state import CircuitSettings, ReplicaStates
+from gateway.routing.strategies import Strategy, resolve
+from gateway.routing.table import AliasRoute, Replica, RetryPolicy, Tier
+from gateway.routing.watch import Watched
 from gateway.stores.budgets import BudgetRule
 
 log = logging.getLogger("gateway.runtime")
@@ -68,31 +63,8 @@ class RuntimeDeps:
     ledger: Ledger
     sql_budgets: Callable[[], tuple[BudgetRule, ...]]
     overhead: PromptOverhead = field(default_factory=PromptOverhead)
-
-
-class CallCount:
-    """Calls running on one Runtime, so a retired one is closed only once they have finished
-    (its backends' connections and its plugins' resources are still in use until then)."""
-
-    __slots__ = ("_idle", "running")
-
-    def __init__(self) -> None:
-        self.running = 0
-        self._idle: asyncio.Event | None = None
-
-    def enter(self) -> None:
-        self.running += 1
-
-    def leave(self) -> None:
-        self.running -= 1
-        if self.running == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def idle(self) -> None:
-        if self.running == 0:
-            return
-        self._idle = asyncio.Event()
-        await self._idle.wait()
+    # Live replica state (in flight, latency, circuits): kept across reloads.
+    replicas: ReplicaStates = field(default_factory=ReplicaStates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +72,13 @@ class Runtime:
     loaded: LoadedConfig
     backends: Mapping[str, Backend]
     backend_configs: Mapping[str, object]
-    router: RoundRobin
+    router: Router
     chain: PolicyChain
     auth: Authenticator
     generation: int
     costing: Costing
+    # Backends whose health or engine load is polled (config `health:`, `load_metrics:`).
+    watched: tuple[Watched, ...] = ()
     calls: CallCount = field(default_factory=CallCount)
     # Removes this config's upstream secrets from anything sent to clients, logged or recorded.
     scrub: Scrubber = field(default_factory=Scrubber)
@@ -135,26 +109,24 @@ def build_runtime(
         log.warning("audit settings take effect on restart; the running gateway keeps its own")
     if previous is not None and previous.config.telemetry != config.telemetry:
         log.warning("telemetry settings take effect on restart; the running gateway keeps its own")
+    build = BuildContext(deps.transport, deps.tokens, environ)
     backends: dict[str, Backend] = {}
     for name, backend_config in config.backends.items():
         if previous is not None and previous.backend_configs.get(name) == backend_config:
             backends[name] = previous.backends[name]
         else:
-            backends[name] = _backend(name, backend_config, deps, environ)
-    models = {
-        alias: tuple(Target(t.backend, t.model, t.tier) for t in model.targets)
-        for alias, model in config.models.items()
-    }
+            backends[name] = build_backend(name, backend_config, build)
+    router = build_router(config, deps.replicas)
     prices = price_table(config)
     costing = Costing(
         prices,
-        {alias: targets[0] for alias, targets in models.items()},
-        frozenset(n for n, b in config.backends.items() if isinstance(b, SimBackend)),
+        {alias: _reference(route) for alias, route in router.table.items()},
+        frozenset(n for n, b in config.backends.items() if kind_of(b).capabilities.local),
     )
     context = PluginContext(
         tokens=deps.tokens,
         models=frozenset(config.models),
-        limits=_limits(config, models, prices, deps, reloading=previous is not None),
+        limits=_limits(config, router, prices, deps, reloading=previous is not None),
     )
     entries = [
         ChainEntry(spec.plugin_cls(spec.options, context), spec.label, spec.shadow)
@@ -168,33 +140,85 @@ def build_runtime(
         loaded=loaded,
         backends=backends,
         backend_configs=dict(config.backends),
-        router=RoundRobin(models),
+        router=router,
         chain=chain,
         auth=WithVirtualKeys(deps.ring, _authenticator(config.auth, environ)),
         generation=(previous.generation + 1) if previous else 1,
         costing=costing,
-        scrub=Scrubber(_secrets(config, environ)),
+        watched=_watched(config, backends, router),
+        scrub=Scrubber([x for b in config.backends.values() for x in secrets_of(b, environ)]),
     )
 
 
-def _secrets(config: Config, env: Mapping[str, str]) -> list[str]:
-    """Every credential this config's backends send upstream."""
-    out = []
-    for backend in config.backends.values():
-        if isinstance(backend, SimBackend):
-            continue
-        if backend.api_key_env and env.get(backend.api_key_env):
-            out.append(env[backend.api_key_env])
-        out.extend(v for k, v in backend.headers.items() if k.lower() in _SECRET_HEADERS)
-    return out
+def build_router(config: Config, replicas: ReplicaStates) -> Router:
+    """The routing table, each replica's live state (kept from before when its backend's
+    config is unchanged) and a strategy instance per tier."""
+    circuit = CircuitSettings(**config.routing.circuit.model_dump())
+    table = {alias: _route(alias, model) for alias, model in config.models.items()}
+    states = {}
+    strategies: dict[tuple[str, str], Strategy] = {}
+    for alias, route in table.items():
+        for tier in route.tiers.values():
+            strategies[(alias, tier.name)] = resolve(tier.strategy)()
+            for replica in tier.replicas:
+                signature = config.backends[replica.backend].model_dump_json()
+                states[replica.key] = replicas.get(replica.key, signature, circuit)
+    replicas.retain(set(states))
+    return Router(table, states, strategies)
 
 
-_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
+def _watched(
+    config: Config, backends: Mapping[str, Backend], router: Router
+) -> tuple[Watched, ...]:
+    states = router.replica_states()
+    return tuple(
+        Watched(
+            backends[name],
+            settings.health,
+            settings.load_metrics,
+            tuple(s for s in states if s.backend == name),
+        )
+        for name, settings in config.backends.items()
+        if settings.health is not None or settings.load_metrics is not None
+    )
+
+
+def _route(alias: str, model: ModelConfig) -> AliasRoute:
+    tiers = {
+        name: Tier(
+            name,
+            tuple(Replica(r.backend, r.model, name, r.weight) for r in spec.replicas),
+            spec.strategy or model.strategy,
+        )
+        for name, spec in model.resolved_tiers().items()
+    }
+    reference = model.reference_tier()
+    return AliasRoute(
+        name=alias,
+        tiers=tiers,
+        default_tier=model.first_tier(),
+        reference=Target(reference.backend, reference.model)
+        if isinstance(reference, ReferenceConfig)
+        else reference,
+        fallbacks=tuple(
+            ("tier", step.tier) if step.tier is not None else ("alias", step.alias or "")
+            for step in model.fallback_steps()
+        ),
+        retry=RetryPolicy(**model.retry.model_dump()),
+    )
+
+
+def _reference(route: AliasRoute) -> tuple[Target, ...]:
+    """What a plain proxy would have used for this alias: its reference tier's replicas, or the
+    one backend and model the config names."""
+    if isinstance(route.reference, Target):
+        return (route.reference,)
+    return tuple(r.target for r in route.tiers[route.reference].replicas)
 
 
 def _limits(
     config: Config,
-    models: Mapping[str, tuple[Target, ...]],
+    router: Router,
     prices: PriceTable,
     deps: RuntimeDeps,
     reloading: bool,
@@ -208,21 +232,17 @@ def _limits(
     return LimitsContext(
         ledger=deps.ledger,
         prices=prices,
-        budgets=yaml_budgets(config),
+        budgets=config.limits.budget_rules(),
         rates=rates,
         sql_budgets=deps.sql_budgets,
         zone=ZoneInfo(limits.timezone),
-        targets=models,
+        reach=router.reachable,
         default_max_tokens=limits.default_max_tokens,
         budget_status=limits.budget_status,
         prompt_margin=limits.prompt_margin,
         overhead=deps.overhead,
         overhead_prior=limits.prompt_overhead_tokens,
     )
-
-
-def yaml_budgets(config: Config) -> tuple[BudgetRule, ...]:
-    return tuple(b.rule("yaml") for b in config.limits.budgets)
 
 
 def _warn_if_store_changed(limits: LimitsConfig, ledger: Ledger) -> None:
@@ -237,70 +257,6 @@ def _warn_if_store_changed(limits: LimitsConfig, ledger: Ledger) -> None:
             ledger.on_failure,
             ledger.zone.key,
         )
-
-
-def _timeout(t: Timeouts) -> httpx.Timeout:
-    return httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
-
-
-def _backend(
-    name: str,
-    config: OpenAIBackend | AnthropicBackend | AzureOpenAIBackend | SimBackend,
-    deps: RuntimeDeps,
-    env: Mapping[str, str],
-) -> Backend:
-    if isinstance(config, SimBackend):
-        return SimBackendAdapter(
-            name,
-            config,
-            tokens=deps.tokens,
-            timeout=_timeout(config.timeouts),
-            total_timeout=config.timeouts.total,
-        )
-    api_key = env.get(config.api_key_env) if config.api_key_env else None
-    common = {
-        "transport": deps.transport,
-        "tokens": deps.tokens,
-        "timeout": _timeout(config.timeouts),
-        "total_timeout": config.timeouts.total,
-        "max_connections": config.limits.max_connections,
-    }
-    if isinstance(config, AnthropicBackend):
-        return AnthropicAdapter(
-            name,
-            base_url=config.base_url,
-            api_key=api_key,
-            version=config.version,
-            headers=config.headers,
-            **common,  # type: ignore[arg-type]
-        )
-    if isinstance(config, AzureOpenAIBackend):
-        return OpenAICompatBackend(
-            name,
-            base_url=config.endpoint,
-            headers={**config.headers, **({"api-key": api_key} if api_key else {})},
-            url_for=azure_urls(config),
-            **common,  # type: ignore[arg-type]
-        )
-    return OpenAICompatBackend(
-        name,
-        base_url=config.base_url,
-        api_key=api_key,
-        headers=config.headers,
-        **common,  # type: ignore[arg-type]
-    )
-
-
-def azure_urls(config: AzureOpenAIBackend) -> Callable[[str, str], str]:
-    def url_for(endpoint: str, model: str) -> str:
-        deployment = config.deployments.get(model, model)
-        path = endpoint.replace(".", "/")  # chat.completions -> chat/completions
-        return (
-            f"{config.endpoint}/openai/deployments/{deployment}/{path}"
-            f"?api-version={config.api_version}"
-        )
-
-    return url_for
 
 
 def _authenticator(auth: AuthConfig, env: Mapping[str, str]) -> Authenticator:

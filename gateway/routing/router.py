@@ -1,0 +1,120 @@
+"""Alias (+ a policy's intent) -> the ordered plan of attempts a call may make.
+
+A plan is lazy: the first attempt is decided when the call is sent, the next only if that one
+failed, each from the replicas' state at that moment. The order: the intended tier (a policy's
+`Route`, else the alias's default tier), then the alias's fallbacks (other tiers, other
+aliases' default tiers), each tier's replicas in its strategy's order; replicas whose circuit
+is open are passed over (an open one whose cooldown is over gets its one half-open probe).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from gateway.call import Route, Target
+from gateway.routing.state import ReplicaState
+from gateway.routing.strategies import Strategy
+from gateway.routing.table import AliasRoute, Replica, Step, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    alias: str
+    replica: Replica
+    state: ReplicaState
+    why: str
+
+
+class Router:
+    def __init__(
+        self,
+        table: Mapping[str, AliasRoute],
+        states: Mapping[tuple[str, str], ReplicaState],
+        strategies: Mapping[tuple[str, str], Strategy],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.table = dict(table)
+        self._states = states
+        self._strategies = strategies  # by (alias, tier)
+        self._rng = rng or random.Random()
+        self._aliases = sorted(self.table)
+
+    def __contains__(self, alias: str) -> bool:
+        return alias in self.table
+
+    def aliases(self) -> list[str]:
+        return self._aliases
+
+    def configured(self, alias: str) -> tuple[Target, ...]:
+        """The default tier's replicas, in config order (no state consulted)."""
+        route = self.table[alias]
+        return tuple(r.target for r in route.tiers[route.default_tier].replicas)
+
+    def steps(self, alias: str, intent: Route | None = None) -> list[Step]:
+        """The (alias, tier) pairs a call may be served from, in order."""
+        first = (
+            self.table[intent.alias] if intent is not None and intent.alias else self.table[alias]
+        )
+        tier = intent.tier if intent is not None and intent.tier in first.tiers else None
+        why = f"routed by policy ({intent.reason})" if intent is not None else "default tier"
+        out = [Step(first.name, first.tiers[tier or first.default_tier], why)]
+        seen = {(first.name, out[0].tier.name)}
+        for kind, name in first.fallbacks:
+            step = self._fallback(first, kind, name)
+            if step is not None and (step.alias, step.tier.name) not in seen:
+                seen.add((step.alias, step.tier.name))
+                out.append(step)
+        return out
+
+    def _fallback(self, route: AliasRoute, kind: str, name: str) -> Step | None:
+        if kind == "tier":
+            return Step(route.name, route.tiers[name], f"fallback tier {name}")
+        other = self.table.get(name)
+        if other is None:
+            return None
+        return Step(name, other.tiers[other.default_tier], f"fallback alias {name}")
+
+    def reachable(self, alias: str, intent: Route | None = None) -> tuple[Target, ...]:
+        """Every replica a plan for this call may reach (budgets reserve at the dearest)."""
+        return tuple(r.target for step in self.steps(alias, intent) for r in step.tier.replicas)
+
+    def plan(self, alias: str, intent: Route | None = None) -> Iterator[Attempt]:
+        for step in self.steps(alias, intent):
+            yield from self._tier(step.alias, step.tier, step.why)
+
+    def every_attempt(self, alias: str, intent: Route | None = None) -> list[Attempt]:
+        """Every replica the plan could try, available or not (to say why none was)."""
+        return [
+            Attempt(step.alias, r, self._states[r.key], step.why)
+            for step in self.steps(alias, intent)
+            for r in step.tier.replicas
+        ]
+
+    def _tier(self, alias: str, tier: Tier, why: str) -> Iterator[Attempt]:
+        replicas = tier.replicas
+        states = [self._states[r.key] for r in replicas]
+        strategy = self._strategies[(alias, tier.name)]
+        for i in strategy.order(replicas, states, self._rng):
+            state = states[i]
+            if state.available():
+                yield Attempt(alias, replicas[i], state, why)
+
+    def states(self, alias: str) -> list[ReplicaState]:
+        """The live state of every replica of the alias."""
+        return [self._states[r.key] for t in self.table[alias].tiers.values() for r in t.replicas]
+
+    def replica_states(self) -> list[ReplicaState]:
+        """Every replica's live state once (for /readyz, the admin API, metrics, checks)."""
+        return list(self._states.values())
+
+    def public(self) -> dict[str, dict[str, list[dict[str, object]]]]:
+        """Each alias's tiers and their replicas' state, as /readyz and the admin API show it."""
+        return {
+            alias: {
+                tier.name: [self._states[r.key].public() for r in tier.replicas]
+                for tier in route.tiers.values()
+            }
+            for alias, route in sorted(self.table.items())
+        }

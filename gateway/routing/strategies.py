@@ -1,0 +1,118 @@
+"""How a tier's replicas are ordered for a call: the first is where it goes, the rest are where
+a retry goes. Strategies are plugins, named in the config (`strategy:`) and found like
+policies: the built-ins, then the `tollgate.routing` entry-point group. One instance per tier
+per runtime; `order` is called on the request path, must not block and must be cheap.
+
+    least_outstanding  power of two choices on load (in flight, or what the engine reports);
+                       the default: it needs no tuning and avoids herding on one replica
+    round_robin        each replica in turn
+    weighted           a random pick in proportion to each replica's `weight`
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import ClassVar, Protocol
+
+from gateway.routing.state import ReplicaState
+from gateway.routing.table import Replica
+
+ENTRY_POINT_GROUP = "tollgate.routing"
+
+
+class Strategy(Protocol):
+    name: ClassVar[str]
+
+    def order(
+        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+    ) -> Iterator[int]:
+        """Indexes into `replicas`, the one to use first first; consumed lazily (a retry asks
+        for the next one only when it needs it), so later ones may read newer state."""
+        ...
+
+
+class LeastOutstanding:
+    """Two replicas drawn at random, the less loaded one used (ties: the first drawn, itself
+    random); the rest, least loaded first, for retries."""
+
+    name: ClassVar[str] = "least_outstanding"
+
+    def order(
+        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+    ) -> Iterator[int]:
+        count = len(replicas)
+        if count == 1:
+            yield 0
+            return
+        a, b = rng.sample(range(count), 2)
+        first = b if states[b].load < states[a].load else a
+        yield first
+        rest = [i for i in range(count) if i != first]
+        rest.sort(key=lambda i: states[i].load)
+        yield from rest
+
+
+class RoundRobin:
+    name: ClassVar[str] = "round_robin"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def order(
+        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+    ) -> Iterator[int]:
+        count = len(replicas)
+        start = self._next % count
+        self._next = start + 1
+        for i in range(count):
+            yield (start + i) % count
+
+
+class Weighted:
+    name: ClassVar[str] = "weighted"
+
+    def order(
+        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+    ) -> Iterator[int]:
+        indexes = list(range(len(replicas)))
+        first = rng.choices(indexes, weights=[r.weight for r in replicas])[0]
+        yield first
+        yield from sorted((i for i in indexes if i != first), key=lambda i: -replicas[i].weight)
+
+
+BUILTINS: Mapping[str, str] = {
+    "least_outstanding": "gateway.routing.strategies:LeastOutstanding",
+    "round_robin": "gateway.routing.strategies:RoundRobin",
+    "weighted": "gateway.routing.strategies:Weighted",
+}
+
+
+class StrategyLoadError(Exception):
+    pass
+
+
+def available() -> dict[str, str]:
+    names = dict(BUILTINS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def resolve(name: str) -> type[Strategy]:
+    """The strategy class registered under `name`; StrategyLoadError (a config error) if
+    there is none or it does not have `order`."""
+    target = available().get(name)
+    if target is None:
+        known = ", ".join(sorted(available()))
+        raise StrategyLoadError(f"unknown routing strategy {name!r} (available: {known})")
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise StrategyLoadError(f"cannot import routing strategy {name!r}: {exc}") from exc
+    if not callable(getattr(cls, "order", None)):
+        raise StrategyLoadError(f"routing strategy {name!r} has no order() method")
+    return cls  # type: ignore[no-any-return]
