@@ -39,6 +39,8 @@ class Variant:
     name: str
     extra_yaml: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # Rewrites the base config (backends and models) before extra_yaml is appended.
+    transform: Callable[[str], str] | None = None
 
 
 def compare(
@@ -59,7 +61,8 @@ def compare(
         gateways = {}
         for v in variants:
             port = free_port()
-            (work / f"{v.name}.yaml").write_text(base + v.extra_yaml)
+            text = v.transform(base) if v.transform is not None else base
+            (work / f"{v.name}.yaml").write_text(text + v.extra_yaml)
             env = {"BENCH_KEY": KEY, "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/{v.name}.db",
                    "TOLLGATE_AUDIT_DIR": str(work / f"{v.name}-audit"), **v.env}  # fmt: skip
             cmd = [py, "-m", "gateway", "serve", "--config", str(work / f"{v.name}.yaml")]

@@ -4,9 +4,14 @@ Layout on this 2-core machine: the gateway (one worker) pinned to core 0; the mo
 the load generators (wrk, and this script) on core 1. Every figure is reported next to the same
 measurement taken directly against the mock, so the ratio is what matters, not absolute times.
 
-    python bench/run.py [--duration 10] [--transport aiohttp|httpx] [--out FILE]
+    python bench/run.py [--duration 10] [--transport aiohttp|httpx] [--redis URL] [--out FILE]
 
-Needs `wrk` (Debian: apt-get install wrk) for the max-throughput runs.
+Two Tollgate configurations are measured in the same run: today's default (in-process budget
+counters, audit to SQLite) and what fleets run ("fleet": budgets and a rate limit on a Redis
+store, every call checked against them, plus audit and telemetry rollups).
+
+Needs `wrk` (Debian: apt-get install wrk) for the max-throughput runs, and Redis for the fleet
+configuration.
 """
 
 from __future__ import annotations
@@ -205,7 +210,40 @@ policies:
 """
 
 
-def run(duration: int, transport: str) -> dict[str, Any]:
+# What fleets run on top of the default: shared counters in Redis, a team budget, a key budget
+# and a per-key rate limit every call checks and none reaches, and the telemetry rollups.
+FLEET = """
+limits:
+  store: redis
+  redis_url: {redis}
+  key_prefix: {prefix}
+  budgets:
+    - {{name: team-month, scope: team, subject: "*", usd: 1000000, window: month}}
+    - {{name: key-day, scope: key, subject: "*", tokens: 1000000000000, window: day}}
+  rate_limits:
+    - {{name: per-key, scope: key, subject: "*", rpm: 100000000, tpm: 100000000000}}
+telemetry: {{enabled: true}}
+"""
+
+
+def _gateway(py: str, config: Path, port: int, transport: str, work: Path, name: str) -> Any:
+    return process(
+        [py, "-m", "gateway", "serve", "--config", str(config), "--port", str(port),
+         "--upstream-transport", transport],
+        0,
+        f"http://127.0.0.1:{port}",
+        # A fresh database and audit journal per run: one left by an earlier run (its audit
+        # rows, its rollups) would make runs depend on each other.
+        env={
+            "BENCH_KEY": KEY,
+            "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/{name}.db",
+            "TOLLGATE_AUDIT_DIR": str(work / f"{name}-audit"),
+        },
+        log=work / f"{name}.log",
+    )  # fmt: skip
+
+
+def run(duration: int, transport: str, redis: str = "redis://127.0.0.1:6379/0") -> dict[str, Any]:
     if shutil.which("wrk") is None:
         sys.exit("wrk is required: apt-get install wrk")
     os.sched_setaffinity(0, {1})
@@ -214,6 +252,10 @@ def run(duration: int, transport: str) -> dict[str, Any]:
     floor_fast, floor_slow = free_port(), free_port()
     minimal = str(ROOT / "bench" / "minimal_proxy.py")
     (work / "tollgate.yaml").write_text(gateway_config(fast, slow))
+    prefix = f"bench-{os.getpid()}"
+    fleet_yaml = gateway_config(fast, slow) + FLEET.format(redis=redis, prefix=prefix)
+    (work / "fleet.yaml").write_text(fleet_yaml)
+    fleet_port = free_port()
     py = sys.executable
     mock = str(ROOT / "bench" / "mock_upstream.py")
     results: dict[str, Any] = {"transport": transport, "duration_s": duration}
@@ -223,30 +265,8 @@ def run(duration: int, transport: str) -> dict[str, Any]:
     with (
         process([py, mock, "--port", str(fast)], 1, f"http://127.0.0.1:{fast}"),
         process([py, mock, "--port", str(slow), "--delay-ms", "50"], 1, f"http://127.0.0.1:{slow}"),
-        process(
-            [
-                py,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(work / "tollgate.yaml"),
-                "--port",
-                str(gw),
-                "--upstream-transport",
-                transport,
-            ],
-            0,
-            f"http://127.0.0.1:{gw}",
-            # A fresh database and audit journal per run: one left by an earlier run (its audit
-            # rows, its rollups) would make runs depend on each other.
-            env={
-                "BENCH_KEY": KEY,
-                "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/tollgate.db",
-                "TOLLGATE_AUDIT_DIR": str(work / "audit"),
-            },
-            log=work / "gateway.log",
-        ) as gateway,
+        _gateway(py, work / "tollgate.yaml", gw, transport, work, "default") as gateway,
+        _gateway(py, work / "fleet.yaml", fleet_port, transport, work, "fleet") as fleet,
         process(
             [py, minimal, "--port", str(floor_fast), "--upstream", f"http://127.0.0.1:{fast}"],
             0,
@@ -259,21 +279,26 @@ def run(duration: int, transport: str) -> dict[str, Any]:
         ),
     ):
         direct, via = f"http://127.0.0.1:{fast}", f"http://127.0.0.1:{gw}"
+        via_fleet = f"http://127.0.0.1:{fleet_port}"
         wrk(via, BODY, 2)  # warm-up
+        wrk(via_fleet, BODY, 2)
         results["direct_rps"] = wrk(direct, BODY, duration)["rps"]
         results["floor_rps"] = wrk(f"http://127.0.0.1:{floor_fast}", BODY, duration)["rps"]
-        cpu0 = cpu_seconds(gateway.pid)
-        run_via = wrk(via, BODY, duration)
-        cpu1 = cpu_seconds(gateway.pid)
-        results["gateway_rps"] = run_via["rps"]
-        results["gateway_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / run_via["requests"]
+        for tag, proc, url in (("gateway", gateway, via), ("fleet", fleet, via_fleet)):
+            cpu0 = cpu_seconds(proc.pid)
+            run_via = wrk(url, BODY, duration)
+            cpu1 = cpu_seconds(proc.pid)
+            results[f"{tag}_rps"] = run_via["rps"]
+            results[f"{tag}_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / run_via["requests"]
         stream_body = {**BODY, "stream": True}
         results["direct_stream_rps"] = wrk(direct, stream_body, duration)["rps"]
         results["gateway_stream_rps"] = wrk(via, stream_body, duration)["rps"]
+        results["fleet_stream_rps"] = wrk(via_fleet, stream_body, duration)["rps"]
         latency = interleaved(
             {
                 "direct": f"http://127.0.0.1:{slow}",
                 "gateway": via,
+                "fleet": via_fleet,
                 "floor": f"http://127.0.0.1:{floor_slow}",
             },
             duration,
@@ -283,14 +308,27 @@ def run(duration: int, transport: str) -> dict[str, Any]:
             results[f"direct_{name}_ms"] = direct_q
             results[f"gateway_{name}_ms"] = pct(latency["gateway"], q)
             results[f"added_{name}_ms"] = pct(latency["gateway"], q) - direct_q
+            results[f"fleet_added_{name}_ms"] = pct(latency["fleet"], q) - direct_q
             results[f"floor_added_{name}_ms"] = pct(latency["floor"], q) - direct_q
         direct_ttfb = asyncio.run(fixed_rate(direct, 100, duration / 2, True))
         via_ttfb = asyncio.run(fixed_rate(via, 100, duration / 2, True))
         results["direct_ttfb_p50_ms"] = pct(direct_ttfb, 0.5)
         results["gateway_ttfb_p50_ms"] = pct(via_ttfb, 0.5)
         results["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        results["fleet_peak_rss_mb"] = peak_rss_mb(fleet.pid)
+    _drop_prefix(redis, prefix)
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _drop_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match="\\{" + prefix + "\\}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def table(r: dict[str, Any]) -> str:
@@ -303,47 +341,28 @@ def table(r: dict[str, Any]) -> str:
         return f"{float(r[key]) / float(r[base]):.2f}x"
 
     rows = [
-        (
-            "max req/s, non-stream, c=32, 0 ms upstream",
-            v("direct_rps"),
-            v("floor_rps"),
-            v("gateway_rps"),
-            ratio("gateway_rps", "direct_rps"),
-        ),
-        (
-            "max req/s, stream 20 chunks, c=32",
-            v("direct_stream_rps"),
-            "",
-            v("gateway_stream_rps"),
-            ratio("gateway_stream_rps", "direct_stream_rps"),
-        ),
-        (
-            "added p50 @200 req/s, 50 ms upstream (ms)",
-            "0",
-            v("floor_added_p50_ms", 2),
-            v("added_p50_ms", 2),
-            "",
-        ),
-        (
-            "added p99 @200 req/s, 50 ms upstream (ms)",
-            "0",
-            v("floor_added_p99_ms", 2),
-            v("added_p99_ms", 2),
-            "",
-        ),
-        (
-            "stream time to first byte p50 (ms)",
-            v("direct_ttfb_p50_ms", 2),
-            "",
-            v("gateway_ttfb_p50_ms", 2),
-            "",
-        ),
-        ("gateway CPU per request (ms)", "", "", v("gateway_cpu_ms_per_request", 3), ""),
-        ("gateway peak RSS (MB)", "", "", v("gateway_peak_rss_mb", 1), ""),
-    ]
+        ("max req/s, non-stream, c=32, 0 ms upstream", v("direct_rps"), v("floor_rps"),
+         v("gateway_rps"), v("fleet_rps"), ratio("gateway_rps", "direct_rps"),
+         ratio("fleet_rps", "direct_rps")),
+        ("max req/s, stream 20 chunks, c=32", v("direct_stream_rps"), "",
+         v("gateway_stream_rps"), v("fleet_stream_rps"),
+         ratio("gateway_stream_rps", "direct_stream_rps"),
+         ratio("fleet_stream_rps", "direct_stream_rps")),
+        ("added p50 @200 req/s, 50 ms upstream (ms)", "0", v("floor_added_p50_ms", 2),
+         v("added_p50_ms", 2), v("fleet_added_p50_ms", 2), "", ""),
+        ("added p99 @200 req/s, 50 ms upstream (ms)", "0", v("floor_added_p99_ms", 2),
+         v("added_p99_ms", 2), v("fleet_added_p99_ms", 2), "", ""),
+        ("stream time to first byte p50 (ms)", v("direct_ttfb_p50_ms", 2), "",
+         v("gateway_ttfb_p50_ms", 2), "", "", ""),
+        ("gateway CPU per request (ms)", "", "", v("gateway_cpu_ms_per_request", 3),
+         v("fleet_cpu_ms_per_request", 3), "", ""),
+        ("gateway peak RSS (MB)", "", "", v("gateway_peak_rss_mb", 1),
+         v("fleet_peak_rss_mb", 1), "", ""),
+    ]  # fmt: skip
     lines = [
-        "| measure | direct | minimal proxy | Tollgate | Tollgate / direct |",
-        "|---|---:|---:|---:|---:|",
+        "| measure | direct | minimal proxy | Tollgate | Tollgate, fleet config "
+        "| Tollgate / direct | fleet / direct |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if not r.get("tokenizer_exact", True):
@@ -358,9 +377,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    results = run(args.duration, args.transport)
+    results = run(args.duration, args.transport, args.redis)
     print(table(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

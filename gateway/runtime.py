@@ -164,7 +164,8 @@ def build_router(config: Config, replicas: ReplicaStates) -> Router:
                 signature = config.backends[replica.backend].model_dump_json()
                 states[replica.key] = replicas.get(replica.key, signature, circuit)
     replicas.retain(set(states))
-    return Router(table, states, strategies)
+    timeouts = {name: b.timeouts.total for name, b in config.backends.items()}
+    return Router(table, states, strategies, timeouts=timeouts)
 
 
 def _watched(

@@ -83,7 +83,7 @@ class Executor:
                     break
                 backend = backends[attempt.replica.backend]
                 if deadline is None:
-                    deadline = loop.time() + _budget(router, call, backends)
+                    deadline = loop.time() + router.budget(call.model, call.route)
                 elif not await self._back_off(len(records), retry, deadline, loop):
                     self._exhausted(call, failures, router, len(records))
                 progressed = True
@@ -232,14 +232,6 @@ class _Failure:
     err: TollgateError
     retryable: bool
     record: AttemptRecord
-
-
-def _budget(router: Router, call: Call, backends: Mapping[str, Backend]) -> float:
-    """The call's time budget: the longest `timeouts.total` among the replicas its plan may
-    reach (a fallback with a longer one must not be cut short by a quick primary's); each
-    attempt is also bounded by its own backend's."""
-    return max(backends[a.replica.backend].total_timeout for a in router.every_attempt(
-        call.model, call.route))  # fmt: skip
 
 
 def _alias(call: Call) -> str:

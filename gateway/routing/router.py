@@ -34,12 +34,15 @@ class Router:
         states: Mapping[tuple[str, str], ReplicaState],
         strategies: Mapping[tuple[str, str], Strategy],
         rng: random.Random | None = None,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.table = dict(table)
         self._states = states
         self._strategies = strategies  # by (alias, tier)
         self._rng = rng or random.Random()
         self._aliases = sorted(self.table)
+        self._timeouts = timeouts or {}  # backend -> its `timeouts.total`
+        self._budgets: dict[tuple[str, str | None, str | None], float] = {}
 
     def __contains__(self, alias: str) -> bool:
         return alias in self.table
@@ -83,6 +86,18 @@ class Router:
     def plan(self, alias: str, intent: Route | None = None) -> Iterator[Attempt]:
         for step in self.steps(alias, intent):
             yield from self._tier(step.alias, step.tier, step.why)
+
+    def budget(self, alias: str, intent: Route | None = None) -> float:
+        """A call's time budget: the longest `timeouts.total` among the backends its plan may
+        reach (a fallback with a longer one is not cut short by a quick primary's). Computed
+        once per alias and intent for this routing table."""
+        key = (alias, intent.tier, intent.alias) if intent is not None else (alias, None, None)
+        found = self._budgets.get(key)
+        if found is None:
+            found = max(self._timeouts.get(t.backend, 600.0) for t in self.reachable(alias, intent))
+            if len(self._budgets) < 10_000:
+                self._budgets[key] = found
+        return found
 
     def every_attempt(self, alias: str, intent: Route | None = None) -> list[Attempt]:
         """Every replica the plan could try, available or not (to say why none was)."""
