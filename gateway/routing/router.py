@@ -43,6 +43,7 @@ class Router:
         self._aliases = sorted(self.table)
         self._timeouts = timeouts or {}  # backend -> its `timeouts.total`
         self._budgets: dict[tuple[str, str | None, str | None], float] = {}
+        self._steps: dict[tuple[str, str | None, str | None, str], list[Step]] = {}
 
     def __contains__(self, alias: str) -> bool:
         return alias in self.table
@@ -56,10 +57,22 @@ class Router:
         return tuple(r.target for r in route.tiers[route.default_tier].replicas)
 
     def steps(self, alias: str, intent: Route | None = None) -> list[Step]:
-        """The (alias, tier) pairs a call may be served from, in order."""
-        first = (
-            self.table[intent.alias] if intent is not None and intent.alias else self.table[alias]
-        )
+        """The (alias, tier) pairs a call may be served from, in order (computed once per alias
+        and intent for this routing table: this is on every call's path)."""
+        key = (alias, None, None, "") if intent is None else (
+            alias, intent.tier, intent.alias, intent.reason)  # fmt: skip
+        found = self._steps.get(key)
+        if found is None:
+            found = self._plan_steps(alias, intent)
+            if len(self._steps) < 10_000:
+                self._steps[key] = found
+        return found
+
+    def _plan_steps(self, alias: str, intent: Route | None) -> list[Step]:
+        # A policy's intent names an alias the table has (checked where policies are loaded);
+        # one that does not is ignored rather than failing the call.
+        wanted = intent.alias if intent is not None and intent.alias else alias
+        first = self.table.get(wanted) or self.table[alias]
         tier = intent.tier if intent is not None and intent.tier in first.tiers else None
         why = f"routed by policy ({intent.reason})" if intent is not None else "default tier"
         out = [Step(first.name, first.tiers[tier or first.default_tier], why)]

@@ -5,7 +5,7 @@ fallbacks and how its calls are retried."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.call import Target
 
@@ -18,15 +18,16 @@ class Replica:
     model: str
     tier: str
     weight: float = 1.0
+    # Made once (a call's record points at it), not per call.
+    target: Target = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", Target(self.backend, self.model, self.tier))
 
     @property
     def key(self) -> tuple[str, str]:
         """Its live state's key: the same backend and model keep their state across reloads."""
         return self.backend, self.model
-
-    @property
-    def target(self) -> Target:
-        return Target(self.backend, self.model, self.tier)
 
 
 @dataclass(frozen=True, slots=True)
