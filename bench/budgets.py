@@ -19,19 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ab import Variant, compare, run_cli, table
-
-LIMITS = """
-audit: {{enabled: false}}
-limits:
-  store: redis
-  redis_url: {redis}
-  key_prefix: {prefix}
-  budgets:
-    - {{name: team-month, scope: team, subject: "*", usd: 1000000, window: month}}
-    - {{name: key-day, scope: key, subject: "*", tokens: 1000000000000, window: day}}
-  rate_limits:
-    - {{name: per-key, scope: key, subject: "*", rpm: 100000000, tpm: 100000000000}}
-"""
+from bench.run import LIMITS, drop_prefix
 
 
 def run(args: Any) -> dict[str, Any]:
@@ -39,25 +27,17 @@ def run(args: Any) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     variants = [
         Variant("plain", "audit: {enabled: false}\n"),
-        Variant("limited", LIMITS.format(redis=args.redis, prefix=prefix)),
+        Variant(
+            "limited", "audit: {enabled: false}\n" + LIMITS.format(redis=args.redis, prefix=prefix)
+        ),
     ]
     try:
         result = compare(work, variants, args.rounds, args.duration)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        _drop_prefix(args.redis, prefix)
+        drop_prefix(args.redis, prefix)
     print(table(result, "plain", "limited", ("no limits", "budgets + rate limit (Redis)")))
     return result
-
-
-def _drop_prefix(redis_url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match="\\{" + prefix + "\\}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 if __name__ == "__main__":

@@ -222,9 +222,9 @@ policies:
 """
 
 
-# What fleets run on top of the default: shared counters in Redis, a team budget, a key budget
-# and a per-key rate limit every call checks and none reaches, and the telemetry rollups.
-FLEET = """
+# Shared counters in Redis, a team budget, a key budget and a per-key rate limit that every call
+# checks and none reaches (bench/budgets.py measures them alone).
+LIMITS = """
 limits:
   store: redis
   redis_url: {redis}
@@ -234,8 +234,9 @@ limits:
     - {{name: key-day, scope: key, subject: "*", tokens: 1000000000000, window: day}}
   rate_limits:
     - {{name: per-key, scope: key, subject: "*", rpm: 100000000, tpm: 100000000000}}
-telemetry: {{enabled: true}}
 """
+# What fleets run on top of the default: those limits, and the telemetry rollups.
+FLEET = LIMITS + "telemetry: {{enabled: true}}\n"
 
 
 def _gateway(py: str, config: Path, port: int, transport: str, work: Path, name: str) -> Any:
@@ -328,12 +329,13 @@ def run(duration: int, transport: str, redis: str = "redis://127.0.0.1:6379/0") 
         results["gateway_ttfb_p50_ms"] = pct(via_ttfb, 0.5)
         results["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
         results["fleet_peak_rss_mb"] = peak_rss_mb(fleet.pid)
-    _drop_prefix(redis, prefix)
+    drop_prefix(redis, prefix)
     shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def _drop_prefix(redis_url: str, prefix: str) -> None:
+def drop_prefix(redis_url: str, prefix: str) -> None:
+    """Removes a run's Redis keys."""
     import redis
 
     client = redis.Redis.from_url(redis_url)

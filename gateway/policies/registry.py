@@ -6,13 +6,13 @@ request, so a bad plugin is a config error with a file and line.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel
+
+from gateway import entrypoints
 
 ENTRY_POINT_GROUP = "tollgate.policies"
 
@@ -31,23 +31,15 @@ class PluginLoadError(Exception):
 
 def available() -> dict[str, str]:
     """Every plugin name that `use:` accepts, mapped to where it comes from."""
-    names = dict(BUILTINS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
+    return entrypoints.available(BUILTINS, ENTRY_POINT_GROUP)
 
 
 def resolve(name: str) -> type[Any]:
     """The plugin class registered under `name`, verified; PluginLoadError if unusable."""
-    target = available().get(name)
-    if target is None:
-        known = ", ".join(sorted(available()))
-        raise PluginLoadError(f"unknown policy plugin {name!r} (available: {known})")
-    module_name, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise PluginLoadError(f"cannot import policy plugin {name!r} from {target}: {exc}") from exc
+        cls = entrypoints.load(BUILTINS, ENTRY_POINT_GROUP, name, "policy plugin")
+    except (LookupError, ImportError) as exc:
+        raise PluginLoadError(str(exc)) from exc
     verify(cls, name)
     return cls  # type: ignore[no-any-return]
 

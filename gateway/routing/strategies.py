@@ -11,12 +11,11 @@ per runtime; `order` is called on the request path, must not block and must be c
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from importlib.metadata import entry_points
 from typing import ClassVar, Protocol
 
+from gateway import entrypoints
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import Replica
 
@@ -95,24 +94,16 @@ class StrategyLoadError(Exception):
 
 
 def available() -> dict[str, str]:
-    names = dict(BUILTINS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
+    return entrypoints.available(BUILTINS, ENTRY_POINT_GROUP)
 
 
 def resolve(name: str) -> type[Strategy]:
     """The strategy class registered under `name`; StrategyLoadError (a config error) if
     there is none or it does not have `order`."""
-    target = available().get(name)
-    if target is None:
-        known = ", ".join(sorted(available()))
-        raise StrategyLoadError(f"unknown routing strategy {name!r} (available: {known})")
-    module_name, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise StrategyLoadError(f"cannot import routing strategy {name!r}: {exc}") from exc
+        cls = entrypoints.load(BUILTINS, ENTRY_POINT_GROUP, name, "routing strategy")
+    except (LookupError, ImportError) as exc:
+        raise StrategyLoadError(str(exc)) from exc
     if not callable(getattr(cls, "order", None)):
         raise StrategyLoadError(f"routing strategy {name!r} has no order() method")
     return cls  # type: ignore[no-any-return]

@@ -214,16 +214,8 @@ class SpanBuilder:
     def _upstream_attributes(
         record: CallRecord, operation: str, peer: Peer | None
     ) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": peer.provider if peer else "openai",
-            "gen_ai.request.model": record.upstream_model,
-            "tollgate.backend": record.backend,
-            "http.response.status_code": record.status,
-        }
-        if peer is not None and peer.address:
-            attrs["server.address"] = peer.address
-            attrs["server.port"] = peer.port
+        attrs = _client_attributes(operation, peer, record.upstream_model, record.backend)
+        attrs["http.response.status_code"] = record.status
         if record.tier:
             attrs["tollgate.tier"] = record.tier
         _response(attrs, record)
@@ -233,16 +225,24 @@ class SpanBuilder:
 def _attempt_attributes(
     attempt: AttemptRecord, operation: str, peer: Peer | None
 ) -> dict[str, Any]:
+    attrs = _client_attributes(operation, peer, attempt.model, attempt.backend)
+    attrs["tollgate.tier"] = attempt.tier
+    attrs["error.type"] = attempt.error or "http_error"
+    if attempt.status:
+        attrs["http.response.status_code"] = attempt.status
+    return attrs
+
+
+def _client_attributes(
+    operation: str, peer: Peer | None, model: str | None, backend: str | None
+) -> dict[str, Any]:
+    """What every upstream CLIENT span says: the operation, who was called, which model."""
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": peer.provider if peer else "openai",
-        "gen_ai.request.model": attempt.model,
-        "tollgate.backend": attempt.backend,
-        "tollgate.tier": attempt.tier,
-        "error.type": attempt.error or "http_error",
+        "gen_ai.request.model": model,
+        "tollgate.backend": backend,
     }
-    if attempt.status:
-        attrs["http.response.status_code"] = attempt.status
     if peer is not None and peer.address:
         attrs["server.address"] = peer.address
         attrs["server.port"] = peer.port
