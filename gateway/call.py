@@ -52,8 +52,9 @@ class TraceIds(NamedTuple):
 
 class AttemptRecord(NamedTuple):
     """One try of a call on one replica: what it got and how long it took. `usage` is what a
-    failed attempt is assumed to have consumed (the prompt, when it timed out or answered
-    garbage after the upstream had it), billed as what resilience cost."""
+    failed attempt is assumed to have consumed (the prompt, when it timed out after the
+    upstream had it), billed as what resilience cost; `detail` what went wrong, in words for
+    operators (the log and the trace), never for the client."""
 
     backend: str
     model: str
@@ -64,6 +65,7 @@ class AttemptRecord(NamedTuple):
     span_id: int = 0
     started_at: float = 0.0
     usage: Usage | None = None
+    detail: str | None = None
 
 
 class Timings(NamedTuple):

@@ -15,6 +15,7 @@ Exhausted, the client gets the one attempt's error when there was one, the upstr
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -39,6 +40,8 @@ from gateway.errors import (
 from gateway.routing.router import Attempt, Router
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import RetryPolicy
+
+log = logging.getLogger("gateway.routing")
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 # Failures after which the upstream has (likely) read and processed the prompt: billed.
@@ -185,10 +188,14 @@ class Executor:
             consumed = Usage(prompt_tokens(call.endpoint, call.body, self._tokens), estimated=True)
         elapsed = (loop.time() - started) * 1000
         error = err.code or err.error_type
+        detail = scrub(err.detail or err.message)
         record = AttemptRecord(
             replica.backend, replica.model, replica.tier, status, error, elapsed, span_id, wall,
-            consumed,
+            consumed, detail,
         )  # fmt: skip
+        if retryable:
+            log.info("call %s: try on backend %s failed, retrying: %s", call.request_id,
+                     replica.backend, detail)  # fmt: skip
         return _Failure(err, retryable, record)
 
     def _exhausted(

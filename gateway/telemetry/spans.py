@@ -165,7 +165,8 @@ class SpanBuilder:
             else:
                 attrs = _attempt_attributes(attempt, operation, peer)
                 end = attempt.started_at + attempt.latency_ms / 1000
-                status = Status(StatusCode.ERROR, attempt.error or f"HTTP {attempt.status}")
+                why = attempt.detail or attempt.error or f"HTTP {attempt.status}"
+                status = Status(StatusCode.ERROR, why)
             attrs["tollgate.attempt"] = i + 1
             name = f"{operation} {attempt.model}"
             start = _ns(attempt.started_at)

@@ -350,3 +350,27 @@ def test_tokens_failed_attempts_consumed_are_their_own_saving_line_and_money_add
     assert money.saving("resilience") == -resilience
     assert money.cost == 100 * 1000 + 10 * 2000 + resilience
     assert sum(v for _, v in money.savings) == money.counterfactual - money.cost
+
+
+def test_each_try_is_its_own_client_span_and_a_failed_one_says_why() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from gateway.telemetry.context import TraceStarter
+    from gateway.telemetry.spans import SpanBuilder
+    from tests.support.telemetry import sample_record
+
+    record = sample_record()
+    served = record.attempts[0]
+    failed = AttemptRecord("a", "m", "fp16", 503, "upstream_overloaded", 4.0, 0x99,
+                           served.started_at - 0.01, detail="upstream HTTP 503: busy")  # fmt: skip
+    record = record._replace(attempts=(failed, served))
+    builder = SpanBuilder(Resource.create({}), InstrumentationScope("t"), lambda b: None,
+                          TraceStarter())  # fmt: skip
+    clients = [s for s in builder.spans(record) if s.kind is SpanKind.CLIENT]
+    assert [s.context.span_id for s in clients] == [0x99, served.span_id]
+    assert clients[0].status.status_code is StatusCode.ERROR
+    assert clients[0].status.description == "upstream HTTP 503: busy"
+    assert clients[0].attributes["tollgate.attempt"] == 1
+    assert clients[1].status.status_code is StatusCode.UNSET
