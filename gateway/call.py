@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -120,6 +120,7 @@ class Deny:
     code: str = "policy_denied"
     headers: Mapping[str, str] = field(default_factory=dict)
     error_type: str = "policy_error"
+    reason: str = ""  # for the decision record, when it says more than the client's message
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +190,22 @@ class Call:
     trace: TraceIds | None = None
     # Cache-lookup plugin timings (plugin, start, end), appended by the policy chain.
     lookups: list[tuple[str, float, float]] | None = None
+    # The request's headers as the server received them (lower-case names), by reference:
+    # read only by policies that match on a header.
+    raw_headers: Sequence[tuple[bytes, bytes]] = ()
+    # What shadow rules would have routed the call to (rule, intent): priced when it is recorded.
+    shadows: list[tuple[str, Route]] | None = None
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)
+
+    def header(self, name: str) -> str | None:
+        """A request header's value (`name` lower-case), or None."""
+        wanted = name.encode("latin-1")
+        for key, value in self.raw_headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +239,9 @@ class Money:
     cost: int = 0
     counterfactual: int = 0
     savings: tuple[tuple[str, int], ...] = ()
+    # What shadow rules would have saved had they been enforced (rule, nano-dollars; negative:
+    # it would have cost more). Not part of the call's figures: what ops read before enforcing.
+    shadows: tuple[tuple[str, int], ...] = ()
 
     @property
     def saved(self) -> int:

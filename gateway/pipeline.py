@@ -7,6 +7,7 @@ HTTP. Every call, whatever its outcome, ends in exactly one CallRecord.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.accounting.pricing import usd
 from gateway.accounting.request_size import output_cap
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens, prompt_tokens
 from gateway.accounting.usage_guard import plausible
@@ -110,6 +112,27 @@ class Recorder:
                 call.decide(Decision("upstream", "note", f"usage anomaly: {usage.anomaly}"))
             outcome.usage = usage
         outcome.money = runtime.costing.money(call.model, outcome)
+        if call.shadows and outcome.usage is not None and outcome.target is not None:
+            self._price_shadows(call, outcome, runtime)
+
+    @staticmethod
+    def _price_shadows(call: Call, outcome: Outcome, runtime: Runtime) -> None:
+        """What each shadow rule's route would have cost with this call's usage."""
+        assert outcome.usage is not None
+        shadows = []
+        for rule, intent in call.shadows or ():
+            step = runtime.router.steps(call.model, intent)[0]
+            targets = tuple(r.target for r in step.tier.replicas)
+            would = runtime.costing.would_cost(targets, outcome.usage)
+            saved = outcome.money.cost - would
+            shadows.append((rule, saved))
+            call.decide(Decision(
+                "rules", "shadow",
+                f"rule '{rule}' would have served from tier {step.tier.name} of {step.alias}: "
+                f"${usd(would)} instead of ${usd(outcome.money.cost)} (would save ${usd(saved)})",
+                enforced=False,
+            ))  # fmt: skip
+        outcome.money = dataclasses.replace(outcome.money, shadows=tuple(shadows))
 
 
 @dataclass(slots=True)

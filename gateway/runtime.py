@@ -126,6 +126,7 @@ def build_runtime(
     context = PluginContext(
         tokens=deps.tokens,
         models=frozenset(config.models),
+        tiers={alias: frozenset(route.tiers) for alias, route in router.table.items()},
         limits=_limits(config, router, prices, deps, reloading=previous is not None),
     )
     entries = [

@@ -177,6 +177,15 @@ class Planner:
         return out
 
 
+def budget_subject(rule: BudgetRule, principal: Principal, model: str) -> str | None:
+    """The subject a call is counted under for `rule` (as its counters name it), or None if
+    the budget does not apply to this caller."""
+    value = _subject_value(rule.scope, principal, model)
+    if value is None or not _applies(rule.subject, value):
+        return None
+    return _label(rule.scope, value, principal)
+
+
 def budget_counter(
     rule: BudgetRule, subject: str, now: float, zone: ZoneInfo
 ) -> tuple[Window, str]:

@@ -73,6 +73,11 @@ class Costing:
             savings.append((self._cache_kind(target), plain - cost))
         return Money(cost, counterfactual, tuple(savings))
 
+    def would_cost(self, targets: tuple[Target, ...], usage: Usage) -> int:
+        """What this usage would have cost served by one of `targets` (the cheapest): a shadow
+        rule's route, priced so ops see what enforcing it would save."""
+        return self._reference_cost(targets, usage)
+
     def _reference_cost(self, reference: tuple[Target, ...], usage: Usage) -> int:
         return min((self.prices.cost(t, usage) for t in reference), default=0)
 

@@ -106,6 +106,7 @@ def _call(
         forward=tuple(headers.forward),
         traceparent=headers.traceparent,
         tracestate=headers.tracestate,
+        raw_headers=scope["headers"],
     )
 
 

@@ -79,6 +79,7 @@ class OpenAIEndpoint(DialectEndpoint):
             raw_body=raw,
             traceparent=headers.traceparent,
             tracestate=headers.tracestate,
+            raw_headers=scope["headers"],
         )
 
 

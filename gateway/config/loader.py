@@ -21,6 +21,7 @@ from gateway.config.references import check_money, check_references, rate_models
 from gateway.config.schema import Config, PolicyConfig, PolicyFile
 from gateway.config.yamlmarks import Located, YamlProblem, dotted, load_yaml
 from gateway.errors import ConfigError
+from gateway.policies.base import PolicyView
 from gateway.policies.registry import PluginLoadError, resolve
 
 M = TypeVar("M", bound=BaseModel)
@@ -76,17 +77,32 @@ def load_config(
         )
         problems.extend(limits.add(located, policy_file, file_aside))
     specs: list[PolicySpec] = []
+    view = _view(config, limits)
     for located, at, policy in entries:
         try:
-            specs.append(_policy_spec(located, at, policy))
+            spec = _policy_spec(located, at, policy)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            continue
+        specs.append(spec)
+        check = getattr(spec.plugin_cls, "references", None)
+        if check is not None:
+            for loc, why in check(spec.options, view):
+                where = (*at, "with", *loc)
+                problems.append(f"{located.where(where)}: {dotted(where)}: {why}")
     problems.extend(check_references(main, config, aside, environ if check_env else None))
     if not aside.touched("pricing") and not aside.touched("backends"):
         problems.extend(check_money(main, config))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(limits.merged(config), tuple(specs), tuple(files), file)
+
+
+def _view(config: Config, limits: _Limits) -> PolicyView:
+    """What policy options may name: each alias's tiers, every YAML budget."""
+    tiers = {a: frozenset(m.resolved_tiers()) for a, m in config.models.items()}
+    names = {b.name for b in (*config.limits.budgets, *limits.budgets)}
+    return PolicyView(tiers, frozenset(names))
 
 
 def policy_file_paths(source: str, patterns: Sequence[str]) -> list[str]:

@@ -10,7 +10,8 @@ exception fails the call with a 500. `on_response` must not raise: errors are lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +34,16 @@ class PluginContext:
     tokens: TokenCounter
     models: frozenset[str]
     limits: LimitsContext | None = None
+    tiers: Mapping[str, frozenset[str]] = field(default_factory=dict)  # alias -> its tiers
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    """What a plugin's options may name, for checking them at load (a plugin's optional
+    `references(options, view)` classmethod returns (path under `with:`, why) problems)."""
+
+    tiers: Mapping[str, frozenset[str]]  # model alias -> its tiers
+    budgets: frozenset[str]  # budgets declared in YAML
 
 
 class Plugin(Protocol):

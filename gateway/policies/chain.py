@@ -103,7 +103,7 @@ def _action(verdict: Deny | Answer) -> Literal["deny", "answer"]:
 
 def _describe(verdict: Verdict) -> str:
     if isinstance(verdict, Deny):
-        return verdict.message
+        return verdict.reason or verdict.message
     if isinstance(verdict, Answer):
         return f"answered ({verdict.cache})"
     where = " of ".join(x for x in (verdict.tier and f"tier {verdict.tier}", verdict.alias) if x)

@@ -20,6 +20,7 @@ BUILTINS: Mapping[str, str] = {
     "max_tokens": "gateway.policies.max_tokens:MaxTokensCap",
     "budgets": "gateway.policies.budgets:BudgetGuard",
     "audit_capture": "gateway.policies.audit_capture:AuditCapture",
+    "rules": "gateway.policies.rules.engine:Rules",
 }
 
 _HOOKS = {"on_request": 1, "on_response": 2, "aclose": 0}

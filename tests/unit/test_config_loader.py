@@ -221,20 +221,19 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml", env={})
 
 
-def test_shipped_configs_are_valid() -> None:
+def test_shipped_configs_are_valid(tmp_path: Path) -> None:
+    """The embedded default, and every example policy file loaded with it (the examples route
+    to its fp16 and int4 tiers and read the example budgets)."""
     from gateway.settings import Settings
 
     root = Path(__file__).resolve().parents[2]
-    load_config(Settings().resolved_config_path(), env={})
-    for policy_file in sorted((root / "policies").glob("*.yaml")):
-        probe = root / "policies" / ".probe.yaml"
-        try:
-            probe.write_text(VALID + f"policy_files: [{policy_file.name}]\n")
-            loaded = load_config(probe, env={})
-            limits = loaded.config.limits
-            assert loaded.policies or limits.budgets or limits.rate_limits, policy_file
-        finally:
-            probe.unlink()
+    embedded = Settings().resolved_config_path()
+    load_config(embedded, env={})
+    probe = tmp_path / "tollgate.yaml"
+    probe.write_text(Path(embedded).read_text() + f"policy_files: ['{root}/policies/*.yaml']\n")
+    loaded = load_config(probe, env={})
+    assert {p.label for p in loaded.policies} >= {"max_tokens", "budgets", "rules"}
+    assert loaded.config.limits.budgets and loaded.config.limits.rate_limits
 
 
 def test_policy_files_add_budgets_and_rate_limits(tmp_path: Path) -> None:

@@ -1,0 +1,300 @@
+"""The `rules` policy: ordered rules ops write in YAML, each conditions and actions.
+
+Evaluation, the same for every call and documented in docs/policies.md:
+- Rules are tested in order. Every rule whose conditions all hold *matches*.
+- A matching enforced rule applies its actions. `deny` ends the call at once. `route` and
+  `max_tokens` are taken from the first matching rule that sets them; a later matching rule's
+  route or cap is recorded as overridden. Tags and labels add up.
+- `stop: true` ends evaluation after its rule, if it matched.
+- A shadow rule is tested and recorded (what it would have done; a route it would have taken is
+  priced when the call is recorded) but changes nothing and never stops evaluation.
+- Every matching rule leaves a decision on the call (audit event, trace) and its name in the
+  `x-tollgate-rules` response header (`x-tollgate-rules-shadow` for shadow rules).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.accounting.context import LimitsContext
+from gateway.accounting.limits import budget_counter, budget_subject
+from gateway.call import NOTICE, Call, Decision, Deny, Route, Verdict
+from gateway.policies.base import PluginContext, PolicyPlugin, PolicyView
+from gateway.policies.rules.conditions import (
+    BudgetUsed,
+    Condition,
+    Facts,
+    compile_match,
+    requested_max_tokens,
+)
+from gateway.policies.rules.schema import Rule, RulesOptions
+from gateway.stores.counters import StoreUnavailable
+
+_NAME = "rules"
+_BUDGET_TTL_S = 1.0  # a budget's used fraction is read from the store at most once a second
+_UTC = ZoneInfo("UTC")
+
+
+Problem = tuple[tuple[Any, ...], str]  # (path under the plugin's `with:`, why)
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    rule: Rule
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What evaluation decided for one call (before anything is applied)."""
+
+    matched: tuple[Rule, ...]
+    route: tuple[Rule, Route] | None
+    max_tokens: tuple[Rule, int, bool] | None  # rule, value, set (else cap)
+    deny: Rule | None
+    shadow: tuple[Rule, ...]
+
+
+class Rules(PolicyPlugin):
+    name = _NAME
+    Options = RulesOptions
+    options: RulesOptions
+
+    def __init__(self, options: RulesOptions, context: PluginContext) -> None:
+        super().__init__(options, context)
+        self.compiled = tuple(Compiled(r, tuple(compile_match(r.match))) for r in options.rules)
+        self._budgets = sorted(
+            {c.budget for rule in self.compiled for c in rule.conditions
+             if isinstance(c, BudgetUsed)}
+        )  # fmt: skip
+        self._limits = context.limits
+        self._fractions: dict[str, tuple[float, float | None]] = {}  # counter -> (read at, value)
+
+    @classmethod
+    def references(
+        cls, options: RulesOptions, view: PolicyView
+    ) -> list[tuple[tuple[Any, ...], str]]:
+        """Tiers, aliases and budgets the rules name that the config does not have."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for i, rule in enumerate(options.rules):
+            at: tuple[Any, ...] = ("rules", i)
+            route = rule.actions.route
+            if route is not None:
+                problems += _route_problems(route.alias, route.tier, rule, view, at)
+            models = rule.match.model
+            for alias in (models,) if isinstance(models, str) else models or ():
+                if alias not in view.tiers:
+                    problems.append(((*at, "match", "model"), f"unknown model alias {alias!r}"))
+            budget = rule.match.budget
+            if budget is not None and budget.name not in view.budgets:
+                known = ", ".join(sorted(view.budgets)) or "none defined in YAML"
+                why = f"unknown budget {budget.name!r} (budgets: {known})"
+                problems.append(((*at, "match", "budget", "name"), why))
+        return problems
+
+    def facts(self, call: Call, budgets: Mapping[str, float | None]) -> Facts:
+        limits = self._limits
+        zone = limits.zone if limits is not None else _UTC
+        clock = limits.ledger.clock if limits is not None else time.time
+        return Facts(call, self.context.tokens, zone, clock, budgets)
+
+    async def on_request(self, call: Call) -> Verdict | None:
+        budgets = await self.budget_fractions(call) if self._budgets else {}
+        verdicts = self.evaluate(self.facts(call, budgets))
+        if not verdicts.matched and not verdicts.shadow:
+            return None
+        return self._apply(call, verdicts)
+
+    def evaluate(self, facts: Facts) -> Verdicts:
+        matched: list[Rule] = []
+        shadow: list[Rule] = []
+        route: tuple[Rule, Route] | None = None
+        cap: tuple[Rule, int, bool] | None = None
+        for compiled in self.compiled:
+            rule = compiled.rule
+            if not all(c.test(facts) for c in compiled.conditions):
+                continue
+            if rule.mode == "shadow":
+                shadow.append(rule)
+                continue
+            matched.append(rule)
+            actions = rule.actions
+            if actions.deny is not None:
+                return Verdicts(tuple(matched), route, cap, rule, tuple(shadow))
+            if actions.route is not None and route is None:
+                route = (rule, Route(actions.route.tier, actions.route.alias, f"rule {rule.name}"))
+            mt = actions.max_tokens
+            if mt is not None and cap is None:
+                cap = (rule, mt.set, True) if mt.set is not None else (rule, mt.cap or 0, False)
+            if rule.stop:
+                break
+        return Verdicts(tuple(matched), route, cap, None, tuple(shadow))
+
+    def _apply(self, call: Call, v: Verdicts) -> Verdict | None:
+        for rule in v.shadow:
+            call.decide(Decision(_NAME, "shadow", f"rule '{rule.name}' would have: "
+                                 f"{describe_actions(rule)}", enforced=False))  # fmt: skip
+            if rule.actions.route is not None:
+                r = rule.actions.route
+                intent = Route(r.tier, r.alias, f"rule {rule.name}")
+                call.shadows = [*(call.shadows or ()), (rule.name, intent)]
+        if v.shadow:
+            call.labels[f"{NOTICE}rules-shadow"] = ",".join(r.name for r in v.shadow)
+        if v.matched:
+            call.labels[f"{NOTICE}rules"] = ",".join(r.name for r in v.matched)
+        if v.deny is not None:
+            deny = v.deny.actions.deny
+            assert deny is not None
+            kind = "invalid_request_error" if deny.status == 400 else "policy_error"
+            return Deny(
+                deny.message,
+                status=deny.status,
+                code="rule_denied",
+                error_type=kind,
+                reason=f"rule '{v.deny.name}': {deny.message}",
+            )
+        for rule in v.matched:
+            self._apply_rule(call, rule, v)
+        return None
+
+    def _apply_rule(self, call: Call, rule: Rule, v: Verdicts) -> None:
+        actions = rule.actions
+        done: list[str] = []
+        if actions.route is not None:
+            if v.route is None or v.route[0] is not rule:
+                done.append("route overridden by an earlier rule")
+            elif self._routable(call, v.route[1]):
+                call.route = v.route[1]
+                done.append(describe_route(v.route[1]))
+            else:
+                done.append(f"not routed: model {call.model!r} has no tier {v.route[1].tier!r}")
+        if actions.max_tokens is not None:
+            if v.max_tokens is not None and v.max_tokens[0] is rule:
+                done.append(_max_tokens(call, v.max_tokens[1], v.max_tokens[2]))
+            else:
+                done.append("max_tokens overridden by an earlier rule")
+        if actions.tags:
+            call.labels["rule.tags"] = ",".join(
+                dict.fromkeys([*call.labels.get("rule.tags", "").split(","), *actions.tags])
+            ).strip(",")
+            done.append(f"tags {list(actions.tags)}")
+        if actions.labels:
+            call.labels.update(actions.labels)
+            done.append(f"labels {actions.labels}")
+        routed = call.route is not None and v.route is not None and v.route[0] is rule
+        reason = f"rule '{rule.name}': {'; '.join(done)}"
+        call.decide(Decision(_NAME, "route" if routed else "modify", reason))
+
+    def _routable(self, call: Call, route: Route) -> bool:
+        """A route to a tier applies to aliases that have it (checked at load: at least one
+        of the rule's models does)."""
+        if route.tier is None:
+            return True
+        tiers = self.context.tiers.get(route.alias or call.model)
+        return tiers is None or route.tier in tiers
+
+    async def budget_fractions(self, call: Call) -> dict[str, float | None]:
+        """Each budget the rules read: the caller's counter's used fraction of its limit."""
+        limits = self._limits
+        if limits is None:
+            return {}
+        rules = {b.name: b for b in (*limits.budgets, *limits.sql_budgets())}
+        now = limits.ledger.clock()
+        out: dict[str, float | None] = {}
+        for name in self._budgets:
+            rule = rules.get(name)
+            subject = budget_subject(rule, call.principal, call.model) if rule else None
+            if rule is None or subject is None:
+                out[name] = None
+                continue
+            _, stem = budget_counter(rule, subject, now, limits.zone)
+            unit, limit = ("usd", rule.usd_nanos) if rule.usd_nanos else ("tokens", rule.tokens)
+            key = f"{stem}:{unit}"
+            cached = self._fractions.get(key)
+            if cached is None or now - cached[0] >= _BUDGET_TTL_S:
+                cached = (now, await _fraction(limits, key, limit))
+                if len(self._fractions) > 100_000:
+                    self._fractions.clear()
+                self._fractions[key] = cached
+            out[name] = cached[1]
+        return out
+
+
+async def _fraction(limits: LimitsContext, key: str, limit: int | None) -> float | None:
+    if not limit:
+        return None
+    try:
+        (value,) = await limits.ledger.values([key])
+    except StoreUnavailable:
+        return None
+    return value / limit
+
+
+def _max_tokens(call: Call, value: int, force: bool) -> str:
+    field = next((f for f in ("max_tokens", "max_completion_tokens") if f in call.body),
+                 "max_tokens")  # fmt: skip
+    requested = requested_max_tokens(call)
+    if force:
+        call.body[field] = value
+        call.labels[f"{NOTICE}max-tokens"] = f"{value}; requested={requested}"
+        return f"max_tokens set to {value} (asked {requested})"
+    if requested is None or requested > value:
+        call.body[field] = value
+        call.labels[f"{NOTICE}max-tokens"] = f"{value}; requested={requested}"
+        return f"max_tokens capped at {value} (asked {requested})"
+    return f"max_tokens {requested} already within {value}"
+
+
+def describe_route(route: Route) -> str:
+    where = " of ".join(x for x in (route.tier and f"tier {route.tier}", route.alias) if x)
+    return f"route to {where}"
+
+
+def describe_actions(rule: Rule) -> str:
+    a = rule.actions
+    parts: list[str] = []
+    if a.deny is not None:
+        parts.append(f"deny ({a.deny.status}: {a.deny.message})")
+    if a.route is not None:
+        parts.append(describe_route(Route(a.route.tier, a.route.alias)))
+    if a.max_tokens is not None:
+        m = a.max_tokens
+        parts.append(f"max_tokens set to {m.set}" if m.set else f"max_tokens capped at {m.cap}")
+    if a.tags:
+        parts.append(f"tags {list(a.tags)}")
+    if a.labels:
+        parts.append(f"labels {a.labels}")
+    return "; ".join(parts)
+
+
+def _route_problems(
+    alias: str | None, tier: str | None, rule: Rule, view: PolicyView, at: tuple[Any, ...]
+) -> Iterable[Problem]:
+    loc = (*at, "actions", "route")
+    if alias is not None and alias not in view.tiers:
+        known = ", ".join(sorted(view.tiers))
+        yield (*loc, "alias"), f"unknown model alias {alias!r} (models: {known})"
+        return
+    if tier is None:
+        return
+    aliases = [alias] if alias is not None else _aliases_of(rule, view)
+    having = [name for name in aliases if tier in view.tiers[name]]
+    if not having:
+        tiers = ", ".join(sorted({t for name in aliases for t in view.tiers[name]}))
+        if len(aliases) == 1:
+            why = f"model {aliases[0]!r} has no tier {tier!r} (tiers: {tiers})"
+        else:
+            why = f"none of its models has a tier {tier!r} (tiers: {tiers})"
+        yield (*loc, "tier"), why
+
+
+def _aliases_of(rule: Rule, view: PolicyView) -> list[str]:
+    """The aliases a route without `alias` applies to: the rule's models, or every alias."""
+    models = rule.match.model
+    if models is None:
+        return sorted(view.tiers)
+    return [m for m in ((models,) if isinstance(models, str) else models) if m in view.tiers]
