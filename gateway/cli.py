@@ -15,6 +15,7 @@ import orjson
 from gateway.cli_accounts import check_state, db, keys, load_or_exit
 from gateway.cli_audit import audit
 from gateway.cli_budgets import budgets, spend
+from gateway.cli_policy import policy
 from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -237,5 +238,5 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-for _command in (db, keys, budgets, spend, audit):
+for _command in (db, keys, budgets, spend, audit, policy):
     main.add_command(_command)

@@ -38,6 +38,7 @@ from gateway.errors import (
     ServiceUnavailable,
     TollgateError,
 )
+from gateway.policy_ops import ExplainQuery, explain_call
 from gateway.services import Services
 from gateway.stores.budgets import delete_budget, list_budgets, set_budget
 from gateway.stores.counters import StoreUnavailable
@@ -196,6 +197,25 @@ async def replicas_(request: Request, services: Services) -> Any:
     return {"replicas": services.runtime.current.router.public()}
 
 
+async def policy_explain_(request: Request, services: Services) -> Any:
+    """What the running rules would do with a call like this (the counters as they are now)."""
+    params = request.query_params
+    raw: dict[str, Any] = {k: v for k, v in params.items() if k != "header"}
+    raw["header"] = tuple(params.getlist("header"))
+    if "stream" in raw:
+        raw["stream"] = raw["stream"].lower() in ("1", "true", "yes")
+    for name in ("prompt_tokens", "max_tokens"):
+        if name in raw:
+            if not str(raw[name]).isdigit():
+                raise InvalidRequest(f"{name} must be a whole number", param=name)
+            raw[name] = int(raw[name])
+    query = validated(ExplainQuery, raw)
+    try:
+        return await explain_call(services.runtime.current, query)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="model") from exc
+
+
 def admin_routes() -> list[Route]:
     return [
         admin_route("/admin/keys", list_keys_, ["GET"]),
@@ -208,4 +228,5 @@ def admin_routes() -> list[Route]:
         admin_route("/admin/spend", spend_, ["GET"]),
         admin_route("/admin/spend/rollups", rollups_, ["GET"]),
         admin_route("/admin/replicas", replicas_, ["GET"]),
+        admin_route("/admin/policy/explain", policy_explain_, ["GET"]),
     ]

@@ -50,17 +50,22 @@ def load_config(
     env: Mapping[str, str] | None = None,
     *,
     check_env: bool = True,
+    policy_files: Sequence[str] | None = None,
 ) -> LoadedConfig:
     """Validates everything; a ConfigError lists each problem as `file:line:col: path: why`,
     all of them at once (an invalid section is reported and set aside, and the rest is still
     checked). `check_env=False` skips the checks that secrets are in the environment (admin
-    commands and `config check --no-env` need the config, not every upstream's key)."""
+    commands and `config check --no-env` need the config, not every upstream's key).
+    `policy_files` replaces the config's own (`tollgate policy check FILES`)."""
     environ = os.environ if env is None else env
     file = str(path)
     main = _parse(file, environ)
     config, problems, aside = validate_leniently(main, Config, _problem)
     if config is None:
         raise ConfigError(problems)
+    if policy_files is not None:
+        paths = tuple(str(Path(p).resolve()) for p in policy_files)
+        config = config.model_copy(update={"policy_files": paths})
     files = [file]
     entries: list[tuple[Located, tuple[str | int, ...], PolicyConfig]] = [
         (main, aside.original(("policies", i)), p) for i, p in enumerate(config.policies)

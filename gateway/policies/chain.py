@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.call import Answer, Call, Decision, Deny, Outcome, Route, Verdict
 from gateway.errors import InternalError, TollgateError
@@ -35,6 +35,10 @@ class PolicyChain:
         self._entries = tuple(entries)
         self._lookups = frozenset(i for i, e in enumerate(self._entries) if e.lookup)
         self.response_errors = 0
+
+    def plugins(self) -> list[Any]:
+        """The plugins in chain order (for tools that look at their configuration)."""
+        return [entry.plugin for entry in self._entries]
 
     def __len__(self) -> int:
         return len(self._entries)

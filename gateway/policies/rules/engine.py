@@ -167,7 +167,7 @@ class Rules(PolicyPlugin):
         if actions.route is not None:
             if v.route is None or v.route[0] is not rule:
                 done.append("route overridden by an earlier rule")
-            elif self._routable(call, v.route[1]):
+            elif self.routable(call, v.route[1]):
                 call.route = v.route[1]
                 done.append(describe_route(v.route[1]))
             else:
@@ -189,7 +189,7 @@ class Rules(PolicyPlugin):
         reason = f"rule '{rule.name}': {'; '.join(done)}"
         call.decide(Decision(_NAME, "route" if routed else "modify", reason))
 
-    def _routable(self, call: Call, route: Route) -> bool:
+    def routable(self, call: Call, route: Route) -> bool:
         """A route to a tier applies to aliases that have it (checked at load: at least one
         of the rule's models does)."""
         if route.tier is None:

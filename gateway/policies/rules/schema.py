@@ -137,10 +137,13 @@ class Rule(PluginOptions):
 
 
 class RulesOptions(PluginOptions):
-    rules: tuple[Rule, ...] = Field(min_length=1)
+    # Not `min_length`: pydantic would add a length error to every broken rule's own errors.
+    rules: tuple[Rule, ...]
 
     @model_validator(mode="after")
     def _unique(self) -> RulesOptions:
+        if not self.rules:
+            raise ValueError("give at least one rule")
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:
