@@ -195,6 +195,9 @@ class Call:
     raw_headers: Sequence[tuple[bytes, bytes]] = ()
     # What shadow rules would have routed the call to (rule, intent): priced when it is recorded.
     shadows: list[tuple[str, Route]] | None = None
+    # Keep the response for a policy's response hook (a quality guard's sample), whatever the
+    # audit log captures.
+    keep_response: bool = False
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)

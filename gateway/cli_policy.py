@@ -117,3 +117,56 @@ def render(result: dict[str, object]) -> str:
         lines.append(f"then {step['alias']} tier {step['tier']} ({step['why']}; "
                      f"{step['strategy']}): {replicas}")  # fmt: skip
     return "\n".join(lines)
+
+
+_URL = click.option(
+    "--url", default="http://127.0.0.1:8080", show_default=True, help="the running gateway"
+)
+
+
+def _admin(method: str, url: str, path: str) -> dict[str, object]:
+    """A call to the running gateway's admin API with the admin key from the environment."""
+    import os
+
+    import httpx
+
+    key = os.environ.get("TOLLGATE_ADMIN_KEY")
+    if not key:
+        click.echo("error: set TOLLGATE_ADMIN_KEY to the gateway's admin key", err=True)
+        sys.exit(2)
+    try:
+        auth = {"authorization": f"Bearer {key}"}
+        response = httpx.request(method, url.rstrip("/") + path, headers=auth, timeout=10)
+    except httpx.HTTPError as exc:
+        click.echo(f"error: cannot reach {url}: {exc}", err=True)
+        sys.exit(1)
+    body = response.json()
+    if response.status_code != 200:
+        click.echo(f"error: {body.get('error', {}).get('message', response.text)}", err=True)
+        sys.exit(1)
+    return body  # type: ignore[no-any-return]
+
+
+@policy.command("status")
+@_URL
+def policy_status(url: str) -> None:
+    """Each running rule, and its quality guard's agreement and suspension."""
+    for rule in _admin("GET", url, "/admin/policy/rules")["rules"]:  # type: ignore[attr-defined]
+        guard = rule["guard"]
+        if guard is None:
+            click.echo(f"{rule['rule']} ({rule['mode']})")
+            continue
+        rate = "n/a" if guard["agreement"] is None else f"{guard['agreement']:.1%}"
+        state = "SUSPENDED" if guard["suspended"] else "active"
+        click.echo(f"{rule['rule']} ({rule['mode']}): guard {state}, agreement {rate} over "
+                   f"{guard['window']} of {guard['samples']} samples")  # fmt: skip
+
+
+@policy.command("resume")
+@click.argument("rule")
+@_URL
+def policy_resume(rule: str, url: str) -> None:
+    """Lift the suspension a quality guard put on RULE: it routes again, judged afresh."""
+    result = _admin("POST", url, f"/admin/policy/rules/{rule}/resume")
+    was = "was suspended" if result["was_suspended"] else "was not suspended"
+    click.echo(f"{rule}: resumed ({was})")

@@ -104,6 +104,31 @@ def offline_runtime(loaded: LoadedConfig) -> Runtime:
     return build_runtime(loaded, deps, env={})
 
 
+def rules_status(runtime: Runtime) -> list[dict[str, Any]]:
+    """Each rule of the running chain: its mode, and its quality guard's state."""
+    out = []
+    for plugin in runtime.chain.plugins():
+        if not isinstance(plugin, Rules):
+            continue
+        for compiled in plugin.compiled:
+            rule = compiled.rule
+            guard = plugin.guards.get(rule.name)
+            out.append({"rule": rule.name, "mode": rule.mode,
+                        "guard": guard.state.public() if guard else None})  # fmt: skip
+    return out
+
+
+def resume(runtime: Runtime, name: str) -> dict[str, Any]:
+    """Lifts a quality guard's suspension (ops' decision); LookupError if no guard has it."""
+    for plugin in runtime.chain.plugins():
+        if isinstance(plugin, Rules) and name in plugin.guards:
+            guard = plugin.guards[name]
+            was = guard.state.suspended
+            guard.resume()
+            return {"rule": name, "was_suspended": was, "guard": guard.state.public()}
+    raise LookupError(f"no rule named {name!r} has a quality guard")
+
+
 def check(loaded: LoadedConfig) -> list[str]:
     """Warnings on a valid config's rules: rules never reached or always overridden."""
     out: list[str] = []

@@ -48,7 +48,10 @@ class StreamReply:
         self._outcome = outcome
         self._finish = finish
         self.deadline = deadline
-        self._kept: list[bytes] | None = [] if finish.call.capture != "none" else None
+        call = finish.call
+        self._kept: list[bytes] | None = (
+            [] if call.capture != "none" or call.keep_response else None
+        )
         self._relayed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:

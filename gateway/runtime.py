@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -40,7 +41,7 @@ from gateway.config.models_schema import ModelConfig, ReferenceConfig
 from gateway.config.prices import price_table
 from gateway.config.reload import CallCount
 from gateway.config.schema import AuthConfig, Config
-from gateway.policies.base import PluginContext
+from gateway.policies.base import PluginContext, SideCalls
 from gateway.policies.budgets import BudgetGuard
 from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.routing.router import Router
@@ -65,6 +66,10 @@ class RuntimeDeps:
     overhead: PromptOverhead = field(default_factory=PromptOverhead)
     # Live replica state (in flight, latency, circuits): kept across reloads.
     replicas: ReplicaStates = field(default_factory=ReplicaStates)
+    # How policies send calls of their own (a quality guard's); None: they cannot.
+    side_calls: SideCalls | None = None
+    # Policy state that outlives reloads (PluginContext.keep).
+    keep: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,12 @@ def build_runtime(
         tokens=deps.tokens,
         models=frozenset(config.models),
         tiers={alias: frozenset(route.tiers) for alias, route in router.table.items()},
+        references={
+            alias: route.reference if isinstance(route.reference, str) else None
+            for alias, route in router.table.items()
+        },
+        side_calls=deps.side_calls,
+        keep=deps.keep,
         limits=_limits(config, router, prices, deps, reloading=previous is not None),
     )
     entries = [

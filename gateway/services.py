@@ -23,7 +23,7 @@ from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.schema import Config
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline, Recorder, SideCaller
 from gateway.routing.watch import Watcher
 from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from gateway.settings import Settings
@@ -67,12 +67,14 @@ class Services:
         tokens = TokenCounter() if tokens is None else tokens
         ring, ledger, accounts = await start_accounting(settings, config)
         audit = await start_audit(config, accounts.engine)
+        side_calls = SideCaller()
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
             ring=ring,
             ledger=ledger,
             sql_budgets=accounts.current_budgets,
+            side_calls=side_calls,
         )
         ref = RuntimeRef(build_runtime(loaded, deps))
         telemetry = (
@@ -121,6 +123,7 @@ class Services:
             watcher=watcher,
         )
         watcher.start()
+        side_calls.bind(services.pipeline, lambda: ref.current)
         sinks.start()
         if telemetry is not None:
             telemetry.start()

@@ -38,7 +38,7 @@ from gateway.errors import (
     ServiceUnavailable,
     TollgateError,
 )
-from gateway.policy_ops import ExplainQuery, explain_call
+from gateway.policy_ops import ExplainQuery, explain_call, resume, rules_status
 from gateway.services import Services
 from gateway.stores.budgets import delete_budget, list_budgets, set_budget
 from gateway.stores.counters import StoreUnavailable
@@ -216,6 +216,17 @@ async def policy_explain_(request: Request, services: Services) -> Any:
         raise InvalidRequest(str(exc), param="model") from exc
 
 
+async def policy_rules_(request: Request, services: Services) -> Any:
+    return {"rules": rules_status(services.runtime.current)}
+
+
+async def policy_resume_(request: Request, services: Services) -> Any:
+    try:
+        return resume(services.runtime.current, request.path_params["name"])
+    except LookupError as exc:
+        raise InvalidRequest(str(exc), status=404, code="not_found") from exc
+
+
 def admin_routes() -> list[Route]:
     return [
         admin_route("/admin/keys", list_keys_, ["GET"]),
@@ -229,4 +240,6 @@ def admin_routes() -> list[Route]:
         admin_route("/admin/spend/rollups", rollups_, ["GET"]),
         admin_route("/admin/replicas", replicas_, ["GET"]),
         admin_route("/admin/policy/explain", policy_explain_, ["GET"]),
+        admin_route("/admin/policy/rules", policy_rules_, ["GET"]),
+        admin_route("/admin/policy/rules/{name}/resume", policy_resume_, ["POST"]),
     ]

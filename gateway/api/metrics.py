@@ -20,6 +20,7 @@ from starlette.responses import Response
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
 from gateway.errors import TollgateError
+from gateway.policy_ops import rules_status
 from gateway.routing.state import ReplicaState
 from gateway.services import Services
 
@@ -67,6 +68,7 @@ class GatewayCollector(Collector):
         )
         yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
         yield from _replicas(s.runtime.current.router.replica_states())
+        yield from _guards(rules_status(s.runtime.current))
         if s.audit is not None:
             yield from _audit(s.audit.status())
         if s.telemetry is not None:
@@ -136,6 +138,35 @@ def _replicas(states: list[ReplicaState]) -> Iterator[Metric]:
     yield in_flight
     yield circuit
     yield from counters
+
+
+def _guards(rules: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Each quality guard: its rolling agreement, its samples, whether it suspended its rule."""
+    labels = ["rule"]
+    agreement = GaugeMetricFamily(
+        "tollgate_rule_guard_agreement",
+        "Share of a quality guard's last samples whose answers agreed with the reference tier.",
+        labels=labels,
+    )
+    samples = CounterMetricFamily(
+        "tollgate_rule_guard_samples", "Comparisons a quality guard made.", labels=labels
+    )
+    suspended = GaugeMetricFamily(
+        "tollgate_rule_suspended",
+        "1 while a quality guard keeps its rule from routing (alarm on it).",
+        labels=labels,
+    )
+    for rule in rules:
+        guard = rule["guard"]
+        if guard is None:
+            continue
+        if guard["agreement"] is not None:
+            agreement.add_metric([rule["rule"]], guard["agreement"])
+        samples.add_metric([rule["rule"]], guard["samples"])
+        suspended.add_metric([rule["rule"]], 1 if guard["suspended"] else 0)
+    yield agreement
+    yield samples
+    yield suspended
 
 
 def _audit(status: dict[str, Any]) -> Iterator[Metric]:

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from gateway.accounting.ledger import Ledger, StoreDown
 from gateway.admin_ops import budget_report, budget_rules, key_ids
 from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.policy_ops import rules_status
 from gateway.services import Services
 from gateway.stores.budgets import BudgetRule, list_budgets
 from gateway.stores.counters import StoreUnavailable
@@ -68,12 +69,13 @@ async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any
     engine = services.accounts.engine
     now = time.time()
     r = Range.last(RANGES[query.range], now)
-    series, sums, keys, lat, ttft = await asyncio.gather(
+    series, sums, keys, lat, ttft, shadow = await asyncio.gather(
         asyncio.to_thread(queries.series, engine, r, query.stack),
         asyncio.to_thread(queries.totals, engine, r),
         asyncio.to_thread(queries.grouped, engine, r, "key_id", 10),
         asyncio.to_thread(queries.percentiles, engine, r, "latency"),
         asyncio.to_thread(queries.percentiles, engine, r, "ttft"),
+        asyncio.to_thread(queries.shadow_savings, engine, r),
     )
     requests = sums["requests"]
     hits = sums["cache_hits"]
@@ -119,7 +121,21 @@ async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any
         "latency_ms": lat,
         "ttft_ms": ttft,
         "budgets": await _budgets(services, now),
+        "rules": _rules(services, shadow),
     }
+
+
+def _rules(services: Services, shadow: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The running rules with their guard's state, and what each shadow rule would have saved
+    over the range (rules since removed from the config included, from the rollups)."""
+    saved = {row["rule"]: row for row in shadow}
+    out = []
+    for rule in rules_status(services.runtime.current):
+        row = saved.pop(rule["rule"], None)
+        out.append({**rule, "shadow": row})
+    out += [{"rule": name, "mode": "removed", "guard": None, "shadow": row}
+            for name, row in saved.items()]  # fmt: skip
+    return out
 
 
 async def _budgets(services: Services, now: float) -> list[dict[str, Any]]:

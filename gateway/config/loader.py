@@ -107,7 +107,10 @@ def _view(config: Config, limits: _Limits) -> PolicyView:
     """What policy options may name: each alias's tiers, every YAML budget."""
     tiers = {a: frozenset(m.resolved_tiers()) for a, m in config.models.items()}
     names = {b.name for b in (*config.limits.budgets, *limits.budgets)}
-    return PolicyView(tiers, frozenset(names))
+    references = {
+        a: r if isinstance(r := m.reference_tier(), str) else None for a, m in config.models.items()
+    }
+    return PolicyView(tiers, frozenset(names), references)
 
 
 def policy_file_paths(source: str, patterns: Sequence[str]) -> list[str]:

@@ -27,6 +27,15 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+class SideCalls(Protocol):
+    """Runs a call of the gateway's own through the whole pipeline (policies, budgets,
+    routing, audit), off any client's request path: a quality guard's reference call."""
+
+    async def run(self, call: Call) -> tuple[int, bytes]:
+        """The status and body the call was answered with (a refusal: its status, no body)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PluginContext:
     """What a plugin may use, handed over when the runtime is built (never globals)."""
@@ -35,6 +44,10 @@ class PluginContext:
     models: frozenset[str]
     limits: LimitsContext | None = None
     tiers: Mapping[str, frozenset[str]] = field(default_factory=dict)  # alias -> its tiers
+    references: Mapping[str, str | None] = field(default_factory=dict)  # alias -> its tier
+    side_calls: SideCalls | None = None
+    # State that must outlive a reload (a quality guard's samples, a suspension), by name.
+    keep: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +57,8 @@ class PolicyView:
 
     tiers: Mapping[str, frozenset[str]]  # model alias -> its tiers
     budgets: frozenset[str]  # budgets declared in YAML
+    # model alias -> its reference tier (None: an explicit backend and model)
+    references: Mapping[str, str | None] = field(default_factory=dict)
 
 
 class Plugin(Protocol):

@@ -36,6 +36,10 @@ class SimModel(_Strict):
     # system preamble alone is ~25), reported in usage as a real engine would.
     template_tokens: int = Field(0, ge=0, le=10_000)
     max_model_len: int = Field(131_072, ge=16)
+    # The share of answers identical to what a fidelity-1.0 model (the reference tier) says to
+    # the same request with the same seed; the rest differ (a tier made bad on purpose, for the
+    # quality guard's tests and demos).
+    fidelity: float = Field(1.0, ge=0, le=1)
 
 
 class Faults(_Strict):

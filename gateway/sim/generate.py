@@ -57,12 +57,21 @@ def plan(ask: Ask, model: SimModel, tokens: TokenCounter, seed: int, chat: bool)
     billed = 0
     for prompt in ask.prompts:
         for index in range(ask.generated):
-            choice = _choice(ask, model, tokens, seed_of(seed, ask.seed, prompt, index))
+            choice_seed = seed_of(seed, ask.seed, prompt, index)
+            if model.fidelity < 1.0 and _unfaithful(choice_seed, model.fidelity):
+                choice_seed = seed_of("unfaithful", choice_seed)  # another answer altogether
+            choice = _choice(ask, model, tokens, choice_seed)
             billed += choice.tokens
             if index < ask.n:
                 returned.append(choice)
     ids = [i for group in encoded for i in group]
     return Planned(returned, ids, len(ids), billed)
+
+
+def _unfaithful(seed: int, fidelity: float) -> bool:
+    """Whether this answer departs from the reference's: decided by the request (so the same
+    request gets the same verdict), a `1 - fidelity` share of requests."""
+    return (seed_of("fidelity", seed) % 10_000) / 10_000 >= fidelity
 
 
 def _choice(ask: Ask, model: SimModel, tokens: TokenCounter, seed: int) -> Choice:

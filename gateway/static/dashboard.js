@@ -182,6 +182,31 @@ function renderKeys(data) {
   if (!data.top_keys.length) body.innerHTML = `<tr><td colspan="4" class="muted">No calls in this range.</td></tr>`;
 }
 
+function renderRules(data) {
+  // The running rules: what each shadow rule would have saved over the range (enforce it to
+  // have it), and each quality guard's agreement, SUSPENDED when it took its rule's route away.
+  const body = $("rules").querySelector("tbody");
+  const rules = data.rules || [];
+  body.replaceChildren(...rules.map((r) => {
+    const tr = document.createElement("tr");
+    const cells = [r.rule, r.mode,
+      r.shadow ? `${usd(r.shadow.would_save_usd)} (${count(r.shadow.calls)} calls)` : "",
+      r.guard ? `${r.guard.suspended ? "SUSPENDED · " : ""}agreement ${pct(r.guard.agreement)} over ${count(r.guard.window)}` : ""];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i === 2) td.className = "num";
+      if (i === 3 && r.guard && r.guard.suspended) td.className = "error";
+      tr.append(td);
+    });
+    tr.dataset.rule = r.rule;
+    if (r.shadow) tr.dataset.wouldSave = r.shadow.would_save_usd.toFixed(9);
+    if (r.guard) tr.dataset.suspended = String(r.guard.suspended);
+    return tr;
+  }));
+  if (!rules.length) body.innerHTML = `<tr><td colspan="4" class="muted">No rules configured.</td></tr>`;
+}
+
 function renderBudgets(data) {
   const box = $("budgets");
   if (!data.budgets.length) { box.innerHTML = `<p class="muted">No USD budgets on a team, a key or the whole gateway.</p>`; return; }
@@ -274,6 +299,7 @@ function render(body) {
   renderSpend(body);
   renderSavings(body);
   renderKeys(body);
+  renderRules(body);
   renderBudgets(body);
 }
 

@@ -14,6 +14,7 @@ import bisect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import (
@@ -111,6 +112,18 @@ OVERSPEND = _Spec(
     (*BASE, "tollgate.optimisation"),
 )
 REQUESTS = _Spec("tollgate.requests", "Calls by outcome.", "{request}", (*BASE, "tollgate.outcome"))
+SHADOW_SAVINGS = _Spec(
+    "tollgate.shadow.savings",
+    "What shadow rules would have saved had they been enforced (USD), by rule.",
+    "USD",
+    (*BASE, "tollgate.rule"),
+)
+SHADOW_OVERSPEND = _Spec(
+    "tollgate.shadow.overspend",
+    "What shadow rules would have cost above what calls did cost (USD), by rule.",
+    "USD",
+    (*BASE, "tollgate.rule"),
+)
 
 
 class MetricBook(SpanProcessor):
@@ -126,6 +139,8 @@ class MetricBook(SpanProcessor):
             SAVINGS: {},
             OVERSPEND: {},
             REQUESTS: {},
+            SHADOW_SAVINGS: {},
+            SHADOW_OVERSPEND: {},
         }
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -167,6 +182,19 @@ class MetricBook(SpanProcessor):
                 savings[skey] = savings.get(skey, 0.0) + value  # type: ignore[operator]
             else:
                 overspend[skey] = overspend.get(skey, 0.0) - value  # type: ignore[operator]
+        rules = attrs.get("tollgate.shadow_rules")
+        if rules:
+            self._shadows(base, attrs, rules)  # type: ignore[arg-type]
+
+    def _shadows(self, base: Key, attrs: Any, rules: tuple[str, ...]) -> None:
+        gained, lost = self.sums[SHADOW_SAVINGS], self.sums[SHADOW_OVERSPEND]
+        for rule in rules:
+            value = attrs.get(f"tollgate.shadow.{rule}", 0.0)
+            key = (*base, rule)
+            if value >= 0:
+                gained[key] = gained.get(key, 0.0) + value
+            else:
+                lost[key] = lost.get(key, 0.0) - value
 
     def _hist(self, spec: _Spec, key: Key, value: float) -> None:
         table = self.hists[spec]

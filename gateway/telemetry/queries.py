@@ -11,7 +11,14 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, select
 
 from gateway.call import SAVINGS_KINDS
-from gateway.telemetry.tables import GRANULARITIES, LATENCY_BINS_MS, SUMS, latency, spend
+from gateway.telemetry.tables import (
+    GRANULARITIES,
+    LATENCY_BINS_MS,
+    SUMS,
+    latency,
+    shadows,
+    spend,
+)
 
 Stack = Literal["team", "model", "tier", "key_id", "cache"]
 _NANO = 1e-9
@@ -189,3 +196,18 @@ def savings_of(sums: dict[str, int]) -> list[dict[str, Any]]:
     return [
         {"kind": kind, "usd": sums[f"savings_{kind}_nanousd"] * _NANO} for kind in SAVINGS_KINDS
     ]
+
+
+def shadow_savings(engine: Engine, r: Range) -> list[dict[str, Any]]:
+    """Per shadow rule over the range: calls it matched, and what enforcing it would have
+    saved (USD; negative: it would have cost more)."""
+    query = (
+        select(shadows.c.rule, func.sum(shadows.c.calls), func.sum(shadows.c.savings_nanousd))
+        .where(*_where(r, shadows))
+        .group_by(shadows.c.rule)
+        .order_by(shadows.c.rule)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [{"rule": rule, "calls": int(calls), "would_save_usd": int(nanos) * _NANO}
+            for rule, calls, nanos in rows]  # fmt: skip

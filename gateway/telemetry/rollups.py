@@ -29,6 +29,7 @@ from gateway.telemetry.tables import (
     LATENCY_BINS_MS,
     SUMS,
     latency,
+    shadows,
     spend,
 )
 
@@ -42,6 +43,8 @@ _NOT_ERRORS = ("served", "cache_hit", "denied", "client_disconnected")
 _ANSWERED = ("served", "cache_hit")  # what latency percentiles describe
 SpendKey = tuple[int, str, str, str, str, str]  # minute, then DIMENSIONS
 LatencyKey = tuple[int, str, str, int]  # minute, model, metric, bin
+ShadowKey = tuple[int, str]  # minute, rule
+_SHADOW = "tollgate.shadow."
 
 
 @dataclass
@@ -51,9 +54,10 @@ class Pending:
     spend: dict[SpendKey, list[int]] = field(default_factory=dict)
     latency: dict[LatencyKey, int] = field(default_factory=dict)
     key_names: dict[str, str] = field(default_factory=dict)  # key id -> name
+    shadow: dict[ShadowKey, list[int]] = field(default_factory=dict)  # [calls, nano-dollars]
 
     def __bool__(self) -> bool:
-        return bool(self.spend or self.latency)
+        return bool(self.spend or self.latency or self.shadow)
 
     def merge(self, other: Pending) -> None:
         for key, sums in other.spend.items():
@@ -66,6 +70,10 @@ class Pending:
         for lkey, count in other.latency.items():
             self.latency[lkey] = self.latency.get(lkey, 0) + count
         self.key_names.update(other.key_names)
+        for skey, (calls, nanos) in other.shadow.items():
+            mine = self.shadow.setdefault(skey, [0, 0])
+            mine[0] += calls
+            mine[1] += nanos
 
 
 def nano(usd: object) -> int:
@@ -83,6 +91,8 @@ def coarsened(pending: Pending) -> Pending:
     for (minute, model, metric, bin_), count in pending.latency.items():
         key = (minute // 3600 * 3600, model, metric, bin_)
         out.latency[key] = out.latency.get(key, 0) + count
+    for (minute, rule), sums in pending.shadow.items():
+        out.merge(Pending(shadow={(minute // 3600 * 3600, rule): list(sums)}))
     return out
 
 
@@ -157,6 +167,15 @@ class RollupProcessor(SpanProcessor):
             sums[_TTFT] += round(ttft * 1000)
             sums[_TTFT_N] += 1
             self._count(minute, model, "ttft", ttft)
+        if "tollgate.shadow_rules" in attrs:
+            self._shadows(minute, attrs)
+
+    def _shadows(self, minute: int, attrs: Any) -> None:
+        for name, value in attrs.items():
+            if name.startswith(_SHADOW):
+                row = self._pending.shadow.setdefault((minute, _dim(name[len(_SHADOW) :])), [0, 0])
+                row[0] += 1
+                row[1] += nano(value)
 
     def _count(self, minute: int, model: str, metric: str, ms: float) -> None:
         key = (minute, model, metric, latency_bin(ms))
@@ -191,7 +210,10 @@ class RollupProcessor(SpanProcessor):
         return True
 
 
-def rows_of(pending: Pending) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Rows = list[dict[str, Any]]
+
+
+def rows_of(pending: Pending) -> tuple[Rows, Rows, Rows]:
     """Minute deltas expanded to every granularity, merged, in primary-key order (so two
     processes adding into the same rows take their locks in the same order)."""
     spend_rows: dict[tuple[Any, ...], list[int]] = {}
@@ -222,7 +244,17 @@ def rows_of(pending: Pending) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     latency_out = [
         dict(zip(lnames, (*key, count), strict=True)) for key, count in sorted(latency_rows.items())
     ]
-    return spend_out, latency_out
+    shadow_rows: dict[tuple[str, int, str], list[int]] = {}
+    for (minute, rule), (calls, nanos) in pending.shadow.items():
+        for name, width in GRANULARITIES.items():
+            row = shadow_rows.setdefault((name, minute // width * width, rule), [0, 0])
+            row[0] += calls
+            row[1] += nanos
+    shadow_out = [
+        {"granularity": g, "bucket_start": b, "rule": r, "calls": c, "savings_nanousd": n}
+        for (g, b, r), (c, n) in sorted(shadow_rows.items())
+    ]
+    return spend_out, latency_out, shadow_out
 
 
 class RollupWriter:
@@ -236,9 +268,10 @@ class RollupWriter:
         self.dropped_rows = 0
 
     def write(self, pending: Pending) -> None:
-        spend_rows, latency_rows = rows_of(pending)
+        spend_rows, latency_rows, shadow_rows = rows_of(pending)
         batches = [(self._upsert(spend, SUMS, ("key_name",)), spend_rows)]
         batches.append((self._upsert(latency, ("count",)), latency_rows))
+        batches.append((self._upsert(shadows, ("calls", "savings_nanousd")), shadow_rows))
         try:
             with self._engine.begin() as conn:
                 for statement, rows in batches:

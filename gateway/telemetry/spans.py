@@ -295,6 +295,10 @@ def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> di
     for kind, value in money.savings:
         if value:
             attrs[f"tollgate.savings.{kind}"] = usd(value)
+    if money.shadows:  # what shadow rules would have saved (rollups, metrics)
+        attrs["tollgate.shadow_rules"] = tuple(rule for rule, _ in money.shadows)
+        for rule, value in money.shadows:
+            attrs[f"tollgate.shadow.{rule}"] = usd(value)
     if record.first_byte_at is not None:
         attrs["tollgate.ttft_ms"] = (record.first_byte_at - record.received_at) * 1000.0
     if record.decisions:

@@ -57,3 +57,15 @@ latency = Table(
     Column("bin", SmallInteger, primary_key=True),  # index into LATENCY_BINS_MS (+1: beyond)
     Column("count", BigInteger, nullable=False, server_default="0"),
 )
+
+# What each shadow rule would have saved (docs/policies.md, "Shadow rules"): one row per bucket
+# and rule; negative when the rule would have cost more.
+shadows = Table(
+    "tollgate_shadow_rollups",
+    metadata,
+    Column("granularity", String(8), primary_key=True),
+    Column("bucket_start", BigInteger, primary_key=True),
+    Column("rule", String(100), primary_key=True),
+    Column("calls", BigInteger, nullable=False, server_default="0"),
+    Column("savings_nanousd", BigInteger, nullable=False, server_default="0"),
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,3 +124,89 @@ def test_the_admin_api_explains_with_the_running_counters(config: Path) -> None:
         bad = httpx.get(gw.url + "/admin/policy/explain", params={"model": "nope"},
                         headers={"authorization": "Bearer tg-admin-key"})  # fmt: skip
         assert bad.status_code == 400 and "unknown model 'nope'" in bad.text
+
+
+GUARDED = """\
+version: 1
+auth: {mode: open}
+server: {reload_poll_seconds: 0}
+admin: {key_env: TG_ADMIN}
+backends:
+  big: {type: sim, time_scale: 0, models: [{name: m, input_price_per_mtok: 3, output_price_per_mtok: 15}]}
+  small: {type: sim, time_scale: 0, models: [{name: m, fidelity: 0.0, input_price_per_mtok: 0.5, output_price_per_mtok: 1.5}]}
+models:
+  chat:
+    tiers: {fp16: [{backend: big, model: m}], int4: [{backend: small, model: m}]}
+    default_tier: fp16
+limits:
+  budgets: [{name: ops-guard, scope: team, subject: ops, usd: 5, window: month}]
+telemetry: {rollups: {flush_seconds: 0.2}}
+policies:
+  - use: rules
+    with:
+      rules:
+        - name: downgrade
+          match: {model: chat, headers: {x-bulk: "1"}}
+          actions: {route: {tier: int4}}
+          quality_guard: {sample: 1.0, compare: text, min_agreement: 0.9, min_samples: 3,
+                          window: 3, budget: ops-guard}
+        - name: try-int4
+          mode: shadow
+          match: {model: chat}
+          actions: {route: {tier: int4}}
+"""  # noqa: E501
+
+
+def _ask(gw: GatewayProcess, content: str) -> str:
+    """A bulk call (the guarded rule routes it); the tier that served it."""
+    body = {"model": "chat", "max_tokens": 6, "messages": [{"role": "user", "content": content}]}
+    r = httpx.post(gw.url + "/v1/chat/completions", headers={"x-bulk": "1"}, json=body)
+    return r.headers["x-tollgate-tier"]
+
+
+def test_guard_suspension_and_shadow_savings_reach_the_dashboard_metrics_and_cli(
+    tmp_path: Path,
+) -> None:
+    from tests.support.wait import until
+
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(GUARDED)
+    admin = {"authorization": "Bearer tg-admin-key"}
+    suspended_line = 'tollgate_rule_suspended{rule="downgrade"} '
+    with GatewayProcess(path, env={"TG_ADMIN": "tg-admin-key"}) as gw:
+        assert [_ask(gw, f"question {i}") for i in range(3)] == ["int4"] * 3
+
+        def suspended() -> bool:
+            rules = httpx.get(gw.url + "/admin/policy/rules", headers=admin).json()["rules"]
+            return bool(rules[0]["guard"]["suspended"])
+
+        until(suspended)
+        assert _ask(gw, "x") == "fp16"  # back on the reference tier
+        assert suspended_line + "1.0" in httpx.get(gw.url + "/metrics").text
+
+        def dashboard() -> dict[str, Any]:
+            url = gw.url + "/dashboard/api/summary?range=1h"
+            data = httpx.get(url, headers=admin).json()
+            return {r["rule"]: r for r in data["rules"]}
+
+        until(lambda: (dashboard()["try-int4"]["shadow"] or {}).get("calls", 0) >= 1)
+        rules = dashboard()
+        assert rules["downgrade"]["guard"]["suspended"] is True
+        assert rules["try-int4"]["shadow"]["would_save_usd"] > 0
+
+        env = {"TOLLGATE_ADMIN_KEY": "tg-admin-key"}
+        status = run_cli_env(env, "policy", "status", "--url", gw.url)
+        assert "downgrade (enforce): guard SUSPENDED, agreement 0.0% over 3 of 3" in status.stdout
+        resumed = run_cli_env(env, "policy", "resume", "downgrade", "--url", gw.url)
+        assert resumed.stdout.strip() == "downgrade: resumed (was suspended)"
+        assert not suspended()
+        assert suspended_line + "0.0" in httpx.get(gw.url + "/metrics").text
+
+
+def run_cli_env(env: dict[str, str], *args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env})  # fmt: skip

@@ -4,6 +4,7 @@ are recorded with what they would have cost, and bad rules are config errors at 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -284,3 +285,32 @@ def test_bad_rules_are_config_errors_at_file_and_line(
     found = [p.split(": ", 1)[1] for p in info.value.problems]
     assert any(f.startswith("policies[0].with." + expected) for f in found), found
     assert all(p.startswith(f"{path}:") for p in info.value.problems)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_what_shadow_rules_would_save_is_summed_in_the_rollups(
+    tmp_path: Path, transport: httpx.AsyncHTTPTransport, kind: str
+) -> None:
+    from gateway.telemetry.queries import Range, shadow_savings
+    from tests.support.audit import audit_engine
+    from tests.support.telemetry import TracedPipeline
+
+    text = rules(
+        "        - {name: try-int4, mode: shadow, match: {team: ml}, "
+        "actions: {route: {tier: int4}}}\n"
+    )
+    with audit_engine(kind, tmp_path) as engine:
+        runtime = runtime_from(tmp_path / "t.yaml", text, make_deps(transport, TokenCounter()))
+        traced = TracedPipeline(engine)
+        traced.start()
+        for i in range(5):
+            reply = await traced.pipeline.handle(call(messages=[
+                {"role": "user", "content": f"hello {i}"}]), runtime)  # fmt: skip
+            reply.seal()
+            await reply.done()
+        await traced.settle()
+        await traced.telemetry.flush()
+        await traced.aclose()
+        rows = shadow_savings(engine, Range.last(3600, time.time()))
+    assert [(r["rule"], r["calls"]) for r in rows] == [("try-int4", 5)]
+    assert rows[0]["would_save_usd"] > 0

@@ -259,3 +259,25 @@ async def test_unknown_model_is_404(tokens: TokenCounter) -> None:
     async with sim_client(sim_config(), tokens) as (_, client):
         r = await client.post("/v1/chat/completions", json={**chat_body("x"), "model": "zz"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("fidelity", [1.0, 0.5, 0.0])
+async def test_a_tiers_fidelity_is_the_share_of_answers_the_reference_would_give(
+    tokens: TokenCounter, fidelity: float
+) -> None:
+    """Two simulated tiers, the same seed: identical answers at fidelity 1.0; at 0.5 about half
+    differ (each request's verdict fixed by the request, so asking again changes nothing)."""
+    async with (
+        sim_client(sim_config(), tokens) as (_, reference),
+        sim_client(sim_config(fidelity=fidelity), tokens) as (_, tier),
+    ):
+        same = 0
+        for i in range(200):
+            body = chat_body(f"question {i}", max_tokens=6)
+            a = (await reference.post("/v1/chat/completions", json=body)).json()
+            b = (await tier.post("/v1/chat/completions", json=body)).json()
+            again = (await tier.post("/v1/chat/completions", json=body)).json()
+            text = b["choices"][0]["message"]["content"]
+            assert again["choices"][0]["message"]["content"] == text
+            same += text == a["choices"][0]["message"]["content"]
+    assert abs(same / 200 - fidelity) <= 0.1, same

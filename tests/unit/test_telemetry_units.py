@@ -163,7 +163,7 @@ def test_rollup_rows_add_up_across_granularities() -> None:
     for minute in (28_000_000, 28_000_001, 28_000_061):  # two in one hour, one in the next
         processor.on_end(_root(minute))
     processor.on_end(_root(28_000_000, **{"tollgate.outcome": "denied"}))
-    spend_rows, latency_rows = rows_of(processor.take())
+    spend_rows, latency_rows, _ = rows_of(processor.take())
     by = {(r["granularity"], r["bucket_start"]): r for r in spend_rows}
     hour = 28_000_000 * 60 // 3600 * 3600
     assert by[("hour", hour)]["requests"] == 3 and by[("hour", hour)]["denied"] == 1
@@ -264,7 +264,7 @@ def test_a_long_outage_folds_minutes_into_hours_keeping_totals(
     processor.restore(pending)  # as after a failed flush
     kept = processor.peek()
     assert len(kept.spend) <= 2 and sum(s[0] for s in kept.spend.values()) == 30
-    spend_rows, _ = rows_of(kept)
+    spend_rows, _, _ = rows_of(kept)
     day = sum(r["cost_nanousd"] for r in spend_rows if r["granularity"] == "day")
     assert day == 30 * 123_456
     assert {r["key_name"] for r in spend_rows} == {"alice"}

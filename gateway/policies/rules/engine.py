@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.limits import budget_counter, budget_subject
-from gateway.call import NOTICE, Call, Decision, Deny, Route, Verdict
+from gateway.call import NOTICE, Call, Decision, Deny, Outcome, Route, Verdict
 from gateway.policies.base import PluginContext, PolicyPlugin, PolicyView
+from gateway.policies.rules.compare import resolve as resolve_comparator
 from gateway.policies.rules.conditions import (
     BudgetUsed,
     Condition,
@@ -31,6 +32,7 @@ from gateway.policies.rules.conditions import (
     compile_match,
     requested_max_tokens,
 )
+from gateway.policies.rules.guard import GUARD_LABEL, Guard, GuardState
 from gateway.policies.rules.schema import Rule, RulesOptions
 from gateway.stores.counters import StoreUnavailable
 
@@ -73,6 +75,7 @@ class Rules(PolicyPlugin):
         )  # fmt: skip
         self._limits = context.limits
         self._fractions: dict[str, tuple[float, float | None]] = {}  # counter -> (read at, value)
+        self.guards = self._guards(options, context)
 
     @classmethod
     def references(
@@ -89,6 +92,7 @@ class Rules(PolicyPlugin):
             for alias in (models,) if isinstance(models, str) else models or ():
                 if alias not in view.tiers:
                     problems.append(((*at, "match", "model"), f"unknown model alias {alias!r}"))
+            problems += _guard_problems(rule, view, at)
             budget = rule.match.budget
             if budget is not None and budget.name not in view.budgets:
                 known = ", ".join(sorted(view.budgets)) or "none defined in YAML"
@@ -102,7 +106,25 @@ class Rules(PolicyPlugin):
         clock = limits.ledger.clock if limits is not None else time.time
         return Facts(call, self.context.tokens, zone, clock, budgets)
 
+    def _guards(self, options: RulesOptions, context: PluginContext) -> dict[str, Guard]:
+        """A guard per guarded rule; its state is kept across reloads while it is unchanged."""
+        if context.side_calls is None:
+            return {}
+        budgets = {b.name: b for b in context.limits.budgets} if context.limits else {}
+        out = {}
+        for rule in options.rules:
+            settings = rule.quality_guard
+            if settings is None or rule.mode == "shadow":
+                continue
+            key = f"guard:{rule.name}:{settings.model_dump_json()}"
+            state = context.keep.setdefault(key, GuardState(settings.window))
+            out[rule.name] = Guard(rule.name, settings, state, context.side_calls,
+                                   budgets.get(settings.budget))  # fmt: skip
+        return out
+
     async def on_request(self, call: Call) -> Verdict | None:
+        if GUARD_LABEL in call.labels:
+            return None  # a guard's own reference call: served as asked
         budgets = await self.budget_fractions(call) if self._budgets else {}
         verdicts = self.evaluate(self.facts(call, budgets))
         if not verdicts.matched and not verdicts.shadow:
@@ -125,7 +147,7 @@ class Rules(PolicyPlugin):
             actions = rule.actions
             if actions.deny is not None:
                 return Verdicts(tuple(matched), route, cap, rule, tuple(shadow))
-            if actions.route is not None and route is None:
+            if actions.route is not None and route is None and not self._suspended(rule.name):
                 route = (rule, Route(actions.route.tier, actions.route.alias, f"rule {rule.name}"))
             mt = actions.max_tokens
             if mt is not None and cap is None:
@@ -165,11 +187,20 @@ class Rules(PolicyPlugin):
         actions = rule.actions
         done: list[str] = []
         if actions.route is not None:
-            if v.route is None or v.route[0] is not rule:
+            if self._suspended(rule.name):
+                state = self.guards[rule.name].state
+                rate = f"{state.agreement or 0:.0%} over {len(state.results)} samples"
+                done.append(f"route suspended by its quality guard (agreement {rate})")
+            elif v.route is None or v.route[0] is not rule:
                 done.append("route overridden by an earlier rule")
             elif self.routable(call, v.route[1]):
                 call.route = v.route[1]
                 done.append(describe_route(v.route[1]))
+                guard = self.guards.get(rule.name)
+                if guard is not None and guard.sampled():
+                    call.state[_NAME] = rule.name
+                    call.keep_response = True
+                    done.append("sampled by its quality guard")
             else:
                 done.append(f"not routed: model {call.model!r} has no tier {v.route[1].tier!r}")
         if actions.max_tokens is not None:
@@ -188,6 +219,25 @@ class Rules(PolicyPlugin):
         routed = call.route is not None and v.route is not None and v.route[0] is rule
         reason = f"rule '{rule.name}': {'; '.join(done)}"
         call.decide(Decision(_NAME, "route" if routed else "modify", reason))
+
+    def _suspended(self, rule: str) -> bool:
+        guard = self.guards.get(rule)
+        return guard is not None and guard.state.suspended
+
+    async def on_response(self, call: Call, outcome: Outcome) -> None:
+        rule = call.state.pop(_NAME, None)
+        if rule is None:
+            return
+        body = outcome.response_body
+        if outcome.status != 200 or outcome.partial or outcome.disconnected or not body:
+            return
+        guard = self.guards[rule]
+        reference = guard.settings.reference or self.context.references.get(call.model)
+        guard.check(call, body, reference)
+
+    async def aclose(self) -> None:
+        for guard in self.guards.values():
+            await guard.aclose()
 
     def routable(self, call: Call, route: Route) -> bool:
         """A route to a tier applies to aliases that have it (checked at load: at least one
@@ -290,6 +340,40 @@ def _route_problems(
         else:
             why = f"none of its models has a tier {tier!r} (tiers: {tiers})"
         yield (*loc, "tier"), why
+
+
+def _guard_problems(rule: Rule, view: PolicyView, at: tuple[Any, ...]) -> Iterable[Problem]:
+    guard = rule.quality_guard
+    if guard is None:
+        return
+    loc = (*at, "quality_guard")
+    if guard.budget not in view.budgets:
+        known = ", ".join(sorted(view.budgets)) or "none defined in YAML"
+        yield (*loc, "budget"), f"unknown budget {guard.budget!r} (budgets: {known})"
+    if guard.embedding_model is not None and guard.embedding_model not in view.tiers:
+        yield (*loc, "embedding_model"), f"unknown model alias {guard.embedding_model!r}"
+    if guard.compare == "embedding" and guard.embedding_model is None:
+        yield (*loc, "compare"), "the embedding comparator needs an embedding_model"
+    try:
+        resolve_comparator(guard.compare)
+    except (LookupError, ImportError) as exc:
+        yield (*loc, "compare"), str(exc)
+    route = rule.actions.route
+    aliases = [route.alias] if route and route.alias else _aliases_of(rule, view)
+    for alias in aliases:
+        if alias not in view.tiers:
+            continue
+        reference = guard.reference or view.references.get(alias)
+        if reference is None:
+            yield (
+                (*loc, "reference"),
+                (
+                    f"model {alias!r} has no reference tier (its reference is a backend): name "
+                    "the tier to compare with"
+                ),
+            )
+        elif reference not in view.tiers[alias]:
+            yield (*loc, "reference"), f"model {alias!r} has no tier {reference!r}"
 
 
 def _aliases_of(rule: Rule, view: PolicyView) -> list[str]:

@@ -128,12 +128,43 @@ class Actions(PluginOptions):
         return self
 
 
+class QualityGuard(PluginOptions):
+    """Checks on evidence that a rule's cheaper route keeps answers good: a `sample` of the
+    calls it routes is also sent, off the request path, to the `reference` tier (the alias's
+    reference by default), charged to the ops `budget`; the two answers are compared, and when
+    fewer than `min_agreement` of the last `window` comparisons agree (after `min_samples`),
+    the rule is suspended: its route no longer applies until ops resume it."""
+
+    sample: float = Field(gt=0, le=1, strict=False)
+    compare: str = "auto"  # auto | exact | text | embedding | a `tollgate.comparators` plugin
+    min_agreement: float = Field(ge=0, le=1, strict=False)
+    min_samples: int = Field(50, ge=1, le=100_000)
+    window: int = Field(200, ge=1, le=100_000)
+    budget: str
+    reference: str | None = None  # a tier of the routed alias
+    embedding_model: str | None = None  # an alias serving embeddings, for `embedding`
+    similarity: float = Field(0.9, ge=0, le=1, strict=False)  # cosine, for `embedding`
+
+    @model_validator(mode="after")
+    def _window(self) -> QualityGuard:
+        if self.window < self.min_samples:
+            raise ValueError(f"window ({self.window}) must hold min_samples ({self.min_samples})")
+        return self
+
+
 class Rule(PluginOptions):
     name: str = Field(min_length=1, max_length=100)
     match: Match = Match()
     actions: Actions
     mode: Literal["enforce", "shadow"] = "enforce"
     stop: bool = False  # no later rule is evaluated once this one matched
+    quality_guard: QualityGuard | None = None
+
+    @model_validator(mode="after")
+    def _guarded_route(self) -> Rule:
+        if self.quality_guard is not None and self.actions.route is None:
+            raise ValueError("a quality_guard watches a route: this rule has none")
+        return self
 
 
 class RulesOptions(PluginOptions):
