@@ -98,6 +98,8 @@ def render(result: dict[str, object]) -> str:
             lines.append(head + "not evaluated (an earlier rule stopped or refused)")
             continue
         lines.append(head + ("MATCHES -> " + rule["actions"] if rule["matched"] else "no match"))
+        if rule.get("route"):
+            lines.append(f"    route {rule['route']}")
         for c in rule["conditions"]:
             mark = {True: "yes", False: "no", None: "cannot tell"}[c["holds"]]
             lines.append(f"    {c['condition']}: {mark} ({c['seen']})")

@@ -234,3 +234,19 @@ def compile_match(match: Match) -> list[Condition]:
     if match.budget is not None:
         out.append(BudgetUsed(match.budget.name, match.budget.used_at_least))
     return out
+
+
+def compile_complex(match: Match) -> list[Condition]:
+    """The conditions the rule index (index.py) does not answer by lookup: ranges, the time
+    window and a budget's used fraction, cheapest first."""
+    out: list[Condition] = []
+    if match.max_tokens is not None:
+        out.append(Between("max_tokens", match.max_tokens,
+                           lambda f: requested_max_tokens(f.call)))  # fmt: skip
+    if match.time is not None:
+        out.append(During(match.time))
+    if match.prompt_tokens is not None:
+        out.append(Between("prompt_tokens", match.prompt_tokens, lambda f: f.prompt_tokens))
+    if match.budget is not None:
+        out.append(BudgetUsed(match.budget.name, match.budget.used_at_least))
+    return out

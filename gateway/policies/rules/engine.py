@@ -33,6 +33,7 @@ from gateway.policies.rules.conditions import (
     requested_max_tokens,
 )
 from gateway.policies.rules.guard import GUARD_LABEL, Guard, GuardState
+from gateway.policies.rules.index import RuleIndex
 from gateway.policies.rules.schema import Rule, RulesOptions
 from gateway.stores.counters import StoreUnavailable
 
@@ -69,6 +70,7 @@ class Rules(PolicyPlugin):
     def __init__(self, options: RulesOptions, context: PluginContext) -> None:
         super().__init__(options, context)
         self.compiled = tuple(Compiled(r, tuple(compile_match(r.match))) for r in options.rules)
+        self.index = RuleIndex([r.match for r in options.rules])
         self._budgets = sorted(
             {c.budget for rule in self.compiled for c in rule.conditions
              if isinstance(c, BudgetUsed)}
@@ -136,10 +138,8 @@ class Rules(PolicyPlugin):
         shadow: list[Rule] = []
         route: tuple[Rule, Route] | None = None
         cap: tuple[Rule, int, bool] | None = None
-        for compiled in self.compiled:
-            rule = compiled.rule
-            if not all(c.test(facts) for c in compiled.conditions):
-                continue
+        for i in self.index.matching(facts):
+            rule = self.compiled[i].rule
             if rule.mode == "shadow":
                 shadow.append(rule)
                 continue

@@ -70,9 +70,14 @@ async def explain(rules: list[Rules], probe: Probe) -> tuple[dict[str, Any], Rou
             if actions.deny is not None:
                 denied = {"rule": rule.name, "status": actions.deny.status,
                           "message": actions.deny.message}  # fmt: skip
+            guard = plugin.guards.get(rule.name)
+            if guard is not None:
+                entry["guard"] = guard.state.public()
             if actions.route is not None and route is None:
                 wanted = Route(actions.route.tier, actions.route.alias, f"rule {rule.name}")
-                if plugin.routable(call, wanted):
+                if guard is not None and guard.state.suspended:
+                    entry["route"] = "suspended by its quality guard"
+                elif plugin.routable(call, wanted):
                     route = wanted
             if actions.max_tokens is not None and cap is None:
                 m = actions.max_tokens
