@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from gateway.tenancy import PromptCacheAsk
+
 Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens"]
 Dialect = Literal["openai", "anthropic"]
 CacheOutcome = Literal["miss", "exact", "semantic", "none"]
@@ -198,6 +200,10 @@ class Call:
     # Keep the response for a policy's response hook (a quality guard's sample), whatever the
     # audit log captures.
     keep_response: bool = False
+    # Prefix-aware routing's keys and predictions (routing/prefix.py), checked when recorded.
+    prefix: object | None = None
+    kv_salt: str | None = None  # the tenant's KV-cache salt when the alias isolates tenants
+    prompt_cache: PromptCacheAsk | None = None  # a rule's ask (backends/prompt_cache.py)
 
     def decide(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -278,6 +284,7 @@ class Outcome:
     # A stream that failed after bytes reached the client: its relayed tokens are billed.
     partial: bool = False
     attempts: list[AttemptRecord] = field(default_factory=list)
+    prefix_predicted: int | None = None
 
     def final_kind(self) -> OutcomeKind:
         if self.kind is not None:
@@ -327,6 +334,7 @@ class CallRecord(NamedTuple):
     traceparent: str | None = None  # as the client sent it (the trace ids when none were fixed)
     timings: Timings = NO_TIMINGS
     attempts: tuple[AttemptRecord, ...] = ()
+    prefix_predicted: int | None = None  # prefix-aware routing's cached-tokens prediction
 
     @property
     def latency_ms(self) -> float:
@@ -379,6 +387,7 @@ class CallRecord(NamedTuple):
                 outcome.upstream_at,
             ),
             attempts=tuple(outcome.attempts),
+            prefix_predicted=outcome.prefix_predicted,
         )
 
 

@@ -43,6 +43,7 @@ from gateway.errors import (
 )
 from gateway.relay import StreamReply
 from gateway.routing.executor import Executor
+from gateway.routing.prefix import PrefixPrediction
 from gateway.runtime import Runtime
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
@@ -112,6 +113,14 @@ class Recorder:
                 call.decide(Decision("upstream", "note", f"usage anomaly: {usage.anomaly}"))
             outcome.usage = usage
         outcome.money = runtime.costing.money(call.model, outcome)
+        prefix, target = call.prefix, outcome.target
+        if (
+            isinstance(prefix, PrefixPrediction)
+            and target is not None
+            and outcome.usage is not None
+            and prefix.observe((target.backend, target.model), outcome.usage)
+        ):
+            outcome.prefix_predicted = prefix.predicted_tokens
         if call.shadows and outcome.usage is not None and outcome.target is not None:
             self._price_shadows(call, outcome, runtime)
 

@@ -34,6 +34,7 @@ from gateway.auth import (
 from gateway.backends.base import Backend
 from gateway.backends.registry import BuildContext, build_backend, kind_of, secrets_of
 from gateway.backends.scrub import Scrubber
+from gateway.backends.settings import NetworkBackend, SimBackend
 from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
@@ -44,6 +45,7 @@ from gateway.config.schema import AuthConfig, Config
 from gateway.policies.base import PluginContext, SideCalls
 from gateway.policies.budgets import BudgetGuard
 from gateway.policies.chain import ChainEntry, PolicyChain
+from gateway.routing.prefix_aware import PrefixSettings
 from gateway.routing.router import Router
 from gateway.routing.state import CircuitSettings, ReplicaStates
 from gateway.routing.strategies import Strategy, resolve
@@ -166,18 +168,29 @@ def build_router(config: Config, replicas: ReplicaStates) -> Router:
     """The routing table, each replica's live state (kept from before when its backend's
     config is unchanged) and a strategy instance per tier."""
     circuit = CircuitSettings(**config.routing.circuit.model_dump())
+    prefix = PrefixSettings(**config.routing.prefix_aware.model_dump())
     table = {alias: _route(alias, model) for alias, model in config.models.items()}
     states = {}
     strategies: dict[tuple[str, str], Strategy] = {}
     for alias, route in table.items():
         for tier in route.tiers.values():
-            strategies[(alias, tier.name)] = resolve(tier.strategy)()
+            strategies[(alias, tier.name)] = resolve(tier.strategy)(prefix)
             for replica in tier.replicas:
-                signature = config.backends[replica.backend].model_dump_json()
-                states[replica.key] = replicas.get(replica.key, signature, circuit)
+                settings = config.backends[replica.backend]
+                state = replicas.get(replica.key, settings.model_dump_json(), circuit)
+                state.kv_capacity_tokens = _kv_capacity(settings, replica.model)
+                states[replica.key] = state
     replicas.retain(set(states))
     timeouts = {name: b.timeouts.total for name, b in config.backends.items()}
     return Router(table, states, strategies, timeouts=timeouts)
+
+
+def _kv_capacity(settings: NetworkBackend | SimBackend, model: str) -> int | None:
+    """The KV tokens a replica holds, as configured (a simulated model: its blocks)."""
+    if isinstance(settings, SimBackend):
+        sims = [m for m in settings.models if m.name == model]
+        return sum(m.kv_blocks * m.block_tokens * m.replicas for m in sims) or None
+    return settings.kv_capacity_tokens
 
 
 def _watched(
@@ -218,6 +231,7 @@ def _route(alias: str, model: ModelConfig) -> AliasRoute:
             for step in model.fallback_steps()
         ),
         retry=RetryPolicy(**model.retry.model_dump()),
+        kv_isolation=model.kv_isolation,
     )
 
 

@@ -21,6 +21,7 @@ from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
 from gateway.errors import TollgateError
 from gateway.policy_ops import rules_status
+from gateway.routing.prefix import PrefixStats
 from gateway.routing.state import ReplicaState
 from gateway.services import Services
 
@@ -138,6 +139,51 @@ def _replicas(states: list[ReplicaState]) -> Iterator[Metric]:
     yield in_flight
     yield circuit
     yield from counters
+    yield from _prefix([s for s in states if s.prefix_index is not None])
+
+
+_PREFIX_COUNTERS: tuple[tuple[str, str, Callable[[PrefixStats], float]], ...] = (
+    ("tollgate_prefix_predicted_cached_tokens",
+     "Prompt tokens prefix-aware routing predicted the replica had cached.",
+     lambda p: p.predicted_tokens),
+    ("tollgate_prefix_reported_cached_tokens",
+     "Cached prompt tokens the replica reported for the same calls.",
+     lambda p: p.reported_tokens),
+    ("tollgate_prefix_misses",
+     "Calls that found much less cached than predicted (the index was corrected).",
+     lambda p: p.misses),
+)  # fmt: skip
+
+
+def _prefix(states: list[ReplicaState]) -> Iterator[Metric]:
+    """Prefix-aware routing's closed loop per replica: predicted against reported cached
+    tokens (the gap is their difference), the index's size and its resets (restarts seen)."""
+    if not states:
+        return
+    labels = ["backend", "model"]
+    blocks = GaugeMetricFamily(
+        "tollgate_prefix_index_blocks", "Prompt blocks the replica's index holds.", labels=labels
+    )
+    size = GaugeMetricFamily(
+        "tollgate_prefix_index_bytes", "Estimated memory of the replica's index.", labels=labels
+    )
+    resets = CounterMetricFamily(
+        "tollgate_prefix_index_resets",
+        "Times the index was emptied because the replica's cache had been (a restart).",
+        labels=labels,
+    )
+    counters = [CounterMetricFamily(n, doc, labels=labels) for n, doc, _ in _PREFIX_COUNTERS]
+    for state in states:
+        index, stats = state.prefix_index, state.prefix_stats
+        assert index is not None
+        key = [state.backend, state.model]
+        blocks.add_metric(key, len(index))
+        size.add_metric(key, index.memory_bytes())
+        resets.add_metric(key, index.resets)
+        if stats is not None:
+            for family, (_, _, value) in zip(counters, _PREFIX_COUNTERS, strict=True):
+                family.add_metric(key, value(stats))
+    yield from (blocks, size, resets, *counters)
 
 
 def _guards(rules: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -21,6 +21,7 @@ from gateway.backends.http import (
     relayed,
     server_root,
 )
+from gateway.backends.prompt_cache import anthropic_breakpoints
 from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import ResponseMeta, Usage
 from gateway.dialects.usage import usage_from_anthropic
@@ -86,7 +87,8 @@ class AnthropicBackend:
             raise InvalidRequest(
                 f"backend {self.name} (Anthropic) serves chat and messages, not {request.endpoint}"
             )
-        body = dict(request.body)
+        ask = request.prompt_cache
+        body = anthropic_breakpoints(request.body, ask.min_tokens) if ask else dict(request.body)
         body["model"] = request.model
         outgoing = dict(self._headers)
         for key in _CLIENT_HEADERS:  # the client's API version and betas win over ours

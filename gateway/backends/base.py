@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.call import Dialect, Endpoint, ResponseMeta, Usage
+from gateway.tenancy import PromptCacheAsk
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class UpstreamRequest:
     request_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
     dialect: Dialect = "openai"
+    prompt_cache: PromptCacheAsk | None = None  # a rule asked for the vendor's prompt cache
 
 
 class UpstreamStream(Protocol):
@@ -66,6 +68,8 @@ class Capabilities:
     count_tokens: bool  # counts Anthropic-dialect prompts itself
     load_metrics: bool  # a Prometheus endpoint with vLLM's load gauges
     local: bool = False  # GPUs the organisation runs (cached tokens are prefix reuse)
+    cache_salt: bool = False  # takes a per-request KV-cache salt (vLLM's `cache_salt`)
+    prompt_cache_key: bool = False  # takes OpenAI's `prompt_cache_key`
 
 
 class Backend(Protocol):

@@ -51,10 +51,13 @@ async def send(
 async def _anthropic_via_openai(
     backend: Backend, request: UpstreamRequest, tokens: TokenCounter
 ) -> UpstreamResponse:
+    translated = _translated(messages_to_chat, dict(request.body))
+    if "cache_salt" in request.body:  # the tenant's KV salt (executor.py) is no dialect's field
+        translated["cache_salt"] = request.body["cache_salt"]
     upstream = replace(
         request,
         endpoint="chat.completions",
-        body=_translated(messages_to_chat, dict(request.body)),
+        body=translated,
         dialect="openai",
         client_wants_usage=True,
         headers=_trace_headers(request),

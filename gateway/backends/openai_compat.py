@@ -20,6 +20,7 @@ from gateway.backends.http import (
 )
 from gateway.backends.openai_stream import StreamRelay
 from gateway.backends.openai_usage import usage_of_body
+from gateway.backends.prompt_cache import openai_cache_key
 from gateway.errors import InvalidRequest
 
 _PATHS = {
@@ -77,7 +78,11 @@ class OpenAICompatBackend:
         self._headers = httpx.Headers(fixed)  # normalised once, copied cheaply per request
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        body = dict(request.body)
+        ask = request.prompt_cache
+        if ask is not None and self.capabilities.prompt_cache_key:
+            body = openai_cache_key(request.body, ask.key)
+        else:
+            body = dict(request.body)
         body["model"] = request.model
         if request.stream and request.endpoint != "embeddings":
             options = body.get("stream_options")

@@ -9,9 +9,11 @@ every entry.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -65,7 +67,7 @@ AZURE = Capabilities(
 )  # fmt: skip
 SIM = Capabilities(
     dialect="openai", streaming_usage=True, embeddings=True, completions=True, batch=False,
-    count_tokens=False, load_metrics=True, local=True,
+    count_tokens=False, load_metrics=True, local=True, cache_salt=True,
 )  # fmt: skip
 
 
@@ -83,8 +85,16 @@ def _openai(name: str, s: OpenAIBackend, ctx: BuildContext) -> Backend:
         name, transport=ctx.transport, base_url=s.base_url, tokens=ctx.tokens,
         api_key=_api_key(s, ctx), headers=s.headers, timeout=_timeout(s.timeouts),
         total_timeout=s.timeouts.total, max_connections=s.limits.max_connections,
-        capabilities=OPENAI,
+        capabilities=_openai_capabilities(s),
     )  # fmt: skip
+
+
+def _openai_capabilities(s: OpenAIBackend) -> Capabilities:
+    """What this OpenAI-compatible server takes beyond the API every one of them serves."""
+    keyed = s.prompt_cache_key
+    if keyed is None:
+        keyed = urlsplit(s.base_url).hostname == "api.openai.com"
+    return dataclasses.replace(OPENAI, cache_salt=s.cache_salt, prompt_cache_key=keyed)
 
 
 def _anthropic(name: str, s: AnthropicBackend, ctx: BuildContext) -> Backend:

@@ -77,6 +77,9 @@ class NetworkBackendBase(Strict):
     limits: ConnectionLimits = ConnectionLimits()
     health: HealthCheck | None = None
     load_metrics: LoadMetrics | None = None
+    # KV tokens the engine holds (prefix-aware routing sizes its index from it, unless the
+    # engine reports vllm:cache_config_info on its polled metrics).
+    kv_capacity_tokens: int | None = Field(None, ge=1, le=10_000_000_000)
 
 
 class OpenAIBackend(NetworkBackendBase):
@@ -84,6 +87,12 @@ class OpenAIBackend(NetworkBackendBase):
 
     type: Literal["openai"]
     base_url: HttpUrl
+    # The engine takes vLLM's per-request `cache_salt` (vLLM >= 0.9): tenants' KV blocks are
+    # kept apart by it (the alias's `kv_isolation`). Off for servers that would refuse it.
+    cache_salt: bool = False
+    # The server takes OpenAI's `prompt_cache_key` (rules' `prompt_cache` action sets it to the
+    # tenant's). Unset: yes for api.openai.com, no elsewhere (other servers may refuse it).
+    prompt_cache_key: bool | None = None
 
 
 class AnthropicBackend(NetworkBackendBase):

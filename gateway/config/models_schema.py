@@ -15,7 +15,7 @@ back to (docs/routing.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,6 +85,10 @@ class ModelConfig(_Strict):
     fallbacks: tuple[str | FallbackConfig, ...] = ()
     strategy: str = "least_outstanding"
     retry: RetryConfig = RetryConfig()
+    # Whose calls may reuse each other's KV cache on engines that take a per-request salt
+    # (vLLM's `cache_salt`, the simulator): each team's (key's, org's) own, or everyone's
+    # (`shared`: e.g. one long system prompt every tenant sends). docs/routing.md
+    kv_isolation: Literal["team", "key", "org", "shared"] = "team"
     owned_by: str = "tollgate"
     # The shape before tiers: accepted only to say what replaced it (a before-model validator
     # would make pydantic validate every other field as Python data, not JSON).

@@ -69,8 +69,28 @@ class CircuitConfig(Strict):
     max_cooldown_seconds: float = Field(120.0, gt=0, le=86_400)
 
 
+class PrefixAwareConfig(Strict):
+    """The `prefix_aware` strategy's settings (docs/routing.md gives each default's source):
+    prompt blocks from `block_bytes` of text; the replica holding the longest prefix wins if
+    it holds at least `min_match_tokens` and `min_match_ratio` of the prompt and its load is
+    within `load_window` calls of the least-loaded replica's (a prompt nobody holds: see
+    docs/routing.md); when loads differ by more than
+    `balance_abs` calls and `balance_rel` times, the least-loaded wins. A replica's index is
+    sized from its KV capacity: the engine's report, its backend's `kv_capacity_tokens`, else
+    `kv_capacity_tokens` here."""
+
+    block_bytes: int = Field(2048, ge=64, le=1_048_576)
+    min_match_tokens: int = Field(256, ge=0, le=10_000_000)
+    min_match_ratio: float = Field(0.3, ge=0, le=1)
+    load_window: float = Field(8.0, ge=0, le=100_000)
+    balance_abs: float = Field(64.0, ge=0, le=1_000_000)
+    balance_rel: float = Field(1.5, ge=1, le=1000)
+    kv_capacity_tokens: int = Field(450_000, ge=1, le=10_000_000_000)
+
+
 class RoutingConfig(Strict):
     circuit: CircuitConfig = CircuitConfig()
+    prefix_aware: PrefixAwareConfig = PrefixAwareConfig()
 
 
 class PolicyConfig(Strict):

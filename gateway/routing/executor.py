@@ -40,6 +40,7 @@ from gateway.errors import (
 from gateway.routing.router import Attempt, Router
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import RetryPolicy
+from gateway.tenancy import tenant_key
 
 log = logging.getLogger("gateway.routing")
 
@@ -75,12 +76,14 @@ class Executor:
         """The served attempt; every try is appended to `records` as it ends (so a failure
         that escapes still leaves them for the call's record)."""
         loop = asyncio.get_running_loop()
-        retry = router.table[_alias(call)].retry
+        route = router.table[_alias(call)]
+        retry = route.retry
+        call.kv_salt = kv_salt(call, route.kv_isolation)
         deadline: float | None = None
         failures: list[TollgateError] = []
         while len(records) < retry.attempts:
             progressed = False
-            for attempt in router.plan(call.model, call.route):
+            for attempt in router.plan(call.model, call.route, call):
                 if len(records) >= retry.attempts:
                     break
                 backend = backends[attempt.replica.backend]
@@ -131,9 +134,12 @@ class Executor:
         replica, state = attempt.replica, attempt.state
         span_id = self._rng.getrandbits(64) or 1
         sent = _with_parent(headers, span_id)
+        body = call.body
+        if call.kv_salt is not None and backend.capabilities.cache_salt:
+            body = {**body, "cache_salt": call.kv_salt}  # the tenant's, whatever a client sent
         request = UpstreamRequest(
-            call.endpoint, replica.model, call.body, call.stream, call.client_wants_usage,
-            call.request_id, sent, call.dialect,
+            call.endpoint, replica.model, body, call.stream, call.client_wants_usage,
+            call.request_id, sent, call.dialect, call.prompt_cache,
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         started, wall = loop.time(), time.time()
@@ -240,6 +246,15 @@ class _Failure:
     err: TollgateError
     retryable: bool
     record: AttemptRecord
+
+
+def kv_salt(call: Call, isolation: str) -> str | None:
+    """The KV-cache salt of the call's tenant (None: tenants share blocks); the executor
+    overwrites any a client sent."""
+    if isolation == "shared":
+        return None
+    p = call.principal
+    return tenant_key(p.name, p.team, p.org, isolation)
 
 
 def _alias(call: Call) -> str:

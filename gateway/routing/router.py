@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from gateway.call import Route, Target
+from gateway.call import Call, Route, Target
 from gateway.routing.state import ReplicaState
 from gateway.routing.strategies import Strategy
 from gateway.routing.table import AliasRoute, Replica, Step, Tier
@@ -96,9 +96,11 @@ class Router:
         """Every replica a plan for this call may reach (budgets reserve at the dearest)."""
         return tuple(r.target for step in self.steps(alias, intent) for r in step.tier.replicas)
 
-    def plan(self, alias: str, intent: Route | None = None) -> Iterator[Attempt]:
+    def plan(
+        self, alias: str, intent: Route | None = None, call: Call | None = None
+    ) -> Iterator[Attempt]:
         for step in self.steps(alias, intent):
-            yield from self._tier(step.alias, step.tier, step.why)
+            yield from self._tier(step.alias, step.tier, step.why, call)
 
     def budget(self, alias: str, intent: Route | None = None) -> float:
         """A call's time budget: the longest `timeouts.total` among the backends its plan may
@@ -120,11 +122,11 @@ class Router:
             for r in step.tier.replicas
         ]
 
-    def _tier(self, alias: str, tier: Tier, why: str) -> Iterator[Attempt]:
+    def _tier(self, alias: str, tier: Tier, why: str, call: Call | None) -> Iterator[Attempt]:
         replicas = tier.replicas
         states = [self._states[r.key] for r in replicas]
         strategy = self._strategies[(alias, tier.name)]
-        for i in strategy.order(replicas, states, self._rng):
+        for i in strategy.order(replicas, states, self._rng, call):
             state = states[i]
             if state.available():
                 yield Attempt(alias, replicas[i], state, why)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.routing.prefix import PrefixIndex, PrefixStats
+
 Clock = Callable[[], float]
 
 
@@ -41,6 +43,7 @@ class EngineLoad:
     waiting: float = 0.0
     kv_cache_usage: float | None = None
     at: float = 0.0
+    kv_capacity_tokens: int | None = None  # vllm:cache_config_info's blocks x block size
 
 
 @dataclass(slots=True)
@@ -72,6 +75,11 @@ class ReplicaState:
     stats: ReplicaStats = field(default_factory=ReplicaStats)
     down_by_check: bool = False  # the active health check took it out of rotation
     rate_limited: bool = False  # out of rotation because the upstream said retry-after
+    # Prefix-aware routing (prefix.py): what this replica is believed to hold, how right that
+    # was, and its KV capacity as configured (the engine's own report wins when polled).
+    prefix_index: PrefixIndex | None = None
+    prefix_stats: PrefixStats | None = None
+    kv_capacity_tokens: int | None = None
 
     @property
     def load(self) -> float:
@@ -198,6 +206,22 @@ class ReplicaState:
             "retries": self.stats.retries,
             "fallbacks": self.stats.fallbacks,
             "circuit_opens": self.stats.circuit_opens,
+            "prefix": self._prefix_public(),
+        }
+
+    def _prefix_public(self) -> dict[str, object] | None:
+        index, stats = self.prefix_index, self.prefix_stats
+        if index is None or stats is None:
+            return None
+        return {
+            "index_blocks": len(index),
+            "capacity_blocks": index.capacity,
+            "index_bytes": index.memory_bytes(),
+            "resets": index.resets,
+            "predicted_cached_tokens": stats.predicted_tokens,
+            "reported_cached_tokens": stats.reported_tokens,
+            "checked_calls": stats.checked_calls,
+            "misses": stats.misses,
         }
 
 

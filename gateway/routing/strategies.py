@@ -1,21 +1,25 @@
 """How a tier's replicas are ordered for a call: the first is where it goes, the rest are where
 a retry goes. Strategies are plugins, named in the config (`strategy:`) and found like
 policies: the built-ins, then the `tollgate.routing` entry-point group. One instance per tier
-per runtime; `order` is called on the request path, must not block and must be cheap.
+per runtime, made as `cls(settings)` (the config's `routing:` settings a strategy may read);
+`order` is called on the request path with the call, must not block and must be cheap.
 
     least_outstanding  power of two choices on load (in flight, or what the engine reports);
                        the default: it needs no tuning and avoids herding on one replica
     round_robin        each replica in turn
     weighted           a random pick in proportion to each replica's `weight`
+    prefix_aware       where the prompt's prefix is already cached, within a load window
+                       (prefix_aware.py)
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from gateway import entrypoints
+from gateway.call import Call
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import Replica
 
@@ -25,8 +29,15 @@ ENTRY_POINT_GROUP = "tollgate.routing"
 class Strategy(Protocol):
     name: ClassVar[str]
 
+    def __init__(self, settings: Any = None) -> None:
+        """`settings`: the config's routing settings (PrefixSettings); most ignore them."""
+
     def order(
-        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+        self,
+        replicas: Sequence[Replica],
+        states: Sequence[ReplicaState],
+        rng: random.Random,
+        call: Call | None = None,
     ) -> Iterator[int]:
         """Indexes into `replicas`, the one to use first first; consumed lazily (a retry asks
         for the next one only when it needs it), so later ones may read newer state."""
@@ -39,8 +50,15 @@ class LeastOutstanding:
 
     name: ClassVar[str] = "least_outstanding"
 
+    def __init__(self, settings: object = None) -> None:
+        pass
+
     def order(
-        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+        self,
+        replicas: Sequence[Replica],
+        states: Sequence[ReplicaState],
+        rng: random.Random,
+        call: Call | None = None,
     ) -> Iterator[int]:
         count = len(replicas)
         if count == 1:
@@ -57,11 +75,15 @@ class LeastOutstanding:
 class RoundRobin:
     name: ClassVar[str] = "round_robin"
 
-    def __init__(self) -> None:
+    def __init__(self, settings: object = None) -> None:
         self._next = 0
 
     def order(
-        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+        self,
+        replicas: Sequence[Replica],
+        states: Sequence[ReplicaState],
+        rng: random.Random,
+        call: Call | None = None,
     ) -> Iterator[int]:
         count = len(replicas)
         start = self._next % count
@@ -73,8 +95,15 @@ class RoundRobin:
 class Weighted:
     name: ClassVar[str] = "weighted"
 
+    def __init__(self, settings: object = None) -> None:
+        pass
+
     def order(
-        self, replicas: Sequence[Replica], states: Sequence[ReplicaState], rng: random.Random
+        self,
+        replicas: Sequence[Replica],
+        states: Sequence[ReplicaState],
+        rng: random.Random,
+        call: Call | None = None,
     ) -> Iterator[int]:
         indexes = list(range(len(replicas)))
         first = rng.choices(indexes, weights=[r.weight for r in replicas])[0]
@@ -86,6 +115,7 @@ BUILTINS: Mapping[str, str] = {
     "least_outstanding": "gateway.routing.strategies:LeastOutstanding",
     "round_robin": "gateway.routing.strategies:RoundRobin",
     "weighted": "gateway.routing.strategies:Weighted",
+    "prefix_aware": "gateway.routing.prefix_aware:PrefixAware",
 }
 
 

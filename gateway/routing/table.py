@@ -63,6 +63,7 @@ class AliasRoute:
     reference: Target | str  # a tier's name, or an explicit backend/model
     fallbacks: tuple[tuple[str, str], ...]  # ("tier", name) | ("alias", name)
     retry: RetryPolicy
+    kv_isolation: str = "team"  # whose calls share KV blocks: team | key | org | shared
 
     def targets(self) -> tuple[Target, ...]:
         return tuple(r.target for tier in self.tiers.values() for r in tier.replicas)

@@ -29,6 +29,7 @@ log = logging.getLogger("gateway.routing")
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_USAGE = "vllm:kv_cache_usage_perc"
+CACHE_CONFIG = "vllm:cache_config_info"  # labels num_gpu_blocks and block_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +47,15 @@ def parse_load(text: str, model: str | None) -> EngineLoad | None:
     does not label them), summed over the engine's own replicas; None if it reports none."""
     running = waiting = 0.0
     kv: list[float] = []
+    capacity = 0
     seen = False
     for family in text_string_to_metric_families(text):
+        if family.name in (CACHE_CONFIG, CACHE_CONFIG.removesuffix("_info")):
+            capacity += sum(
+                _capacity(x.labels) for x in family.samples
+                if model is None or x.labels.get("model_name") in (None, model)
+            )  # fmt: skip
+            continue
         if family.name not in (RUNNING, WAITING, KV_USAGE):
             continue
         for sample in family.samples:
@@ -64,7 +72,15 @@ def parse_load(text: str, model: str | None) -> EngineLoad | None:
     if not seen:
         return None
     usage = max(kv) if kv else None
-    return EngineLoad(running, waiting, usage, time.monotonic())
+    return EngineLoad(running, waiting, usage, time.monotonic(), capacity or None)
+
+
+def _capacity(labels: dict[str, str]) -> int:
+    """KV tokens one engine holds: its GPU blocks x tokens per block (0 if not given)."""
+    try:
+        return int(labels.get("num_gpu_blocks", 0)) * int(labels.get("block_size", 0))
+    except ValueError:
+        return 0
 
 
 class Watcher:

@@ -84,6 +84,10 @@ class Replica:
         self.stats = ReplicaStats()
         self._slots = asyncio.Semaphore(model.slots)
 
+    def restart(self) -> None:
+        """An engine restart: the KV cache starts empty (requests in flight finish)."""
+        self.cache = PrefixCache(self.model.kv_blocks)
+
     @property
     def load(self) -> int:
         return self.stats.running + self.stats.waiting

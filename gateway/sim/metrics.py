@@ -55,6 +55,11 @@ class ReplicaCollector(Collector):
             "Requests abandoned by the client before finishing.",
             labels=_LABELS,
         )
+        config = GaugeMetricFamily(
+            "vllm:cache_config_info",
+            "KV cache configuration (as vLLM reports it).",
+            labels=[*_LABELS, "block_size", "num_gpu_blocks"],
+        )
         ttft = _histograms("vllm:time_to_first_token_seconds", "Time to first token.")
         e2e = _histograms("vllm:e2e_request_latency_seconds", "End-to-end request latency.")
         for replica in self._replicas:
@@ -63,6 +68,8 @@ class ReplicaCollector(Collector):
             running.add_metric(labels, s.running)
             waiting.add_metric(labels, s.waiting)
             kv_usage.add_metric(labels, replica.cache.usage)
+            size = [str(replica.model.block_tokens), str(replica.model.kv_blocks)]
+            config.add_metric([*labels, *size], 1.0)
             queries.add_metric(labels, s.prefix_queries)
             hits.add_metric(labels, s.prefix_hits)
             prompt.add_metric(labels, s.prompt_tokens)
@@ -82,6 +89,7 @@ class ReplicaCollector(Collector):
             generation,
             success,
             aborted,
+            config,
             ttft,
             e2e,
         )

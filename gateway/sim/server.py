@@ -67,6 +67,7 @@ class SimServer:
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
+                Route("/sim/restart", self._restart, methods=["POST"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ]
         )
@@ -115,6 +116,15 @@ class SimServer:
 
     async def _health(self, request: Request) -> Response:
         return Response(b"", status_code=200)
+
+    async def _restart(self, request: Request) -> Response:
+        """What an engine restart does to its KV cache: every replica's is emptied."""
+        self.restart()
+        return Response(b"", status_code=204)
+
+    def restart(self) -> None:
+        for replica in self.all_replicas():
+            replica.restart()
 
     async def _metrics(self, request: Request) -> Response:
         return Response(

@@ -160,6 +160,10 @@ class SpanBuilder:
             answered = i == last and attempt.error is None
             if answered:
                 attrs = self._upstream_attributes(record, operation, peer)
+                if record.prefix_predicted is not None:  # prefix-aware routing's guess
+                    cached = record.usage.cached_tokens if record.usage else 0
+                    attrs["tollgate.prefix.predicted_cached_tokens"] = record.prefix_predicted
+                    attrs["tollgate.prefix.gap_tokens"] = record.prefix_predicted - cached
                 end = record.completed_at
                 status = _status(record, upstream=True)
             else:

@@ -157,7 +157,9 @@ def test_round_robin_and_weighted() -> None:
 
 def test_an_unknown_strategy_is_named_with_the_known_ones() -> None:
     assert resolve("round_robin") is RoundRobin
-    with pytest.raises(StrategyLoadError, match="available: least_outstanding, round_robin"):
+    with pytest.raises(
+        StrategyLoadError, match="available: least_outstanding, prefix_aware, round_robin"
+    ):
         resolve("fastest")
 
 

@@ -15,16 +15,24 @@ Evaluation, the same for every call and documented in docs/policies.md:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.limits import budget_counter, budget_subject
-from gateway.call import NOTICE, Call, Decision, Deny, Outcome, Route, Verdict
+from gateway.call import (
+    NOTICE,
+    Call,
+    Decision,
+    Deny,
+    Outcome,
+    Route,
+    Verdict,
+)
 from gateway.policies.base import PluginContext, PolicyPlugin, PolicyView
-from gateway.policies.rules.compare import resolve as resolve_comparator
+from gateway.policies.rules.checks import reference_problems
 from gateway.policies.rules.conditions import (
     BudgetUsed,
     Condition,
@@ -36,13 +44,11 @@ from gateway.policies.rules.guard import GUARD_LABEL, Guard, GuardState
 from gateway.policies.rules.index import RuleIndex
 from gateway.policies.rules.schema import Rule, RulesOptions
 from gateway.stores.counters import StoreUnavailable
+from gateway.tenancy import PromptCacheAsk, tenant_key
 
 _NAME = "rules"
 _BUDGET_TTL_S = 1.0  # a budget's used fraction is read from the store at most once a second
 _UTC = ZoneInfo("UTC")
-
-
-Problem = tuple[tuple[Any, ...], str]  # (path under the plugin's `with:`, why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +90,7 @@ class Rules(PolicyPlugin):
         cls, options: RulesOptions, view: PolicyView
     ) -> list[tuple[tuple[Any, ...], str]]:
         """Tiers, aliases and budgets the rules name that the config does not have."""
-        problems: list[tuple[tuple[Any, ...], str]] = []
-        for i, rule in enumerate(options.rules):
-            at: tuple[Any, ...] = ("rules", i)
-            route = rule.actions.route
-            if route is not None:
-                problems += _route_problems(route.alias, route.tier, rule, view, at)
-            models = rule.match.model
-            for alias in (models,) if isinstance(models, str) else models or ():
-                if alias not in view.tiers:
-                    problems.append(((*at, "match", "model"), f"unknown model alias {alias!r}"))
-            problems += _guard_problems(rule, view, at)
-            budget = rule.match.budget
-            if budget is not None and budget.name not in view.budgets:
-                known = ", ".join(sorted(view.budgets)) or "none defined in YAML"
-                why = f"unknown budget {budget.name!r} (budgets: {known})"
-                problems.append(((*at, "match", "budget", "name"), why))
-        return problems
+        return reference_problems(options, view)
 
     def facts(self, call: Call, budgets: Mapping[str, float | None]) -> Facts:
         limits = self._limits
@@ -208,6 +198,15 @@ class Rules(PolicyPlugin):
                 done.append(_max_tokens(call, v.max_tokens[1], v.max_tokens[2]))
             else:
                 done.append("max_tokens overridden by an earlier rule")
+        if actions.prompt_cache is not None:
+            if call.prompt_cache is None:
+                ask = actions.prompt_cache
+                p = call.principal
+                key = tenant_key(p.name, p.team, p.org, ask.key)
+                call.prompt_cache = PromptCacheAsk(ask.min_tokens, key)
+                done.append(f"vendor prompt cache (prefixes of {ask.min_tokens}+ tokens)")
+            else:
+                done.append("prompt cache set by an earlier rule")
         if actions.tags:
             call.labels["rule.tags"] = ",".join(
                 dict.fromkeys([*call.labels.get("rule.tags", "").split(","), *actions.tags])
@@ -314,71 +313,10 @@ def describe_actions(rule: Rule) -> str:
     if a.max_tokens is not None:
         m = a.max_tokens
         parts.append(f"max_tokens set to {m.set}" if m.set else f"max_tokens capped at {m.cap}")
+    if a.prompt_cache is not None:
+        parts.append(f"vendor prompt cache (prefixes of {a.prompt_cache.min_tokens}+ tokens)")
     if a.tags:
         parts.append(f"tags {list(a.tags)}")
     if a.labels:
         parts.append(f"labels {a.labels}")
     return "; ".join(parts)
-
-
-def _route_problems(
-    alias: str | None, tier: str | None, rule: Rule, view: PolicyView, at: tuple[Any, ...]
-) -> Iterable[Problem]:
-    loc = (*at, "actions", "route")
-    if alias is not None and alias not in view.tiers:
-        known = ", ".join(sorted(view.tiers))
-        yield (*loc, "alias"), f"unknown model alias {alias!r} (models: {known})"
-        return
-    if tier is None:
-        return
-    aliases = [alias] if alias is not None else _aliases_of(rule, view)
-    having = [name for name in aliases if tier in view.tiers[name]]
-    if not having:
-        tiers = ", ".join(sorted({t for name in aliases for t in view.tiers[name]}))
-        if len(aliases) == 1:
-            why = f"model {aliases[0]!r} has no tier {tier!r} (tiers: {tiers})"
-        else:
-            why = f"none of its models has a tier {tier!r} (tiers: {tiers})"
-        yield (*loc, "tier"), why
-
-
-def _guard_problems(rule: Rule, view: PolicyView, at: tuple[Any, ...]) -> Iterable[Problem]:
-    guard = rule.quality_guard
-    if guard is None:
-        return
-    loc = (*at, "quality_guard")
-    if guard.budget not in view.budgets:
-        known = ", ".join(sorted(view.budgets)) or "none defined in YAML"
-        yield (*loc, "budget"), f"unknown budget {guard.budget!r} (budgets: {known})"
-    if guard.embedding_model is not None and guard.embedding_model not in view.tiers:
-        yield (*loc, "embedding_model"), f"unknown model alias {guard.embedding_model!r}"
-    if guard.compare == "embedding" and guard.embedding_model is None:
-        yield (*loc, "compare"), "the embedding comparator needs an embedding_model"
-    try:
-        resolve_comparator(guard.compare)
-    except (LookupError, ImportError) as exc:
-        yield (*loc, "compare"), str(exc)
-    route = rule.actions.route
-    aliases = [route.alias] if route and route.alias else _aliases_of(rule, view)
-    for alias in aliases:
-        if alias not in view.tiers:
-            continue
-        reference = guard.reference or view.references.get(alias)
-        if reference is None:
-            yield (
-                (*loc, "reference"),
-                (
-                    f"model {alias!r} has no reference tier (its reference is a backend): name "
-                    "the tier to compare with"
-                ),
-            )
-        elif reference not in view.tiers[alias]:
-            yield (*loc, "reference"), f"model {alias!r} has no tier {reference!r}"
-
-
-def _aliases_of(rule: Rule, view: PolicyView) -> list[str]:
-    """The aliases a route without `alias` applies to: the rule's models, or every alias."""
-    models = rule.match.model
-    if models is None:
-        return sorted(view.tiers)
-    return [m for m in ((models,) if isinstance(models, str) else models) if m in view.tiers]

@@ -114,16 +114,27 @@ class DenyAction(PluginOptions):
     status: int = Field(403, ge=400, le=599)
 
 
+class PromptCacheAction(PluginOptions):
+    """Use the vendor's prompt cache: Anthropic `cache_control` breakpoints on stable
+    prefixes of at least `min_tokens` (1024 for most models, 2048 for Haiku); OpenAI's
+    `prompt_cache_key` set to the tenant (`key`: team, key or org). backends/prompt_cache.py"""
+
+    min_tokens: int = Field(1024, ge=1, le=1_000_000)
+    key: Literal["team", "key", "org"] = "team"
+
+
 class Actions(PluginOptions):
     route: RouteAction | None = None
     max_tokens: MaxTokensAction | None = None
     deny: DenyAction | None = None
+    prompt_cache: PromptCacheAction | None = None
     tags: tuple[str, ...] = ()  # added to the call's labels (`rule.tags`), for sinks
     labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _something(self) -> Actions:
-        if not (self.route or self.max_tokens or self.deny or self.tags or self.labels):
+        acts = (self.route, self.max_tokens, self.deny, self.prompt_cache, self.tags, self.labels)
+        if not any(acts):
             raise ValueError("a rule needs at least one action")
         return self
 
