@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ from gateway.accounting.tokens import TokenCounter
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import GatewayProcess
 from tests.support.services import REDIS_URL, redis_prefix
+from tests.support.wait import polled
 
 ADMIN = "admin-secret-for-tests"
 KEY = "tg-budget-test-key"
@@ -123,7 +123,7 @@ def test_concurrent_storm_never_passes_the_budget(
             while asyncio.run(storm([gw.url], 1))[0].status_code == 200:
                 served += 1
         assert served == fits, f"{served} served; exactly the excess must be denied"
-        spend = _wait_for(  # other processes ship their spend tallies within a second
+        spend = polled(  # other processes ship their spend tallies within a second
             lambda: admin(gws[0].url, "/admin/spend?group_by=team&window=day"),
             lambda s: s["total"]["requests"] == served,
         )
@@ -157,23 +157,13 @@ def test_streams_and_abandoned_streams_are_charged(
             if i == 5:
                 break
         abandoned.close()
-        spend = _wait_for(
+        spend = polled(
             lambda: admin(gw.url, "/admin/spend?group_by=model"), lambda s: len(s["rows"]) == 2
         )
         endless = next(r for r in spend["rows"] if r["model"] == "endless")
         assert 0 < endless["output_tokens"] < 1000, "charged for what was generated, not the cap"
         usage = admin(gw.url, "/admin/budgets/ml-daily")["usage"]
         assert Decimal(usage["usd"]) == Decimal(spend["total"]["usd"]), "reservation released"
-
-
-def _wait_for(fetch: Any, done: Any, timeout: float = 10.0) -> Any:
-    """Polls until `done` holds: the abandoned call is settled when the gateway notices."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_reservations_of_a_killed_gateway_are_released_by_another(
@@ -201,7 +191,7 @@ def test_reservations_of_a_killed_gateway_are_released_by_another(
 
             caller = threading.Thread(target=slow_call)
             caller.start()
-            used = _wait_for(
+            used = polled(
                 lambda: admin(survivor.url, "/admin/budgets/ml-daily")["usage"]["usd"],
                 lambda usd: Decimal(usd) > 0,
             )
@@ -210,7 +200,7 @@ def test_reservations_of_a_killed_gateway_are_released_by_another(
             doomed.proc.kill()  # kill -9: the call will never settle
             doomed.proc.wait(5)
             caller.join(10)
-            released = _wait_for(
+            released = polled(
                 lambda: admin(survivor.url, "/admin/budgets/ml-daily")["usage"]["usd"],
                 lambda usd: Decimal(usd) == 0,
                 timeout=15,

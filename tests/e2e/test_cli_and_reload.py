@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from tests.e2e.conftest import GATEWAY_ENV, KEY, gateway_config
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import GatewayProcess, free_port
+from tests.support.wait import until
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,13 +90,6 @@ def chat(gw: GatewayProcess, model: str) -> str | None:
     return reply.choices[0].message.content
 
 
-def wait_for(predicate: object, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def generation(gw: GatewayProcess) -> int:
     return int(httpx.get(gw.url + "/readyz").json()["config_generation"])
 
@@ -115,14 +108,14 @@ def test_sighup_keeps_old_config_on_invalid_edit_and_applies_valid_one(
             )
         )
         gw.sighup()
-        wait_for(lambda: "configuration reload rejected" in gw.logs())
+        until(lambda: "configuration reload rejected" in gw.logs())
         # A config in the shape before tiers is told what replaced it.
         assert "models.broken.targets: Value error, `targets` was replaced by tiers" in gw.logs()
         assert generation(gw) == 1
         assert chat(gw, "chat") == "Hello from the fake."
         config.write_text(original.replace("  emb:\n", "  renamed:\n"))
         gw.sighup()
-        wait_for(lambda: generation(gw) == 2)
+        until(lambda: generation(gw) == 2)
         assert chat(gw, "renamed") == "Hello from the fake."
         with pytest.raises(openai.NotFoundError):
             chat(gw, "emb")
@@ -138,7 +131,7 @@ def test_file_change_is_picked_up_without_a_signal(
     config.write_text(original)
     with GatewayProcess(config, env=GATEWAY_ENV) as gw:
         config.write_text(original.replace("  nousage:\n", "  polled:\n"))
-        wait_for(lambda: generation(gw) == 2)
+        until(lambda: generation(gw) == 2)
         assert chat(gw, "polled") == "Hello from the fake."
 
 
@@ -156,7 +149,7 @@ def test_in_flight_call_finishes_on_the_config_it_started_with(
         next(iter(stream))
         config.write_text(original.replace("  endless:\n", "  gone:\n"))
         gw.sighup()
-        wait_for(lambda: generation(gw) == 2)
+        until(lambda: generation(gw) == 2)
         received = [chunk for _, chunk in zip(range(5), stream, strict=False)]
         assert len(received) == 5  # the stream kept flowing on the old runtime
         stream.close()

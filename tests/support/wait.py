@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
@@ -11,6 +14,17 @@ def until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(step)
+
+
+def polled(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Fetches until `done` holds of the value, and returns the last one (the caller's
+    assertion then says what it was when it never did)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
