@@ -149,7 +149,8 @@ class PrefixAware:
                 size >= s.min_match_ratio * p.prompt_bytes
             ):
                 return best
-        # Nothing worth going to: a cold prompt has no reason to queue anywhere busier.
+        # Nothing worth going to: placed as a cold prompt is, among the replicas near the
+        # least loaded.
         return self._ranked(near, replicas, states, p)
 
     def _ranked(
