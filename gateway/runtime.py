@@ -32,7 +32,13 @@ from gateway.auth import (
     key_digest,
 )
 from gateway.backends.base import Backend
-from gateway.backends.registry import BuildContext, build_backend, kind_of, secrets_of
+from gateway.backends.registry import (
+    BuildContext,
+    build_backend,
+    capabilities_of,
+    kind_of,
+    secrets_of,
+)
 from gateway.backends.scrub import Scrubber
 from gateway.backends.settings import NetworkBackend, SimBackend
 from gateway.call import Principal, Target
@@ -169,7 +175,7 @@ def build_router(config: Config, replicas: ReplicaStates) -> Router:
     config is unchanged) and a strategy instance per tier."""
     circuit = CircuitSettings(**config.routing.circuit.model_dump())
     prefix = PrefixSettings(**config.routing.prefix_aware.model_dump())
-    table = {alias: _route(alias, model) for alias, model in config.models.items()}
+    table = {alias: _route(alias, model, config) for alias, model in config.models.items()}
     states = {}
     strategies: dict[tuple[str, str], Strategy] = {}
     for alias, route in table.items():
@@ -209,7 +215,7 @@ def _watched(
     )
 
 
-def _route(alias: str, model: ModelConfig) -> AliasRoute:
+def _route(alias: str, model: ModelConfig, config: Config) -> AliasRoute:
     tiers = {
         name: Tier(
             name,
@@ -231,7 +237,17 @@ def _route(alias: str, model: ModelConfig) -> AliasRoute:
             for step in model.fallback_steps()
         ),
         retry=RetryPolicy(**model.retry.model_dump()),
-        kv_isolation=model.kv_isolation,
+        kv_isolation=model.kv_isolation if _salted(tiers, config) else "shared",
+    )
+
+
+def _salted(tiers: Mapping[str, Tier], config: Config) -> bool:
+    """Does a tenant's KV salt matter to this alias: a replica's engine takes it, or a tier
+    routes by prefix (which keys on it)? If not, no call works one out."""
+    return any(
+        tier.strategy == "prefix_aware" or capabilities_of(config.backends[r.backend]).cache_salt
+        for tier in tiers.values()
+        for r in tier.replicas
     )
 
 

@@ -151,6 +151,13 @@ def kind_of(settings: Settings) -> BackendKind:
     return KINDS[settings.type]
 
 
+def capabilities_of(settings: Settings) -> Capabilities:
+    """What a backend with these settings can do (its kind's, and its own switches)."""
+    if isinstance(settings, OpenAIBackend):
+        return _openai_capabilities(settings)
+    return kind_of(settings).capabilities
+
+
 def build_backend(name: str, settings: Settings, ctx: BuildContext) -> Backend:
     return kind_of(settings).build(name, settings, ctx)
 

@@ -63,7 +63,9 @@ class AliasRoute:
     reference: Target | str  # a tier's name, or an explicit backend/model
     fallbacks: tuple[tuple[str, str], ...]  # ("tier", name) | ("alias", name)
     retry: RetryPolicy
-    kv_isolation: str = "team"  # whose calls share KV blocks: team | key | org | shared
+    # Whose calls share KV blocks: team | key | org | shared (also when nothing the alias
+    # routes to takes a salt or routes by prefix: then no call works one out).
+    kv_isolation: str = "team"
 
     def targets(self) -> tuple[Target, ...]:
         return tuple(r.target for tier in self.tiers.values() for r in tier.replicas)

@@ -198,42 +198,40 @@ def _json_mode(call: Call) -> bool:
     return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
 
+# How each field a condition names is read from a call: "one of these values" fields, then
+# yes/no flags. The rule index (index.py) reads calls through the same functions.
+VALUE_READERS: dict[str, Callable[[Call], str | None]] = {
+    "model": lambda c: c.model,
+    "endpoint": lambda c: c.endpoint,
+    "key": lambda c: c.principal.name,
+    "team": lambda c: c.principal.team,
+    "user": lambda c: c.principal.user,
+    "org": lambda c: c.principal.org,
+}
+FLAG_READERS: dict[str, Callable[[Call], bool]] = {
+    "stream": lambda c: c.stream,
+    "tools": _tools,
+    "json_mode": _json_mode,
+    "soft_exceeded": lambda c: "budget.soft_exceeded" in c.labels,
+}
+
+
 def compile_match(match: Match) -> list[Condition]:
     """The conditions of one `match:`, cheapest first."""
     out: list[Condition] = []
-    for name, values, read in (
-        ("model", match.model, lambda c: c.model),
-        ("endpoint", match.endpoint, lambda c: c.endpoint),
-        ("key", match.key, lambda c: c.principal.name),
-        ("team", match.team, lambda c: c.principal.team),
-        ("user", match.user, lambda c: c.principal.user),
-        ("org", match.org, lambda c: c.principal.org),
-    ):
+    for name, read in VALUE_READERS.items():
+        values = getattr(match, name)
         if values is not None:
             out.append(OneOf(name, values, read))
-    if match.stream is not None:
-        out.append(Flag("stream", match.stream, lambda c: c.stream))
-    if match.tools is not None:
-        out.append(Flag("tools", match.tools, _tools))
-    if match.json_mode is not None:
-        out.append(Flag("json_mode", match.json_mode, _json_mode))
-    if match.soft_exceeded is not None:
-        out.append(Flag("soft_exceeded", match.soft_exceeded,
-                        lambda c: "budget.soft_exceeded" in c.labels))  # fmt: skip
+    for name, flag in FLAG_READERS.items():
+        wanted = getattr(match, name)
+        if wanted is not None:
+            out.append(Flag(name, wanted, flag))
     if match.tags is not None:
         out.append(Tags(match.tags))
     if match.headers is not None:
         out.append(Headers(match.headers))
-    if match.max_tokens is not None:
-        out.append(Between("max_tokens", match.max_tokens,
-                           lambda f: requested_max_tokens(f.call)))  # fmt: skip
-    if match.time is not None:
-        out.append(During(match.time))
-    if match.prompt_tokens is not None:
-        out.append(Between("prompt_tokens", match.prompt_tokens, lambda f: f.prompt_tokens))
-    if match.budget is not None:
-        out.append(BudgetUsed(match.budget.name, match.budget.used_at_least))
-    return out
+    return out + compile_complex(match)
 
 
 def compile_complex(match: Match) -> list[Condition]:

@@ -14,35 +14,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.call import Call
-from gateway.policies.rules.conditions import Condition, Facts, compile_complex
+from gateway.policies.rules.conditions import (
+    FLAG_READERS,
+    VALUE_READERS,
+    Condition,
+    Facts,
+    compile_complex,
+)
 from gateway.policies.rules.schema import Match
 
 Value = str | bool | None
 
 
-def _tools(call: Call) -> bool:
-    body = call.body
-    return bool(body.get("tools") or body.get("functions"))
-
-
-def _json_mode(call: Call) -> bool:
-    fmt = call.body.get("response_format")
-    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-
-
-# Field -> how a call's value is read.
-READERS: dict[str, Callable[[Call], Value]] = {
-    "model": lambda c: c.model,
-    "endpoint": lambda c: c.endpoint,
-    "key": lambda c: c.principal.name,
-    "team": lambda c: c.principal.team,
-    "user": lambda c: c.principal.user,
-    "org": lambda c: c.principal.org,
-    "stream": lambda c: c.stream,
-    "tools": _tools,
-    "json_mode": _json_mode,
-    "soft_exceeded": lambda c: "budget.soft_exceeded" in c.labels,
-}
+# Field -> how a call's value is read (the conditions' own readers).
+READERS: dict[str, Callable[[Call], Value]] = {**VALUE_READERS, **FLAG_READERS}
 _STAR = "*"
 
 
