@@ -138,16 +138,29 @@ async def test_hit_rate_is_near_the_single_replica_ceiling_and_load_stays_even(
     await replay(ceiling, convos, workers=16)
     prefix = Gateway(tmp_path / "prefix", config(4, "prefix_aware"), transport)
     await replay(prefix, convos, workers=16)
-    rr = Gateway(tmp_path / "rr", config(4, "round_robin"), transport)
-    await replay(rr, convos, workers=16)
 
     top = ceiling.hit_rate()
     served = prefix.served()
     mean = sum(served.values()) / 4
-    print(f"ceiling {top:.3f} prefix {prefix.hit_rate():.3f} rr {rr.hit_rate():.3f} {served}")
+    print(f"ceiling {top:.3f} prefix {prefix.hit_rate():.3f} {served}")
     assert prefix.hit_rate() >= 0.9 * top
     assert max(served.values()) <= 1.3 * mean and len(served) == 4
-    assert rr.hit_rate() < 0.8 * prefix.hit_rate()
+
+
+async def test_a_blind_strategy_scatters_what_prefix_routing_keeps_together(
+    tmp_path: Path, transport: httpx.AsyncHTTPTransport
+) -> None:
+    """One conversation at a time, so both results are fixed: under concurrency round
+    robin's hit rate is a matter of how the callers interleave (callers in step with the
+    replica count land on the replica of their last turn by accident), which a test
+    cannot compare against."""
+    convos = conversations()
+    prefix = Gateway(tmp_path / "prefix", config(4, "prefix_aware"), transport)
+    await replay(prefix, convos, workers=1)
+    rr = Gateway(tmp_path / "rr", config(4, "round_robin"), transport)
+    await replay(rr, convos, workers=1)
+    print(f"prefix {prefix.hit_rate():.3f} rr {rr.hit_rate():.3f}")
+    assert rr.hit_rate() < 0.5 * prefix.hit_rate()
 
 
 def long_prompt(seed: int, words: int = 800) -> list[dict[str, Any]]:
