@@ -100,13 +100,23 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def wrk(
-    url: str, body: dict[str, object], duration: int, connections: int = 32
+    url: str, body: dict[str, object], duration: int, connections: int = 32, unique: bool = False
 ) -> dict[str, float]:
+    """`unique`: every request's body differs (a counter in its last message: cache misses)."""
     script = f"""
 wrk.method = "POST"
 wrk.body = [[{json.dumps(body)}]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {KEY}"
+"""
+    if unique:
+        head, _, tail = json.dumps(body).rpartition('"}]')
+        script += f"""
+counter = math.random(1, 1000000000) * 1000
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, [[{head} ]] .. counter .. [["}}]{tail}]])
+end
 """
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
@@ -139,11 +149,15 @@ wrk.headers["Authorization"] = "Bearer {KEY}"
     return {"rps": rps, "requests": total}
 
 
-async def fixed_rate(url: str, rate: float, seconds: float, stream: bool) -> list[float]:
-    """Open-loop load: one request every 1/rate s; returns each one's latency (or TTFB) in ms."""
+async def fixed_rate(
+    url: str, rate: float, seconds: float, stream: bool, body: dict[str, Any] | None = None
+) -> list[float]:
+    """Open-loop load: one request every 1/rate s; returns each one's latency (or TTFB) in ms.
+    `body` defaults to BODY on the 50 ms upstream (the 0 ms one when streaming)."""
     latencies: list[float] = []
     failures: list[int] = []
-    body = {**BODY, "model": "slow" if not stream else "fast", "stream": stream}
+    if body is None:
+        body = {**BODY, "model": "slow" if not stream else "fast", "stream": stream}
     headers = {"authorization": f"Bearer {KEY}"}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:

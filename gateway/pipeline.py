@@ -20,6 +20,9 @@ from gateway.accounting.request_size import output_cap
 from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens, prompt_tokens
 from gateway.accounting.usage_guard import plausible
 from gateway.backends.base import UpstreamResponse
+from gateway.cache import replay
+from gateway.cache.entry import Entry
+from gateway.cache.replay import ReplayStream
 from gateway.call import (
     NO_MONEY,
     NOTICE,
@@ -50,6 +53,7 @@ from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter
 
 log = logging.getLogger("gateway.pipeline")
+_REPLAY_SECONDS = 60.0  # a replayed stream is one write; this only bounds a stalled client
 
 
 async def _nothing() -> None:
@@ -166,6 +170,10 @@ class _Finisher:
         self.done = True
         self.seal()
         await self.runtime.chain.on_response(self.call, self.outcome, self.ran)
+        try:
+            await self.runtime.cache.store(self.call, self.outcome)
+        except Exception:  # a cache that cannot keep an answer costs a future hit, nothing else
+            log.exception("storing call %s in the cache failed", self.call.request_id)
 
 
 class Pipeline:
@@ -257,6 +265,12 @@ class Pipeline:
             first = runtime.router.configured(call.model)[0]
             if not runtime.backends[first.backend].capabilities.count_tokens:
                 return self._counted(call, outcome)  # only Anthropic counts for itself
+        started = time.time()
+        entry = await runtime.cache.lookup(call, outcome, runtime.router)
+        if outcome.cache != "bypass":
+            call.lookups = [*(call.lookups or ()), ("cache", started, time.time())]
+        if entry is not None:
+            return _replayed(entry, call, outcome, finish)
         sent = dict(call.forward) if call.forward else {}
         if call.trace is not None:
             sent["traceparent"] = TraceStarter.header(call.trace)
@@ -281,7 +295,7 @@ class Pipeline:
             *response.headers,
             ("x-tollgate-backend", replica.backend),
             ("x-tollgate-tier", replica.tier),
-            ("x-tollgate-cache", "miss"),
+            ("x-tollgate-cache", outcome.cache),
             *notices(call),
         ]
         if len(attempts) > 1:
@@ -313,33 +327,6 @@ class Pipeline:
         return Reply(response.status, headers, response.body)
 
 
-class SideCaller:
-    """The gateway's own calls (a quality guard's reference call) through the whole pipeline,
-    on whatever runtime is current: they are budgeted, routed and audited like any other.
-    Bound to the pipeline once both exist (the runtime it builds needs this first)."""
-
-    def __init__(self) -> None:
-        self._pipeline: Pipeline | None = None
-        self._current: Callable[[], Runtime] | None = None
-
-    def bind(self, pipeline: Pipeline, current: Callable[[], Runtime]) -> None:
-        self._pipeline, self._current = pipeline, current
-
-    async def run(self, call: Call) -> tuple[int, bytes]:
-        if self._pipeline is None or self._current is None:
-            raise RuntimeError("side calls are not bound to a pipeline yet")
-        try:
-            reply = await self._pipeline.handle(call, self._current())
-        except TollgateError as err:
-            return err.status, b""
-        if reply.stream is not None:  # a side call never streams; close what it got
-            await reply.stream.close()
-            return reply.status, b""
-        reply.seal()
-        await reply.done()
-        return reply.status, reply.body
-
-
 def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Reply:
     """A policy stopped the call: its refusal raised, or its answer (a cache hit) as the reply."""
     if isinstance(verdict, Deny):
@@ -357,6 +344,21 @@ def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Repl
     return Reply(
         200, [("content-type", "application/json"), ("x-tollgate-cache", verdict.cache)], body
     )
+
+
+def _replayed(entry: Entry, call: Call, outcome: Outcome, finish: _Finisher) -> Reply:
+    """A cache hit, in the client's dialect, whole or streamed; recorded as a live answer is."""
+    outcome.status, outcome.usage = 200, entry.usage
+    outcome.first_byte_at = time.time()
+    headers = [("x-tollgate-cache", outcome.cache), *notices(call)]
+    if call.stream:
+        deadline = asyncio.get_running_loop().time() + _REPLAY_SECONDS
+        stream = StreamReply(ReplayStream(entry, call), outcome, finish, deadline)
+        return Reply(200, [("content-type", "text/event-stream"), *headers], stream=stream)
+    body = replay.whole(entry, call)
+    if call.capture != "none":
+        outcome.response_body = body
+    return Reply(200, [("content-type", "application/json"), *headers], body)
 
 
 def notices(call: Call) -> list[tuple[str, str]]:

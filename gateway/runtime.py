@@ -41,6 +41,8 @@ from gateway.backends.registry import (
 )
 from gateway.backends.scrub import Scrubber
 from gateway.backends.settings import NetworkBackend, SimBackend
+from gateway.cache.stage import CacheStage, ResponseCache
+from gateway.cache.stores import MemoryEntries
 from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
@@ -78,6 +80,8 @@ class RuntimeDeps:
     side_calls: SideCalls | None = None
     # Policy state that outlives reloads (PluginContext.keep).
     keep: dict[str, Any] = field(default_factory=dict)
+    # The response cache's store, vector index and verdicts (its settings are the config's).
+    cache: ResponseCache = field(default_factory=lambda: ResponseCache(MemoryEntries()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,9 @@ class Runtime:
     calls: CallCount = field(default_factory=CallCount)
     # Removes this config's upstream secrets from anything sent to clients, logged or recorded.
     scrub: Scrubber = field(default_factory=Scrubber)
+    cache: CacheStage = field(
+        default_factory=lambda: CacheStage(ResponseCache(MemoryEntries()), {})
+    )
 
     @property
     def config(self) -> Config:
@@ -108,6 +115,10 @@ class Runtime:
         for backend in self.backends.values():
             if id(backend) not in kept:
                 await backend.aclose()
+
+
+def _no_cache() -> CacheStage:
+    return CacheStage(ResponseCache(MemoryEntries()), {})
 
 
 def build_runtime(
@@ -167,6 +178,11 @@ def build_runtime(
         costing=costing,
         watched=_watched(config, backends, router),
         scrub=Scrubber([x for b in config.backends.values() for x in secrets_of(b, environ)]),
+        cache=CacheStage(
+            deps.cache,
+            {a: m.cache for a, m in config.models.items() if m.cache is not None},
+            deps.side_calls,
+        ),
     )
 
 

@@ -19,14 +19,17 @@ from gateway.audit.service import AuditLog
 from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
+from gateway.cache.stage import ResponseCache
+from gateway.cache.stores import EntryStore, MemoryEntries
 from gateway.config.accounting_schema import LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.schema import Config
-from gateway.pipeline import Pipeline, Recorder, SideCaller
+from gateway.pipeline import Pipeline, Recorder
 from gateway.routing.watch import Watcher
 from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from gateway.settings import Settings
+from gateway.side_calls import SideCaller
 from gateway.sinks.fanout import SinkFanout
 from gateway.sinks.logsink import LogSink
 from gateway.stores.counters import CounterStore
@@ -68,6 +71,7 @@ class Services:
         ring, ledger, accounts = await start_accounting(settings, config)
         audit = await start_audit(config, accounts.engine)
         side_calls = SideCaller()
+        cache = response_cache(config)
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -75,6 +79,7 @@ class Services:
             ledger=ledger,
             sql_budgets=accounts.current_budgets,
             side_calls=side_calls,
+            cache=cache,
         )
         ref = RuntimeRef(build_runtime(loaded, deps))
         telemetry = (
@@ -123,6 +128,7 @@ class Services:
             watcher=watcher,
         )
         watcher.start()
+        cache.start()
         side_calls.bind(services.pipeline, lambda: ref.current)
         sinks.start()
         if telemetry is not None:
@@ -138,6 +144,7 @@ class Services:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         await self.runtime.current.aclose()
+        await self.runtime.current.cache.shared.aclose()
         await self.transport.aclose()
         await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()
@@ -212,6 +219,21 @@ async def start_audit(config: Config, engine: Engine) -> AuditLog | None:
     audit = await asyncio.to_thread(AuditLog.open, config.audit, url, key, data_dir)
     audit.start_monitor()
     return audit
+
+
+def response_cache(config: Config) -> ResponseCache:
+    """The cache's store (in-process, or Redis for a fleet); a change applies at restart."""
+    settings = config.cache
+    if settings.store == "redis":
+        from gateway.cache.redis_store import RedisEntries
+
+        store: EntryStore = RedisEntries(
+            settings.redis_url, settings.key_prefix, settings.timeout_ms / 1000,
+            settings.l1_entries,
+        )  # fmt: skip
+    else:
+        store = MemoryEntries()
+    return ResponseCache(store, sync_seconds=settings.sync_seconds)
 
 
 def counter_store(limits: LimitsConfig) -> CounterStore:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
+from gateway.cache.stage import ResponseCache
 from gateway.errors import TollgateError
 from gateway.policy_ops import rules_status
 from gateway.routing.prefix import PrefixStats
@@ -70,6 +71,7 @@ class GatewayCollector(Collector):
         yield _gauge("tollgate_virtual_keys", "Virtual keys held in memory.", len(s.accounts.ring))
         yield from _replicas(s.runtime.current.router.replica_states())
         yield from _guards(rules_status(s.runtime.current))
+        yield from _cache(s.runtime.current.cache.shared)
         if s.audit is not None:
             yield from _audit(s.audit.status())
         if s.telemetry is not None:
@@ -85,6 +87,55 @@ class GatewayCollector(Collector):
                     "Gateway spans handed to the OTLP exporter (sampled traces).",
                     s.telemetry.export.exported,
                 )
+
+
+_CACHE_COUNTERS = (
+    ("stored", "tollgate_cache_stored", "Answers the response cache kept."),
+    ("store_failures", "tollgate_cache_store_failures",
+     "Cache store calls that failed or timed out (each a miss or a skipped store)."),
+    ("decode_failures", "tollgate_cache_decode_failures", "Cache entries that failed to decode."),
+    ("too_large", "tollgate_cache_too_large", "Answers larger than max_entry_bytes, not kept."),
+    ("embed_failures", "tollgate_cache_embed_failures",
+     "Semantic lookups skipped: the embedding call failed."),
+    ("facts_refused", "tollgate_cache_semantic_refused",
+     "Near questions refused as hits: their numbers, negations or names differ."),
+    ("verified", "tollgate_cache_semantic_checks", "Semantic hits sent upstream to be checked."),
+)  # fmt: skip
+
+
+def _cache(cache: ResponseCache) -> Iterator[Metric]:
+    """The response cache: lookups by result, faults, and each namespace's semantic verdicts."""
+    counts = cache.counts
+    lookups = CounterMetricFamily(
+        "tollgate_cache_lookups", "Response cache lookups by result.", labels=["result"]
+    )
+    for result in ("exact", "semantic", "miss"):
+        lookups.add_metric([result], counts[result])
+    yield lookups
+    for key, name, doc in _CACHE_COUNTERS:
+        yield _counter(name, doc, counts[key])
+    yield _gauge("tollgate_cache_semantic_vectors", "Questions in the semantic index.",
+                 len(cache.index))  # fmt: skip
+    labels = ["namespace"]
+    rate = GaugeMetricFamily("tollgate_cache_semantic_false_hit_rate",
+                             "Share of checked semantic hits found wrong (recent window).",
+                             labels=labels)  # fmt: skip
+    threshold = GaugeMetricFamily(
+        "tollgate_cache_semantic_threshold",
+        "The similarity a semantic hit needs now.",
+        labels=labels,
+    )
+    off = GaugeMetricFamily(
+        "tollgate_cache_semantic_off",
+        "1 where checks switched the semantic cache off.",
+        labels=labels,
+    )
+    for namespace, state in cache.verifier.spaces.items():
+        if state.false_rate is not None:
+            rate.add_metric([namespace], state.false_rate)
+        threshold.add_metric([namespace], state.threshold)
+        off.add_metric([namespace], 1 if state.off else 0)
+    yield from (rate, threshold, off)
 
 
 _AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (

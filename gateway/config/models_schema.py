@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.cache.settings import AliasCache
+
 SHORT_TIER = "default"
 _TARGETS_GONE = (
     "`targets` was replaced by tiers: write `backend: NAME` and `model: UPSTREAM` for one "
@@ -89,6 +91,8 @@ class ModelConfig(_Strict):
     # (vLLM's `cache_salt`, the simulator): each team's (key's, org's) own, or everyone's
     # (`shared`: e.g. one long system prompt every tenant sends). docs/routing.md
     kv_isolation: Literal["team", "key", "org", "shared"] = "team"
+    # The response cache for this alias (docs/caching.md); none when unset.
+    cache: AliasCache | None = None
     owned_by: str = "tollgate"
     # The shape before tiers: accepted only to say what replaced it (a before-model validator
     # would make pydantic validate every other field as Python data, not JSON).

@@ -17,6 +17,7 @@ from gateway.config.models_schema import SHORT_TIER, ModelConfig, ReferenceConfi
 from gateway.config.prices import price_table
 from gateway.config.schema import Config, SimBackend
 from gateway.config.yamlmarks import Located, dotted
+from gateway.policies.rules.compare import resolve as comparator
 from gateway.routing.strategies import StrategyLoadError, resolve
 
 
@@ -31,6 +32,30 @@ def check_references(
     if env is not None:
         problems += _backend_secrets(main, config, env)
     problems += _open_access(main, config)
+    problems += _caches(main, config, aside)
+    return problems
+
+
+def _caches(main: Located, config: Config, aside: SetAside) -> list[str]:
+    """A semantic cache's embedding model is an alias that serves embeddings; its checks'
+    comparator exists."""
+    problems = []
+    for alias, model in config.models.items():
+        semantic = model.cache.semantic if model.cache is not None else None
+        if semantic is None:
+            continue
+        at: Loc = ("models", alias, "cache", "semantic")
+        name = semantic.embedding_model
+        if name not in config.models and name not in aside.named("models"):
+            problems.append(_problem(main, (*at, "embedding_model"),
+                            f"no model alias named {name!r} serves the embeddings"))  # fmt: skip
+        elif name == alias:
+            why = "the alias cannot embed its own questions: name an embedding model"
+            problems.append(_problem(main, (*at, "embedding_model"), why))
+        try:
+            comparator(semantic.verify.compare)
+        except (ImportError, LookupError, ValueError) as err:
+            problems.append(_problem(main, (*at, "verify", "compare"), str(err)))
     return problems
 
 

@@ -23,6 +23,7 @@ from gateway.backends.settings import (
     SimBackend,
     Timeouts,
 )
+from gateway.cache.settings import CacheStoreConfig
 from gateway.config.accounting_schema import (
     AdminConfig,
     BudgetConfig,
@@ -162,6 +163,7 @@ class Config(Strict):
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()
+    cache: CacheStoreConfig = CacheStoreConfig()
     policy_files: tuple[str, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     pricing: tuple[PriceConfig, ...] = ()

@@ -31,6 +31,9 @@ class SimModel(_Strict):
     input_price_per_mtok: float = Field(0.0, ge=0)
     output_price_per_mtok: float = Field(0.0, ge=0)
     dimensions: int = Field(256, ge=1)
+    # Embeddings: `random` (a vector per distinct text: equal texts alike, all else unrelated)
+    # or `lexical` (from shared words: paraphrases score high; sim/text.py).
+    embedding: Literal["random", "lexical"] = "random"
     default_max_tokens: int = Field(64, ge=1)
     # Prompt tokens the model's chat template adds to every chat call (Llama 3.1's default
     # system preamble alone is ~25), reported in usage as a real engine would.

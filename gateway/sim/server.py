@@ -32,7 +32,7 @@ from gateway.sim.responses import (
     timing_headers,
     usage,
 )
-from gateway.sim.text import embedding, pack_base64
+from gateway.sim.text import embedding, lexical_embedding, pack_base64
 
 Handler = Callable[[dict[str, Any], SimModel, Replica], Awaitable[Response]]
 JSON = "application/json"
@@ -333,7 +333,8 @@ class SimServer:
         as_b64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
-            vector = embedding(text, dimensions, self.config.seed)
+            make = lexical_embedding if model.embedding == "lexical" else embedding
+            vector = make(text, dimensions, self.config.seed)
             data.append(
                 {
                     "object": "embedding",

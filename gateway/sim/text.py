@@ -6,6 +6,7 @@ import base64
 import hashlib
 import math
 import random
+import re
 import struct
 from collections.abc import Sequence
 
@@ -56,6 +57,91 @@ def embedding(text: str, dimensions: int, seed: int) -> list[float]:
     vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that carry little of a question's meaning: weighted down, not dropped (negations and
+# numbers are deliberately absent: they change the meaning).
+_LIGHT = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "do",
+        "does",
+        "did",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "and",
+        "or",
+        "what",
+        "how",
+        "why",
+        "when",
+        "where",
+        "which",
+        "who",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "i",
+        "me",
+        "my",
+        "you",
+        "your",
+        "it",
+        "this",
+        "that",
+        "please",
+        "tell",
+        "give",
+        "explain",
+        "show",
+        "about",
+    ]
+)
+
+
+def lexical_embedding(text: str, dimensions: int, seed: int) -> list[float]:
+    """A unit vector from the text's words, word pairs and character trigrams, hashed into
+    `dimensions` signed buckets: texts sharing words score high, unrelated texts near zero.
+    What a real embedding model does for paraphrases, cheaply and with no model to download
+    (the semantic cache's tests and the embedded default use it)."""
+    words = [_stem(w) for w in _WORD.findall(text.lower())]
+    vector = [0.0] * dimensions
+    features: list[tuple[str, float]] = []
+    for i, word in enumerate(words):
+        features.append((word, 0.25 if word in _LIGHT else 1.0))
+        if i:
+            features.append((words[i - 1] + " " + word, 0.5))
+        padded = f"<{word}>"
+        features.extend((padded[j : j + 3], 0.15) for j in range(len(padded) - 2))
+    for feature, weight in features:
+        h = int.from_bytes(hashlib.blake2b(f"{seed}:{feature}".encode(), digest_size=8).digest())
+        vector[h % dimensions] += weight if (h >> 32) & 1 else -weight
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ies", "es", "s", "ed"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
 
 
 def pack_base64(vector: Sequence[float]) -> str:

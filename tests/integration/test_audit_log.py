@@ -186,7 +186,7 @@ async def test_every_outcome_is_one_event_with_its_fields(audited: AuditedPipeli
     )  # fmt: skip
     assert (served.backend, served.tier, served.upstream_model) == ("sim", "fp16", "big")
     assert served.input_tokens > 0 and served.output_tokens == 5
-    assert served.usage_estimated is False and served.cache == "miss"
+    assert served.usage_estimated is False and served.cache == "bypass"
     assert (served.client_ip, served.user_agent) == ("10.0.0.7", "pytest/1")
     assert served.received_at <= served.first_byte_at <= served.completed_at
     assert served.latency_us >= served.ttft_us >= 0

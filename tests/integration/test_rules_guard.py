@@ -15,9 +15,10 @@ import pytest
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
-from gateway.pipeline import Pipeline, Recorder, SideCaller
+from gateway.pipeline import Pipeline, Recorder
 from gateway.policies.rules.engine import Rules
 from gateway.runtime import Runtime
+from gateway.side_calls import SideCaller
 from tests.support.runtime import make_deps, runtime_from
 from tests.support.wait import eventually
 

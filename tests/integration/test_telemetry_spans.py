@@ -158,7 +158,7 @@ async def test_one_span_tree_per_call_with_genai_attributes(
     assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 5
     assert a["gen_ai.usage.cache_read.input_tokens"] == 3
     assert a["tollgate.team"] == "ml" and a["tollgate.key.id"] == "k-alice"
-    assert a["tollgate.tier"] == "fp16" and a["tollgate.cache"] == "miss"
+    assert a["tollgate.tier"] == "fp16" and a["tollgate.cache"] == "bypass"
     assert a["tollgate.outcome"] == "served" and a["tollgate.backend"] == "fake"
     # 8 uncached input tokens at $2/M, 3 cached at $1/M, 5 output at $8/M
     assert a["tollgate.cost"] == pytest.approx((8 * 2 + 3 * 1 + 5 * 8) / 1e6)

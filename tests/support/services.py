@@ -35,6 +35,22 @@ def redis_prefix(url: str = REDIS_URL) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def cache_prefix(url: str = REDIS_URL) -> Iterator[str]:
+    """A response-cache key prefix no other test uses (its keys start with it, hash tags
+    after); every key under it is deleted afterwards."""
+    prefix = f"tgtest-cache-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(url)
+        with contextlib.suppress(redis.RedisError):
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        client.close()
+
+
+@contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A new PostgreSQL database for one test, dropped afterwards; yields its URL."""
     name = f"tgtest_{uuid.uuid4().hex[:12]}"

@@ -42,7 +42,7 @@ from gateway.policies.rules.conditions import (
 )
 from gateway.policies.rules.guard import GUARD_LABEL, Guard, GuardState
 from gateway.policies.rules.index import RuleIndex
-from gateway.policies.rules.schema import Rule, RulesOptions
+from gateway.policies.rules.schema import CACHE_LABEL, Rule, RulesOptions
 from gateway.stores.counters import StoreUnavailable
 from gateway.tenancy import PromptCacheAsk, tenant_key
 
@@ -207,6 +207,12 @@ class Rules(PolicyPlugin):
                 done.append(f"vendor prompt cache (prefixes of {ask.min_tokens}+ tokens)")
             else:
                 done.append("prompt cache set by an earlier rule")
+        if actions.cache is not None:
+            if CACHE_LABEL not in call.labels:
+                call.labels[CACHE_LABEL] = actions.cache
+                done.append(f"cache mode {actions.cache}")
+            else:
+                done.append("cache mode set by an earlier rule")
         if actions.tags:
             call.labels["rule.tags"] = ",".join(
                 dict.fromkeys([*call.labels.get("rule.tags", "").split(","), *actions.tags])
@@ -315,6 +321,8 @@ def describe_actions(rule: Rule) -> str:
         parts.append(f"max_tokens set to {m.set}" if m.set else f"max_tokens capped at {m.cap}")
     if a.prompt_cache is not None:
         parts.append(f"vendor prompt cache (prefixes of {a.prompt_cache.min_tokens}+ tokens)")
+    if a.cache is not None:
+        parts.append(f"cache mode {a.cache}")
     if a.tags:
         parts.append(f"tags {list(a.tags)}")
     if a.labels:

@@ -123,8 +123,14 @@ class PromptCacheAction(PluginOptions):
     key: Literal["team", "key", "org"] = "team"
 
 
+# The call label a rule's `cache` action sets; the cache stage reads it (gateway/cache).
+CACHE_LABEL = "cache.mode"
+
+
 class Actions(PluginOptions):
     route: RouteAction | None = None
+    # The response cache's mode for the call (off, exact, semantic): docs/caching.md
+    cache: Literal["off", "exact", "semantic"] | None = None
     max_tokens: MaxTokensAction | None = None
     deny: DenyAction | None = None
     prompt_cache: PromptCacheAction | None = None
@@ -133,7 +139,8 @@ class Actions(PluginOptions):
 
     @model_validator(mode="after")
     def _something(self) -> Actions:
-        acts = (self.route, self.max_tokens, self.deny, self.prompt_cache, self.tags, self.labels)
+        acts = (self.route, self.max_tokens, self.deny, self.prompt_cache, self.cache,
+                self.tags, self.labels)  # fmt: skip
         if not any(acts):
             raise ValueError("a rule needs at least one action")
         return self

@@ -1,0 +1,1 @@
+"""The response cache: exact and semantic, in front of routing (docs/caching.md)."""
