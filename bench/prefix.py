@@ -5,7 +5,9 @@ eight simulated replicas, each with ~450k tokens of KV cache (an 8B model on one
 once per strategy, in one run:
 
     prefix_aware, round_robin, least_outstanding, and prefix_aware behind two gateways
-    (alternating calls, each with its own index, the same replicas)
+    (alternating calls, the same replicas): `fleet`, each with its own index (rendezvous
+    hashing alone keeps them in step), and `shared`, indexes shared through Redis
+    (routing/prefix_feed.py, --redis, synced every --sync-ms)
 
 Reported per strategy: the prefix hit rate the replicas report (cached / prompt tokens) and
 its share of the trace's ceiling (one replica with an infinite cache, at the trace's block
@@ -37,11 +39,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import redis
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
 from gateway.pipeline import Pipeline, Recorder
+from gateway.routing.prefix_feed import PrefixFeed
 from gateway.routing.state import ReplicaStates
 from gateway.routing.watch import Watcher
 from gateway.runtime import Runtime, RuntimeDeps, build_runtime
@@ -193,6 +197,16 @@ async def replay(
     }
 
 
+def states(
+    shared: bool, feeds: list[PrefixFeed], prefix: str, args: argparse.Namespace
+) -> ReplicaStates:
+    """A gateway's replica states; with `shared`, hooked up to the fleet's index feed."""
+    made = ReplicaStates()
+    if shared:
+        feeds.append(PrefixFeed(args.redis, prefix, made, args.sync_ms / 1000))
+    return made
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [json.loads(line) for line in TRACE.read_text().splitlines()][: args.limit]
     tokens = TokenCounter()
@@ -206,11 +220,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     transport = httpx.AsyncHTTPTransport()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.strategies.split(","):
-            strategy = "prefix_aware" if name == "fleet" else name
-            first = runtime(strategy, args, Path(tmp), make_deps(transport, tokens))
+            strategy = "prefix_aware" if name in ("fleet", "shared") else name
+            feeds: list[PrefixFeed] = []
+            prefix = f"tollgate-bench-{random.randrange(10**9)}:"
+            shared = name == "shared"
+            first_deps = make_deps(transport, tokens, replicas=states(shared, feeds, prefix, args))
+            first = runtime(strategy, args, Path(tmp), first_deps)
             runtimes = [first]
-            if name == "fleet":  # a second gateway: its own router state, the same replicas
-                deps = make_deps(transport, tokens, replicas=ReplicaStates())
+            if name in ("fleet", "shared"):  # a second gateway: its own state, same replicas
+                deps = make_deps(transport, tokens, replicas=states(shared, feeds, prefix, args))
                 second = runtime(strategy, args, Path(tmp), deps)
                 for key in list(second.backends):
                     await second.backends[key].aclose()
@@ -223,10 +241,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     watcher = Watcher(lambda rt=rt: rt.watched, tick=args.poll)
                     watcher.start()
                     watchers.append(watcher)
+            for feed in feeds:
+                feed.start()
             began = time.process_time()
             results[name] = await replay(runtimes, rows, blocks, args.time_scale)
             results[name]["cpu_s"] = time.process_time() - began
             print(name, results[name], file=sys.stderr)
+            for feed in feeds:
+                await feed.aclose()
+            if feeds:
+                redis.Redis.from_url(args.redis).delete(f"{prefix}prefix-routes")
             for watcher in watchers:
                 await watcher.aclose()
             for backend in first.backends.values():
@@ -246,11 +270,13 @@ def table(r: dict[str, Any]) -> str:
         "| TTFT p50 (s) | TTFT p99 (s) | index per replica (KB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("prefix_aware", "fleet", "least_outstanding", "round_robin"):
+    labels = {"fleet": "prefix_aware, two gateways, own indexes",
+              "shared": "prefix_aware, two gateways, indexes shared (Redis)"}  # fmt: skip
+    for name in ("prefix_aware", "shared", "fleet", "least_outstanding", "round_robin"):
         if name not in r:
             continue
         x = r[name]
-        label = "prefix_aware, two gateways" if name == "fleet" else name
+        label = labels.get(name, name)
         lines.append(
             f"| {label} | {x['hit_rate']:.1%} | {x['hit_rate'] / top:.1%} | "
             f"{x['hit_rate'] / best:.1%} | "
@@ -269,7 +295,11 @@ def main() -> None:
     parser.add_argument(
         "--poll", type=float, default=0, help="poll the engines' load every N s (0: never)"
     )
-    parser.add_argument("--strategies", default="prefix_aware,fleet,least_outstanding,round_robin")
+    parser.add_argument(
+        "--strategies", default="prefix_aware,shared,fleet,least_outstanding,round_robin"
+    )
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--sync-ms", type=float, default=50.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = asyncio.run(run(args))

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -102,7 +103,8 @@ def peak_rss_mb(pid: int) -> float:
 def wrk(
     url: str, body: dict[str, object], duration: int, connections: int = 32, unique: bool = False
 ) -> dict[str, float]:
-    """`unique`: every request's body differs (a counter in its last message: cache misses)."""
+    """`unique`: every request's body differs (a counter from a fresh random start in its last
+    message: cache misses, in this run and against what earlier runs stored)."""
     script = f"""
 wrk.method = "POST"
 wrk.body = [[{json.dumps(body)}]]
@@ -112,7 +114,7 @@ wrk.headers["Authorization"] = "Bearer {KEY}"
     if unique:
         head, _, tail = json.dumps(body).rpartition('"}]')
         script += f"""
-counter = math.random(1, 1000000000) * 1000
+counter = {random.randrange(10**12) * 1000}
 request = function()
   counter = counter + 1
   return wrk.format(nil, nil, nil, [[{head} ]] .. counter .. [["}}]{tail}]])

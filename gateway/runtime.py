@@ -190,7 +190,7 @@ def build_router(config: Config, replicas: ReplicaStates) -> Router:
     """The routing table, each replica's live state (kept from before when its backend's
     config is unchanged) and a strategy instance per tier."""
     circuit = CircuitSettings(**config.routing.circuit.model_dump())
-    prefix = PrefixSettings(**config.routing.prefix_aware.model_dump())
+    prefix = PrefixSettings(**config.routing.prefix_aware.model_dump(exclude={"share"}))
     table = {alias: _route(alias, model, config) for alias, model in config.models.items()}
     states = {}
     strategies: dict[tuple[str, str], Strategy] = {}

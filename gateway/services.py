@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -26,6 +27,7 @@ from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.schema import Config
 from gateway.pipeline import Pipeline, Recorder
+from gateway.routing.state import ReplicaStates
 from gateway.routing.watch import Watcher
 from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime
 from gateway.settings import Settings
@@ -39,6 +41,9 @@ from gateway.stores.secret import data_dir_of, server_secret
 from gateway.stores.sql import make_engine
 from gateway.telemetry.service import Telemetry
 from gateway.telemetry.spans import Peer, peer_of
+
+if TYPE_CHECKING:
+    from gateway.routing.prefix_feed import PrefixFeed
 
 log = logging.getLogger("gateway.services")
 
@@ -60,6 +65,7 @@ class Services:
     dashboard_key: str | None = None
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
     watcher: Watcher | None = None
+    prefix_feed: PrefixFeed | None = None
 
     @classmethod
     async def start(
@@ -72,6 +78,8 @@ class Services:
         audit = await start_audit(config, accounts.engine)
         side_calls = SideCaller()
         cache = response_cache(config)
+        replicas = ReplicaStates()
+        feed = prefix_feed(config, replicas)
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -80,6 +88,7 @@ class Services:
             sql_budgets=accounts.current_budgets,
             side_calls=side_calls,
             cache=cache,
+            replicas=replicas,
         )
         ref = RuntimeRef(build_runtime(loaded, deps))
         telemetry = (
@@ -126,9 +135,12 @@ class Services:
             os.environ.get(config.admin.key_env) or None,
             _env(config.telemetry.dashboard.key_env),
             watcher=watcher,
+            prefix_feed=feed,
         )
         watcher.start()
         cache.start()
+        if feed is not None:
+            feed.start()
         side_calls.bind(services.pipeline, lambda: ref.current)
         sinks.start()
         if telemetry is not None:
@@ -145,6 +157,8 @@ class Services:
             await asyncio.to_thread(self.audit.close)
         await self.runtime.current.aclose()
         await self.runtime.current.cache.shared.aclose()
+        if self.prefix_feed is not None:
+            await self.prefix_feed.aclose()
         await self.transport.aclose()
         await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()
@@ -219,6 +233,20 @@ async def start_audit(config: Config, engine: Engine) -> AuditLog | None:
     audit = await asyncio.to_thread(AuditLog.open, config.audit, url, key, data_dir)
     audit.start_monitor()
     return audit
+
+
+def prefix_feed(config: Config, replicas: ReplicaStates) -> PrefixFeed | None:
+    """The fleet's shared prefix index, when configured (a change applies at restart)."""
+    share = config.routing.prefix_aware.share
+    if share is None:
+        return None
+    from gateway.routing.prefix_feed import PrefixFeed  # redis-py, only if used
+
+    return PrefixFeed(
+        share.redis_url, share.key_prefix, replicas, sync_s=share.sync_ms / 1000,
+        timeout_s=share.timeout_ms / 1000, retain=share.retain,
+        capacity_tokens=config.routing.prefix_aware.kv_capacity_tokens,
+    )  # fmt: skip
 
 
 def response_cache(config: Config) -> ResponseCache:

@@ -72,6 +72,15 @@ class GatewayCollector(Collector):
         yield from _replicas(s.runtime.current.router.replica_states())
         yield from _guards(rules_status(s.runtime.current))
         yield from _cache(s.runtime.current.cache.shared)
+        if s.prefix_feed is not None:
+            feed = s.prefix_feed
+            for name, doc, value in (
+                ("sent", "Routing events this gateway shared with the fleet.", feed.sent),
+                ("applied", "Routing events of other gateways applied here.", feed.applied),
+                ("dropped", "Routing events dropped unsent (Redis down too long).", feed.dropped),
+                ("failures", "Failed syncs with the fleet's shared index.", feed.failures),
+            ):
+                yield _counter(f"tollgate_prefix_share_{name}", doc, value)
         if s.audit is not None:
             yield from _audit(s.audit.status())
         if s.telemetry is not None:
@@ -100,6 +109,8 @@ _CACHE_COUNTERS = (
     ("facts_refused", "tollgate_cache_semantic_refused",
      "Near questions refused as hits: their numbers, negations or names differ."),
     ("verified", "tollgate_cache_semantic_checks", "Semantic hits sent upstream to be checked."),
+    ("lookup_errors", "tollgate_cache_lookup_errors",
+     "Lookups that failed unexpectedly (a bug: served as misses, logged)."),
 )  # fmt: skip
 
 

@@ -44,6 +44,9 @@ return value
 # Stream entries kept for indexes catching up (approximate trimming, as Redis recommends).
 _STREAM_MAX = 1_000_000
 _L1_SECONDS = 30.0
+# Stream entries read at once: indexing one can take ~0.5 ms (a large bucket's graph), so a
+# gateway catching up at start yields to calls between batches.
+_BATCH = 256
 
 
 class RedisEntries:
@@ -116,7 +119,7 @@ class RedisEntries:
 
     async def vectors(self, cursor: str) -> tuple[list[VectorItem], str]:
         start = f"({cursor}" if cursor else "-"
-        rows = await self._call(self._redis.xrange(self._stream, min=start, count=2000))
+        rows = await self._call(self._redis.xrange(self._stream, min=start, count=_BATCH))
         now_ms = time.time() * 1000
         items = []
         for stream_id, fields in rows:

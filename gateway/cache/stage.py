@@ -24,7 +24,7 @@ import orjson
 from gateway.cache import keys
 from gateway.cache.entry import Entry, captured
 from gateway.cache.guards import same_facts
-from gateway.cache.settings import AliasCache
+from gateway.cache.settings import AliasCache, SemanticConfig
 from gateway.cache.stores import EntryStore, StoreFailure, VectorItem
 from gateway.cache.vectors import Vector, VectorIndex, unit
 from gateway.cache.verify import Verifier
@@ -94,6 +94,7 @@ class ResponseCache:
                     added += 1
             if not items:
                 return added
+            await asyncio.sleep(0)  # catching up must not starve the calls being served
 
     async def _sync_forever(self) -> None:
         while True:
@@ -162,7 +163,17 @@ class CacheStage:
 
     async def lookup(self, call: Call, outcome: Outcome, router: Router) -> Entry | None:
         """The entry answering this call, or None (then `outcome.cache` says miss or bypass,
-        and the call carries the plan for storing its answer)."""
+        and the call carries the plan for storing its answer). Total: a cache that fails in
+        any way is a miss, never the client's error."""
+        try:
+            return await self._lookup(call, outcome, router)
+        except Exception:
+            self.shared.counts["lookup_errors"] += 1
+            log.exception("cache lookup for call %s failed; served as a miss", call.request_id)
+            outcome.cache = "miss" if outcome.cache != "bypass" else "bypass"
+            return None
+
+    async def _lookup(self, call: Call, outcome: Outcome, router: Router) -> Entry | None:
         outcome.cache = "bypass"
         ruled = call.labels.get(MODE_LABEL)
         settings = self.aliases.get(call.model) or (_RULE_DEFAULT if ruled else None)
@@ -234,12 +245,12 @@ class CacheStage:
             if entry.question is None or not same_facts(question, entry.question):
                 self.shared.counts["facts_refused"] += 1
                 continue
-            self._hit(call, entry, candidate.similarity, verdicts.threshold, key.namespace)
+            self._hit(call, entry, candidate.similarity, verdicts.threshold, key.namespace, config)
             return entry, None
         return None, semantic
 
     def _hit(self, call: Call, entry: Entry, similarity: float, threshold: float,
-             namespace: str) -> None:  # fmt: skip
+             namespace: str, settings: SemanticConfig) -> None:  # fmt: skip
         self.shared.counts["semantic"] += 1
         call.labels["notice.cache-similarity"] = f"{similarity:.4f}"
         reason = (
@@ -247,8 +258,6 @@ class CacheStage:
             f"to the answered question {entry.question!r}"
         )
         call.decide(Decision("cache", "answer", reason))
-        settings = self.aliases[call.model].semantic
-        assert settings is not None
         side = self.side_calls
         if side is not None and self.shared.verifier.sampled(settings.verify):
             self.shared.counts["verified"] += 1
@@ -280,7 +289,9 @@ class CacheStage:
             status, raw = await side.run(probe)
             data = orjson.loads(raw)["data"] if status == 200 else None
             vector = unit(data[0]["embedding"]) if data else None
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+        except Exception:  # whatever the embedding call did, the lookup goes on without it
+            log.warning("semantic cache: the embedding for call %s failed", call.request_id,
+                        exc_info=True)  # fmt: skip
             vector = None
         if vector is None:
             self.shared.counts["embed_failures"] += 1

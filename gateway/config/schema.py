@@ -87,6 +87,20 @@ class PrefixAwareConfig(Strict):
     balance_abs: float = Field(64.0, ge=0, le=1_000_000)
     balance_rel: float = Field(1.5, ge=1, le=1000)
     kv_capacity_tokens: int = Field(450_000, ge=1, le=10_000_000_000)
+    # A fleet's gateways share their indexes through Redis (routing/prefix_feed.py); without
+    # it each routes on its own index and rendezvous hashing. A change applies at restart.
+    share: PrefixShareConfig | None = None
+
+
+class PrefixShareConfig(Strict):
+    """Where a fleet's gateways tell each other what they routed: one Redis stream, read and
+    written every `sync_ms`, keeping about `retain` entries for gateways that start."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "tollgate:"
+    sync_ms: float = Field(50.0, gt=0, le=60_000)
+    timeout_ms: float = Field(500.0, gt=0, le=60_000)
+    retain: int = Field(200_000, ge=1000, le=100_000_000)
 
 
 class RoutingConfig(Strict):

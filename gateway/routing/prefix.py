@@ -21,7 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import xxhash
@@ -161,6 +161,20 @@ def rendezvous(root: int, name: bytes) -> int:
     return _hash(name, root)
 
 
+class Share(Protocol):
+    """Where an index's changes go for the rest of the fleet (prefix_feed.py)."""
+
+    def inserted(self, hashes: Sequence[int], ends: Sequence[int]) -> None: ...
+
+    def cleared(self) -> None: ...
+
+
+class IndexSharing(Protocol):
+    """A fleet's shared prefix index: hooks a replica's index up to it (prefix_feed.py)."""
+
+    def attach(self, state: Any, index: PrefixIndex) -> None: ...
+
+
 class PrefixIndex:
     """The block keys Tollgate believes one replica holds, least recently used first, bounded
     by the bytes of prompt text they stand for (the replica's KV capacity in tokens x its
@@ -172,6 +186,8 @@ class PrefixIndex:
         self._blocks: OrderedDict[int, int] = OrderedDict()  # key -> its block's bytes
         self.held = 0
         self.resets = 0
+        # Tells the other gateways of a fleet what this one routed (prefix_feed.py).
+        self.share: Share | None = None
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -191,7 +207,11 @@ class PrefixIndex:
                 hi = mid - 1
         return lo
 
-    def insert(self, hashes: Sequence[int], ends: Sequence[int]) -> None:
+    def insert(self, hashes: Sequence[int], ends: Sequence[int], *, shared: bool = True) -> None:
+        """`shared`: this gateway routed it (the fleet is told); False for what another
+        gateway told us."""
+        if shared and self.share is not None:
+            self.share.inserted(hashes, ends)
         blocks = self._blocks
         move = blocks.move_to_end
         for i in range(len(hashes) - 1, -1, -1):  # the shortest prefix ends most recent
@@ -215,7 +235,9 @@ class PrefixIndex:
         if self.capacity < self.configured:
             self.capacity = min(self.configured, self.capacity + max(1, self.configured // 64))
 
-    def clear(self) -> None:
+    def clear(self, *, shared: bool = True) -> None:
+        if shared and self.share is not None:
+            self.share.cleared()
         self._blocks.clear()
         self.held = 0
         self.resets += 1

@@ -190,6 +190,8 @@ class PrefixAware:
         size = int(capacity * (stats.bytes_per_token if stats else CHARS_PER_TOKEN))
         if index is None:
             index = state.prefix_index = PrefixIndex(size)
+            if state.feed is not None:
+                state.feed.attach(state, index)
         elif abs(index.configured - size) > index.configured // 20:
             # The engine reported its size, a reload changed it, or the learnt bytes per token
             # moved: resize, keeping what the closed loop took off.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.routing.prefix import PrefixIndex, PrefixStats
+from gateway.routing.prefix import IndexSharing, PrefixIndex, PrefixStats
 
 Clock = Callable[[], float]
 
@@ -80,6 +80,7 @@ class ReplicaState:
     prefix_index: PrefixIndex | None = None
     prefix_stats: PrefixStats | None = None
     kv_capacity_tokens: int | None = None
+    feed: IndexSharing | None = None  # the fleet's shared prefix index (prefix_feed.py)
 
     @property
     def load(self) -> float:
@@ -235,6 +236,12 @@ class ReplicaStates:
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._states: dict[tuple[str, str], ReplicaState] = {}
+        # Shares prefix indexes with the rest of a fleet (prefix_feed.py); None: this
+        # gateway's own.
+        self.feed: IndexSharing | None = None
+
+    def find(self, key: tuple[str, str]) -> ReplicaState | None:
+        return self._states.get(key)
 
     def get(self, key: tuple[str, str], signature: str, circuit: CircuitSettings) -> ReplicaState:
         """The state for a replica of a runtime being built: kept if its backend is the
@@ -242,6 +249,7 @@ class ReplicaStates:
         state = self._states.get(key)
         if state is None or state.signature != signature:
             state = ReplicaState(key[0], key[1], signature, circuit, self._clock)
+            state.feed = self.feed
             self._states[key] = state
         state.circuit_config = circuit
         return state

@@ -14,6 +14,8 @@ import openai
 import pytest
 
 from tests.support.servers import GatewayProcess
+from tests.support.services import cache_prefix
+from tests.support.wait import polled
 
 KEY = "tg-prefix-key"
 ADMIN = "tg-prefix-admin"
@@ -139,3 +141,31 @@ def test_two_gateway_processes_send_a_conversation_to_the_same_replica(
             assert len(served) == 1, (seed, served)
         for client in clients:
             client.close()
+
+
+def test_gateway_processes_sharing_their_index_through_redis(tmp_path: Path) -> None:
+    """With `routing.prefix_aware.share`, what one process routed reaches the other's index."""
+    env = {"TG_KEY": KEY, "TG_ADMIN": ADMIN}
+    with cache_prefix() as prefix:
+        share = f"routing: {{prefix_aware: {{share: {{key_prefix: '{prefix}', sync_ms: 20}}}}}}\n"
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        one_config, two_config = write_config(tmp_path / "a"), write_config(tmp_path / "b")
+        for config in (one_config, two_config):
+            config.write_text(config.read_text() + share)
+        with GatewayProcess(one_config, env=env) as one, GatewayProcess(two_config, env=env) as two:
+            client = openai.OpenAI(base_url=one.url + "/v1", api_key=KEY, max_retries=0)
+            client.chat.completions.create(
+                model="chat", max_tokens=2,
+                messages=[{"role": "user", "content": words(7, 900)}],  # type: ignore[list-item]
+            )  # fmt: skip
+            client.close()
+
+            def applied() -> float:
+                text = httpx.get(two.url + "/metrics").text
+                line = next(
+                    x for x in text.splitlines() if x.startswith("tollgate_prefix_share_applied")
+                )
+                return float(line.split()[-1])
+
+            assert polled(applied, lambda n: n >= 1) >= 1

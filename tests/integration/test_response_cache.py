@@ -253,6 +253,20 @@ async def test_a_failing_store_is_a_miss_and_the_client_is_served(
     assert h.cache.counts["store_failures"] == 4
 
 
+class Buggy(MemoryEntries):
+    async def get(self, namespace: str, digest: str) -> bytes | None:
+        raise RuntimeError("a bug in a store")
+
+
+async def test_a_cache_that_breaks_unexpectedly_is_still_a_miss(
+    tmp_path: Path, transport: httpx.AsyncHTTPTransport
+) -> None:
+    h = Harness(tmp_path, transport, store=Buggy())
+    reply, record = await h.reply(ALICE, "What is the capital of France?")
+    assert reply.status == 200 and record.cache == "miss" and record.backend == "gpu"
+    assert h.cache.counts["lookup_errors"] == 1
+
+
 async def test_an_entry_that_fails_to_decode_is_dropped_for_a_fresh_answer(
     tmp_path: Path, transport: httpx.AsyncHTTPTransport
 ) -> None:
