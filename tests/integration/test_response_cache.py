@@ -19,6 +19,7 @@ from gateway.call import Call, CallRecord, Principal
 from gateway.pipeline import Pipeline, Recorder, Reply
 from gateway.runtime import Runtime
 from gateway.side_calls import SideCaller
+from tests.support.records import Records
 from tests.support.runtime import make_deps, runtime_from
 from tests.support.services import REDIS_URL, cache_prefix
 
@@ -47,14 +48,6 @@ BOB = Principal("k-bob", "bob", team="web")
 CAROL = Principal("k-carol", "carol", team="ops")
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[CallRecord] = []
-
-    def submit(self, record: CallRecord) -> None:
-        self.records.append(record)
-
-
 class Harness:
     def __init__(self, tmp: Path, transport: httpx.AsyncBaseTransport, *, threshold: float = 0.6,
                  sample: float = 0.0, extra: str = "", store: Any = None,
@@ -70,7 +63,7 @@ class Harness:
         text = CONFIG.replace("THRESHOLD", str(threshold)).replace("SAMPLE", str(sample)) + extra
         text = edit(text) if edit is not None else text
         self.runtime: Runtime = runtime_from(tmp / "t.yaml", text, deps)
-        self.sink = Sink()
+        self.sink = Records()
         self.pipeline = Pipeline(Recorder(self.sink, TokenCounter()))  # type: ignore[arg-type]
         side.bind(self.pipeline, lambda: self.runtime)
 

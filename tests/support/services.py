@@ -21,33 +21,33 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 @contextlib.contextmanager
 def redis_prefix(url: str = REDIS_URL) -> Iterator[str]:
-    """A key prefix no other test uses; every key under it is deleted afterwards."""
+    """A key prefix no other test uses (the counters' keys: `{prefix}:...`, a hash tag);
+    every key under it is deleted afterwards."""
     prefix = f"tgtest-{uuid.uuid4().hex[:12]}"
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(url)
-        with contextlib.suppress(redis.RedisError):
-            keys = list(client.scan_iter(match="\\{" + prefix + "\\}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        client.close()
+        _drop(url, "\\{" + prefix + "\\}:*")
 
 
 @contextlib.contextmanager
 def cache_prefix(url: str = REDIS_URL) -> Iterator[str]:
-    """A response-cache key prefix no other test uses (its keys start with it, hash tags
-    after); every key under it is deleted afterwards."""
+    """A key prefix no other test uses for stores whose keys start with it (the response
+    cache, the shared prefix index); every key under it is deleted afterwards."""
     prefix = f"tgtest-cache-{uuid.uuid4().hex[:12]}:"
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(url)
-        with contextlib.suppress(redis.RedisError):
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        client.close()
+        _drop(url, prefix + "*")
+
+
+def _drop(url: str, pattern: str) -> None:
+    client = redis.Redis.from_url(url)
+    with contextlib.suppress(redis.RedisError):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
 
 
 @contextlib.contextmanager
