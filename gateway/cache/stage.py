@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -262,9 +262,15 @@ class CacheStage:
         if side is not None and self.shared.verifier.sampled(settings.verify):
             self.shared.counts["verified"] += 1
             reference = self._reference_call(call)
+            model = settings.embedding_model
+
+            async def embed(texts: Sequence[str]) -> list[list[float]] | None:
+                return await self._embed_texts(reference, model, texts)
+
             self.shared.verifier.check(
-                namespace, entry, lambda: side.run(reference), settings.verify, call.dialect
-            )
+                namespace, entry, lambda: side.run(reference), settings.verify, call.dialect,
+                embed,
+            )  # fmt: skip
 
     @staticmethod
     def _reference_call(call: Call) -> Call:
@@ -277,25 +283,35 @@ class CacheStage:
         return check
 
     async def _embed(self, call: Call, alias: str, text: str) -> Vector | None:
-        side = self.side_calls
-        if side is None:
-            return None
-        body = {"model": alias, "input": [text], "encoding_format": "float"}
-        probe = Call(f"{call.request_id}-embed", "openai", "embeddings", alias, body, False,
-                     False, principal=call.principal)  # fmt: skip
-        probe.decide(Decision("cache", "note",
-                              f"semantic cache lookup for request {call.request_id}"))  # fmt: skip
-        try:
-            status, raw = await side.run(probe)
-            data = orjson.loads(raw)["data"] if status == 200 else None
-            vector = unit(data[0]["embedding"]) if data else None
-        except Exception:  # whatever the embedding call did, the lookup goes on without it
-            log.warning("semantic cache: the embedding for call %s failed", call.request_id,
-                        exc_info=True)  # fmt: skip
-            vector = None
+        vectors = await self._embed_texts(call, alias, [text])
+        vector = unit(vectors[0]) if vectors else None
         if vector is None:
             self.shared.counts["embed_failures"] += 1
         return vector
+
+    async def _embed_texts(
+        self, call: Call, alias: str, texts: Sequence[str]
+    ) -> list[list[float]] | None:
+        """Embeddings through the whole pipeline: the call is its own audited, priced line,
+        charged to `call`'s principal. None when it failed, whatever the way."""
+        side = self.side_calls
+        if side is None:
+            return None
+        body = {"model": alias, "input": list(texts), "encoding_format": "float"}
+        probe = Call(f"{call.request_id}-embed", "openai", "embeddings", alias, body, False,
+                     False, principal=call.principal)  # fmt: skip
+        probe.decide(Decision("cache", "note", f"semantic cache, for request {call.request_id}"))
+        try:
+            status, raw = await side.run(probe)
+            if status != 200:
+                return None
+            data = sorted(orjson.loads(raw)["data"], key=lambda d: d.get("index", 0))
+            vectors = [list(d["embedding"]) for d in data]
+            return vectors if len(vectors) == len(texts) else None
+        except Exception:  # whatever the embedding call did, the lookup goes on without it
+            log.warning("semantic cache: the embedding for call %s failed", call.request_id,
+                        exc_info=True)  # fmt: skip
+            return None
 
     async def store(self, call: Call, outcome: Outcome) -> None:
         """Keeps a successful, complete answer (after the client has it)."""

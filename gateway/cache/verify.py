@@ -18,7 +18,14 @@ import orjson
 
 from gateway.cache.entry import Entry
 from gateway.cache.settings import VerifyConfig
-from gateway.policies.rules.compare import Answer, Comparator, Context, answer_of, resolve
+from gateway.policies.rules.compare import (
+    Answer,
+    Comparator,
+    Context,
+    Embed,
+    answer_of,
+    resolve,
+)
 
 log = logging.getLogger("gateway.cache")
 
@@ -59,14 +66,32 @@ class Verifier:
     def sampled(self, settings: VerifyConfig) -> bool:
         return self._rng.random() < settings.sample
 
-    def check(self, namespace: str, entry: Entry, reference: Reference,
-              settings: VerifyConfig, dialect: str) -> None:  # fmt: skip
-        task = asyncio.create_task(self._check(namespace, entry, reference, settings, dialect))
+    def check(
+        self,
+        namespace: str,
+        entry: Entry,
+        reference: Reference,
+        settings: VerifyConfig,
+        dialect: str,
+        embed: Embed | None = None,
+    ) -> None:
+        """Starts one check (not awaited). `embed`: the semantic cache's own embedding model,
+        for the comparators that compare prose by meaning (`auto`, `embedding`)."""
+        task = asyncio.create_task(
+            self._check(namespace, entry, reference, settings, dialect, embed)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _check(self, namespace: str, entry: Entry, reference: Reference,
-                     settings: VerifyConfig, dialect: str) -> None:  # fmt: skip
+    async def _check(
+        self,
+        namespace: str,
+        entry: Entry,
+        reference: Reference,
+        settings: VerifyConfig,
+        dialect: str,
+        embed: Embed | None,
+    ) -> None:
         state = self.spaces[namespace]
         try:
             status, body = await reference()
@@ -76,7 +101,7 @@ class Verifier:
                 state.errors += 1
                 return
             agreed = await self._comparator(settings.compare).agree(
-                ours, theirs, Context(settings.similarity)
+                ours, theirs, Context(settings.similarity, embed)
             )
         except Exception:
             state.errors += 1

@@ -338,3 +338,21 @@ async def test_embeddings_are_cached_exactly(
         return dict(reply.headers)["x-tollgate-cache"]
 
     assert [await embed(), await embed()] == ["miss", "exact"]
+
+
+async def test_checks_compare_prose_by_the_cache_s_own_embeddings(
+    tmp_path: Path, transport: httpx.AsyncHTTPTransport
+) -> None:
+    """`compare: embedding` (and `auto` on prose) needs embeddings: the semantic cache's own
+    model, through the pipeline, charged to the checks' team."""
+    h = Harness(tmp_path, transport, threshold=0.3, sample=1.0,
+                edit=lambda t: t.replace("compare: text", "compare: embedding"))  # fmt: skip
+    await h.ask(ALICE, "Tell me about the weather in Paris")
+    assert await h.ask(ALICE, "Tell me about the weather in Paris today") == "semantic"
+    await h.cache.verifier.drain()
+    (state,) = h.cache.verifier.spaces.values()
+    assert state.checks == 1 and state.errors == 0
+    embeds = [
+        r for r in h.sink.records if r.model == "embed" and r.principal.team == "cache-verifier"
+    ]
+    assert len(embeds) == 1
