@@ -60,6 +60,7 @@ class Harness:
         if store is not None:
             fields["cache"] = type(deps.cache)(store)
         deps = type(deps)(**fields)
+        self.deps = deps
         text = CONFIG.replace("THRESHOLD", str(threshold)).replace("SAMPLE", str(sample)) + extra
         text = edit(text) if edit is not None else text
         self.runtime: Runtime = runtime_from(tmp / "t.yaml", text, deps)
@@ -356,3 +357,27 @@ async def test_checks_compare_prose_by_the_cache_s_own_embeddings(
         r for r in h.sink.records if r.model == "embed" and r.principal.team == "cache-verifier"
     ]
     assert len(embeds) == 1
+
+
+BUDGETS = """
+limits:
+  budgets: [{name: team-day, scope: team, subject: "*", tokens: 1000000, window: day}]
+policies:
+  - use: budgets
+"""
+
+
+async def test_a_hit_spends_nothing_against_budgets(
+    tmp_path: Path, transport: httpx.AsyncHTTPTransport
+) -> None:
+    h = Harness(tmp_path, transport, extra=BUDGETS)
+    _, first = await h.reply(ALICE, "What is the capital of France?")
+    for _ in range(5):
+        _, hit = await h.reply(ALICE, "What is the capital of France?")
+        assert hit.cache == "exact"
+    spend = (await h.deps.ledger.spend("team", "day"))["ml"]
+    # What was served upstream: the first call and its lookup's embedding; none of the hits.
+    upstream = [r for r in h.sink.records if r.backend is not None]
+    assert len(upstream) == 2 and spend["req"] == 2
+    assert spend["usd"] == sum(r.money.cost for r in upstream) > first.money.cost
+    assert spend["in"] == sum(r.usage.input_tokens for r in upstream if r.usage)
