@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 import orjson
 
-from gateway.cli_accounts import check_state, db, keys, load_or_exit
-from gateway.cli_audit import audit
-from gateway.cli_budgets import budgets, spend
-from gateway.cli_policy import policy
+from gateway.cli.audit import audit
+from gateway.cli.budgets import budgets, spend
+from gateway.cli.checks import check_state
+from gateway.cli.db import db
+from gateway.cli.helpers import load_or_exit
+from gateway.cli.keys import keys
+from gateway.cli.policy import policy
 from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -102,7 +105,7 @@ def serve(
         run_server(create_app(settings, loaded, tokens), **options)
         return
     os.environ[_SETTINGS_ENV] = settings.model_dump_json()
-    run_server("gateway.cli:worker_app", factory=True, workers=workers, **options)
+    run_server("gateway.cli.main:worker_app", factory=True, workers=workers, **options)
 
 
 def _serving_line(

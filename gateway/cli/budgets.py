@@ -10,7 +10,7 @@ import click
 import orjson
 
 from gateway.admin_ops import BudgetSet, SpendQuery, budget_report, key_ids, spend_report
-from gateway.cli_accounts import Admin, config_option, fail, json_option, show, validated
+from gateway.cli.helpers import Admin, config_option, fail, json_option, show, validated
 from gateway.stores.budgets import BUDGET_WINDOWS, delete_budget, list_budgets
 
 

@@ -11,7 +11,7 @@ from typing import IO
 import click
 
 from gateway.audit.signing import Signer, signing_key
-from gateway.cli_accounts import Admin, config_option, fail
+from gateway.cli.helpers import Admin, config_option, fail
 from gateway.stores.secret import data_dir_of
 
 _AGO = re.compile(r"^(\d+)([dhm])$")

@@ -9,7 +9,7 @@ import sys
 import click
 from pydantic import ValidationError
 
-from gateway.cli_accounts import load_or_exit
+from gateway.cli.helpers import load_or_exit
 from gateway.policy_ops import ExplainQuery, check, explain_call, offline_runtime
 from gateway.settings import Settings
 
