@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
-from gateway.accounts import Accounts
+from gateway.admin.accounts import Accounts
 from gateway.audit.service import AuditLog
 from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing

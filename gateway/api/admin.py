@@ -19,16 +19,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.accounting.ledger import StoreDown
-from gateway.admin_ops import (
+from gateway.admin.budgets import (
     BudgetSet,
-    KeyCreate,
-    SpendQuery,
     budget_report,
     budget_rules,
-    key_ids,
-    new_key,
-    spend_report,
+    delete_budget,
+    list_budgets,
+    set_budget,
 )
+from gateway.admin.keys import KeyCreate, KeyError_, key_ids, list_keys, new_key, revoke_key
+from gateway.admin.policy import ExplainQuery, explain_call, resume, rules_status
+from gateway.admin.spend import SpendQuery, spend_report
 from gateway.api.replies import M, bearer, error_response, json_response, validated
 from gateway.api.spend_data import RollupQuery, fresh, rollup_report
 from gateway.errors import (
@@ -38,11 +39,8 @@ from gateway.errors import (
     ServiceUnavailable,
     TollgateError,
 )
-from gateway.policy_ops import ExplainQuery, explain_call, resume, rules_status
 from gateway.services import Services
-from gateway.stores.budgets import delete_budget, list_budgets, set_budget
 from gateway.stores.counters import StoreUnavailable
-from gateway.stores.keys import KeyError_, list_keys, revoke_key
 
 Handler = Callable[[Request, Services], Awaitable[Any]]
 

@@ -17,11 +17,11 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admin.policy import rules_status
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
 from gateway.cache.stage import ResponseCache
 from gateway.errors import TollgateError
-from gateway.policy_ops import rules_status
 from gateway.routing.prefix import PrefixStats
 from gateway.routing.state import ReplicaState
 from gateway.services import Services

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger, StoreDown
-from gateway.admin_ops import budget_report, budget_rules, key_ids
+from gateway.admin.budgets import BudgetRule, budget_report, budget_rules, list_budgets
+from gateway.admin.keys import key_ids
+from gateway.admin.policy import rules_status
 from gateway.errors import InvalidRequest, ServiceUnavailable
-from gateway.policy_ops import rules_status
 from gateway.services import Services
-from gateway.stores.budgets import BudgetRule, list_budgets
 from gateway.stores.counters import StoreUnavailable
 from gateway.telemetry import queries
 from gateway.telemetry.queries import Range

@@ -9,9 +9,17 @@ from typing import Any
 import click
 import orjson
 
-from gateway.admin_ops import BudgetSet, SpendQuery, budget_report, key_ids, spend_report
+from gateway.admin.budgets import (
+    BUDGET_WINDOWS,
+    BudgetSet,
+    budget_report,
+    delete_budget,
+    list_budgets,
+    set_budget,
+)
+from gateway.admin.keys import key_ids
+from gateway.admin.spend import SpendQuery, spend_report
 from gateway.cli.helpers import Admin, config_option, fail, json_option, show, validated
-from gateway.stores.budgets import BUDGET_WINDOWS, delete_budget, list_budgets
 
 
 @click.group()
@@ -39,7 +47,6 @@ def budgets_set(
     soft: bool,
 ) -> None:
     """Create or replace budget NAME."""
-    from gateway.stores.budgets import set_budget
 
     admin = Admin.load(config_path)
     spec = validated(

@@ -6,9 +6,8 @@ import time
 
 import click
 
-from gateway.admin_ops import KeyCreate, new_key
+from gateway.admin.keys import KeyCreate, KeyError_, list_keys, new_key, revoke_key
 from gateway.cli.helpers import Admin, config_option, csv_list, fail, json_option, show, validated
-from gateway.stores.keys import KeyError_, list_keys, revoke_key
 
 
 @click.group()

@@ -9,8 +9,8 @@ import sys
 import click
 from pydantic import ValidationError
 
+from gateway.admin.policy import ExplainQuery, check, explain_call, offline_runtime
 from gateway.cli.helpers import load_or_exit
-from gateway.policy_ops import ExplainQuery, check, explain_call, offline_runtime
 from gateway.settings import Settings
 
 _CONFIG = click.option(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.accounts import Accounts
+from gateway.admin.accounts import Accounts
 from gateway.auth import KeyRing
 from gateway.stores.keys import create_key
 from gateway.stores.migrate import downgrade, upgrade
@@ -42,7 +42,7 @@ def test_a_virtual_key_may_not_take_a_static_keys_name(tmp_path: Path) -> None:
     static key's name and then share its per-key spend rows and reports."""
     import pytest
 
-    from gateway.admin_ops import KeyCreate, new_key
+    from gateway.admin.keys import KeyCreate, new_key
     from gateway.config.schema import Config
     from gateway.stores.keys import KeyError_
 
