@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from gateway.admin.inputs import Input
 from gateway.auth import key_digest
 from gateway.config.schema import Config
-from gateway.stores.keys import KeyError_, KeyRow, create_key, list_keys, revoke_key
+from gateway.stores.keys import KeyRefused, KeyRow, create_key, list_keys, revoke_key
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -73,7 +73,7 @@ def new_key(
     """A virtual key; its name may not be a static key's either (names are unique across
     both, so per-key spend rows and reports never mix two keys)."""
     if config is not None and any(k.name == spec.name for k in config.auth.keys):
-        raise KeyError_(f"a static key named {spec.name!r} is configured; choose another name")
+        raise KeyRefused(f"a static key named {spec.name!r} is configured; choose another name")
     return create_key(
         engine,
         secret,
@@ -87,5 +87,5 @@ def new_key(
     )
 
 
-__all__ = ["KeyCreate", "KeyError_", "KeyRow", "key_ids", "list_keys", "new_key", "parse_expiry",
+__all__ = ["KeyCreate", "KeyRefused", "KeyRow", "key_ids", "list_keys", "new_key", "parse_expiry",
            "revoke_key"]  # fmt: skip

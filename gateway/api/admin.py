@@ -27,7 +27,7 @@ from gateway.admin.budgets import (
     list_budgets,
     set_budget,
 )
-from gateway.admin.keys import KeyCreate, KeyError_, key_ids, list_keys, new_key, revoke_key
+from gateway.admin.keys import KeyCreate, KeyRefused, key_ids, list_keys, new_key, revoke_key
 from gateway.admin.policy import ExplainQuery, explain_call, resume, rules_status
 from gateway.admin.spend import SpendQuery, spend_report
 from gateway.api.replies import M, bearer, error_response, json_response, validated
@@ -86,12 +86,12 @@ async def _body(request: Request, model: type[M], **extra: Any) -> M:
     return validated(model, {**data, **extra})
 
 
-async def list_keys_(request: Request, services: Services) -> Any:
+async def keys_get(request: Request, services: Services) -> Any:
     rows = await asyncio.to_thread(list_keys, services.accounts.engine)
     return {"object": "list", "data": [r.public() for r in rows]}
 
 
-async def create_key_(request: Request, services: Services) -> Any:
+async def keys_post(request: Request, services: Services) -> Any:
     spec = await _body(request, KeyCreate)
     unknown = [m for m in spec.models or () if m not in services.runtime.current.config.models]
     if unknown:
@@ -104,24 +104,24 @@ async def create_key_(request: Request, services: Services) -> Any:
             spec,
             services.runtime.current.config,
         )
-    except KeyError_ as exc:
+    except KeyRefused as exc:
         raise InvalidRequest(str(exc.args[0]), param="name", status=409, code="conflict") from exc
     await services.accounts.refresh()
     return json_response({**row.public(), "key": secret}, 201)
 
 
-async def revoke_key_(request: Request, services: Services) -> Any:
+async def key_delete(request: Request, services: Services) -> Any:
     try:
         row = await asyncio.to_thread(
             revoke_key, services.accounts.engine, request.path_params["key"]
         )
-    except KeyError_ as exc:
+    except KeyRefused as exc:
         raise InvalidRequest(str(exc.args[0]), status=404, code="not_found") from exc
     await services.accounts.refresh()
     return row.public()
 
 
-async def list_budgets_(request: Request, services: Services) -> Any:
+async def budgets_get(request: Request, services: Services) -> Any:
     sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
     return {
         "object": "list",
@@ -129,7 +129,7 @@ async def list_budgets_(request: Request, services: Services) -> Any:
     }
 
 
-async def show_budget(request: Request, services: Services) -> Any:
+async def budget_get(request: Request, services: Services) -> Any:
     name = request.path_params["name"]
     sql = await asyncio.to_thread(list_budgets, services.accounts.engine)
     rule = next(
@@ -143,7 +143,7 @@ async def show_budget(request: Request, services: Services) -> Any:
     return await _store(budget_report(services.ledger, rule, request.query_params.get("for"), ids))
 
 
-async def set_budget_(request: Request, services: Services) -> Any:
+async def budget_put(request: Request, services: Services) -> Any:
     name = request.path_params["name"]
     spec = await _body(request, BudgetSet, name=name)
     if any(b.name == name for b in services.runtime.current.config.limits.budget_rules()):
@@ -155,7 +155,7 @@ async def set_budget_(request: Request, services: Services) -> Any:
     return spec.stored().public()
 
 
-async def delete_budget_(request: Request, services: Services) -> Any:
+async def budget_delete(request: Request, services: Services) -> Any:
     name = request.path_params["name"]
     if not await asyncio.to_thread(delete_budget, services.accounts.engine, name):
         raise InvalidRequest(f"no run-time budget named {name!r}", status=404, code="not_found")
@@ -168,15 +168,15 @@ async def delete_budget_(request: Request, services: Services) -> Any:
 _ROLLUP_PARAMS = frozenset({"range", "from", "to", "granularity"})
 
 
-async def spend_(request: Request, services: Services) -> Any:
+async def spend_get(request: Request, services: Services) -> Any:
     params = dict(request.query_params)
     if _ROLLUP_PARAMS & params.keys():
-        return await rollups_(request, services)
+        return await rollups_get(request, services)
     query = validated(SpendQuery, params)
     return await _store(spend_report(services.ledger, query))
 
 
-async def rollups_(request: Request, services: Services) -> Any:
+async def rollups_get(request: Request, services: Services) -> Any:
     query = validated(RollupQuery, dict(request.query_params))
     await fresh(services)
     return await asyncio.to_thread(rollup_report, services, query, time.time())
@@ -189,13 +189,13 @@ async def _store(work: Awaitable[Any]) -> Any:
         raise ServiceUnavailable(f"The counter store is unreachable: {exc}") from exc
 
 
-async def replicas_(request: Request, services: Services) -> Any:
+async def replicas_get(request: Request, services: Services) -> Any:
     """Every alias's tiers and replicas with their live state: circuit, in flight, latency,
     engine load, counters (the same view /readyz gives, behind the admin key)."""
     return {"replicas": services.runtime.current.router.public()}
 
 
-async def policy_explain_(request: Request, services: Services) -> Any:
+async def explain_get(request: Request, services: Services) -> Any:
     """What the running rules would do with a call like this (the counters as they are now)."""
     params = request.query_params
     raw: dict[str, Any] = {k: v for k, v in params.items() if k != "header"}
@@ -214,11 +214,11 @@ async def policy_explain_(request: Request, services: Services) -> Any:
         raise InvalidRequest(str(exc), param="model") from exc
 
 
-async def policy_rules_(request: Request, services: Services) -> Any:
+async def rules_get(request: Request, services: Services) -> Any:
     return {"rules": rules_status(services.runtime.current)}
 
 
-async def policy_resume_(request: Request, services: Services) -> Any:
+async def rule_resume_post(request: Request, services: Services) -> Any:
     try:
         return resume(services.runtime.current, request.path_params["name"])
     except LookupError as exc:
@@ -227,17 +227,17 @@ async def policy_resume_(request: Request, services: Services) -> Any:
 
 def admin_routes() -> list[Route]:
     return [
-        admin_route("/admin/keys", list_keys_, ["GET"]),
-        admin_route("/admin/keys", create_key_, ["POST"]),
-        admin_route("/admin/keys/{key}", revoke_key_, ["DELETE"]),
-        admin_route("/admin/budgets", list_budgets_, ["GET"]),
-        admin_route("/admin/budgets/{name}", show_budget, ["GET"]),
-        admin_route("/admin/budgets/{name}", set_budget_, ["PUT"]),
-        admin_route("/admin/budgets/{name}", delete_budget_, ["DELETE"]),
-        admin_route("/admin/spend", spend_, ["GET"]),
-        admin_route("/admin/spend/rollups", rollups_, ["GET"]),
-        admin_route("/admin/replicas", replicas_, ["GET"]),
-        admin_route("/admin/policy/explain", policy_explain_, ["GET"]),
-        admin_route("/admin/policy/rules", policy_rules_, ["GET"]),
-        admin_route("/admin/policy/rules/{name}/resume", policy_resume_, ["POST"]),
+        admin_route("/admin/keys", keys_get, ["GET"]),
+        admin_route("/admin/keys", keys_post, ["POST"]),
+        admin_route("/admin/keys/{key}", key_delete, ["DELETE"]),
+        admin_route("/admin/budgets", budgets_get, ["GET"]),
+        admin_route("/admin/budgets/{name}", budget_get, ["GET"]),
+        admin_route("/admin/budgets/{name}", budget_put, ["PUT"]),
+        admin_route("/admin/budgets/{name}", budget_delete, ["DELETE"]),
+        admin_route("/admin/spend", spend_get, ["GET"]),
+        admin_route("/admin/spend/rollups", rollups_get, ["GET"]),
+        admin_route("/admin/replicas", replicas_get, ["GET"]),
+        admin_route("/admin/policy/explain", explain_get, ["GET"]),
+        admin_route("/admin/policy/rules", rules_get, ["GET"]),
+        admin_route("/admin/policy/rules/{name}/resume", rule_resume_post, ["POST"]),
     ]

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from gateway.admin.keys import KeyCreate, KeyError_, list_keys, new_key, revoke_key
+from gateway.admin.keys import KeyCreate, KeyRefused, list_keys, new_key, revoke_key
 from gateway.cli.helpers import Admin, config_option, csv_list, fail, json_option, show, validated
 
 
@@ -53,7 +53,7 @@ def keys_create(
         fail(f"unknown model(s): {', '.join(unknown)} (models: {', '.join(admin.config.models)})")
     try:
         row, secret = new_key(admin.engine(), admin.secret(), spec, admin.config)
-    except KeyError_ as exc:
+    except KeyRefused as exc:
         fail(str(exc.args[0]))
     show(
         {**row.public(), "key": secret},
@@ -97,6 +97,6 @@ def keys_revoke(config_path: str | None, key: str) -> None:
     """Revoke KEY (id or name); every gateway refuses it within keys.refresh_seconds."""
     try:
         row = revoke_key(Admin.load(config_path).engine(), key)
-    except KeyError_ as exc:
+    except KeyRefused as exc:
         fail(str(exc.args[0]))
     click.echo(f"revoked {row.id} '{row.name}'")

@@ -53,7 +53,7 @@ class KeyRow:
         }
 
 
-class KeyError_(LookupError):
+class KeyRefused(LookupError):
     """A key operation named a key that does not exist, or a name already taken."""
 
 
@@ -107,7 +107,7 @@ def create_key(
     with engine.begin() as conn:
         taken = conn.execute(select(func.count()).where(api_keys.c.name == name)).scalar()
         if taken:
-            raise KeyError_(f"a key named {name!r} already exists")
+            raise KeyRefused(f"a key named {name!r} already exists")
         conn.execute(
             insert(api_keys).values(
                 id=row.id,
@@ -140,7 +140,7 @@ def revoke_key(engine: Engine, id_or_name: str) -> KeyRow:
         match = or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
         found = conn.execute(select(api_keys).where(match)).mappings().first()
         if found is None:
-            raise KeyError_(f"no key with id or name {id_or_name!r}")
+            raise KeyRefused(f"no key with id or name {id_or_name!r}")
         if found["revoked_at"] is None:
             conn.execute(update(api_keys).where(match).values(revoked_at=time.time()))
             bump(conn, "keys")

@@ -162,16 +162,16 @@ def percentiles(
             continue
         rank, seen = p * total, 0
         bounds = LATENCY_BINS_MS
-        for bin_ in sorted(counts):
-            if seen + counts[bin_] >= rank:
-                if bin_ >= len(bounds):
+        for slot in sorted(counts):
+            if seen + counts[slot] >= rank:
+                if slot >= len(bounds):
                     out[label] = float(bounds[-1])
                 else:
-                    low = float(bounds[bin_ - 1]) if bin_ else 0.0
-                    share = (rank - seen) / counts[bin_]
-                    out[label] = round(low + (bounds[bin_] - low) * share, 1)
+                    low = float(bounds[slot - 1]) if slot else 0.0
+                    share = (rank - seen) / counts[slot]
+                    out[label] = round(low + (bounds[slot] - low) * share, 1)
                 break
-            seen += counts[bin_]
+            seen += counts[slot]
     return out
 
 

@@ -88,8 +88,8 @@ def coarsened(pending: Pending) -> Pending:
     out = Pending(key_names=dict(pending.key_names))
     for (minute, *dims), sums in pending.spend.items():
         out.merge(Pending({(minute // 3600 * 3600, *dims): sums}))  # type: ignore[dict-item]
-    for (minute, model, metric, bin_), count in pending.latency.items():
-        key = (minute // 3600 * 3600, model, metric, bin_)
+    for (minute, model, metric, slot), count in pending.latency.items():
+        key = (minute // 3600 * 3600, model, metric, slot)
         out.latency[key] = out.latency.get(key, 0) + count
     for (minute, rule), sums in pending.shadow.items():
         out.merge(Pending(shadow={(minute // 3600 * 3600, rule): list(sums)}))
@@ -227,9 +227,9 @@ def rows_of(pending: Pending) -> tuple[Rows, Rows, Rows]:
             else:
                 for i, value in enumerate(sums):
                     mine[i] += value
-    for (minute, model, metric, bin_), count in pending.latency.items():
+    for (minute, model, metric, slot), count in pending.latency.items():
         for name, width in GRANULARITIES.items():
-            lkey = (name, minute // width * width, model, metric, bin_)
+            lkey = (name, minute // width * width, model, metric, slot)
             latency_rows[lkey] = latency_rows.get(lkey, 0) + count
     names = ("granularity", "bucket_start", *DIMENSIONS)
     spend_out = [

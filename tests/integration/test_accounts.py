@@ -44,14 +44,14 @@ def test_a_virtual_key_may_not_take_a_static_keys_name(tmp_path: Path) -> None:
 
     from gateway.admin.keys import KeyCreate, new_key
     from gateway.config.schema import Config
-    from gateway.stores.keys import KeyError_
+    from gateway.stores.keys import KeyRefused
 
     engine = make_engine(f"sqlite:///{tmp_path}/k.db")
     upgrade(engine)
     config = Config.model_validate_json(
         '{"auth": {"keys": [{"name": "ci-bot", "key_sha256": "' + "a" * 64 + '"}]}}'
     )
-    with pytest.raises(KeyError_, match="static key named 'ci-bot'"):
+    with pytest.raises(KeyRefused, match="static key named 'ci-bot'"):
         new_key(engine, b"s", KeyCreate(name="ci-bot"), config)
     row, _ = new_key(engine, b"s", KeyCreate(name="ci-bot-2"), config)
     assert row.name == "ci-bot-2"
