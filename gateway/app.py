@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.api.admin import admin_routes
@@ -83,7 +84,7 @@ class HotPaths:
         self.app = app
         self._hot = hot
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -98,7 +99,7 @@ class HotPaths:
             return
         request_id = services.request_ids().encode()
 
-        async def stamped(message: MutableMapping[str, Any]) -> None:
+        async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", []), (b"x-tollgate-request-id", request_id)]
                 message = {**message, "headers": headers}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.api.asgi import RequestHeaders, Send, raw_headers, send_whole
+from starlette.types import Scope, Send
+
+from gateway.api.asgi import RequestHeaders, raw_headers, send_whole
 from gateway.api.bodies import check_anthropic_messages, parse_json_object
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import anthropic_error_body, anthropic_error_event
@@ -55,7 +57,7 @@ class MessagesEndpoint(DialectEndpoint):
         raw: bytes,
         principal: Principal,
         request_id: str,
-        scope: dict[str, Any],
+        scope: Scope,
         headers: RequestHeaders,
         runtime: Runtime,
     ) -> Call:
@@ -76,7 +78,7 @@ def _call(
     body: dict[str, Any],
     principal: Principal,
     request_id: str,
-    scope: dict[str, Any],
+    scope: Scope,
     headers: RequestHeaders,
     count: bool = False,
 ) -> Call:

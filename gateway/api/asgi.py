@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, TollgateError, UpstreamTimeout
 from gateway.pipeline import Reply
 from gateway.relay import StreamReply
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 ErrorEvent = Callable[[TollgateError], bytes]
 
 log = logging.getLogger("gateway.api")
@@ -185,7 +184,7 @@ class RequestHeaders:
         "user_agent",
     )
 
-    def __init__(self, scope: dict[str, Any]) -> None:
+    def __init__(self, scope: Scope) -> None:
         self.api_key: str | None = None
         self.authorization: str | None = None
         self.content_length: int | None = None

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.asgi import (
     ClientWatch,
     ErrorEvent,
-    Receive,
     RequestHeaders,
-    Send,
     raw_headers,
     read_body,
     send_stream,
@@ -47,7 +46,7 @@ class DialectEndpoint:
         raw: bytes,
         principal: Principal,
         request_id: str,
-        scope: dict[str, Any],
+        scope: Scope,
         headers: RequestHeaders,
         runtime: Runtime,
     ) -> Call:
@@ -60,7 +59,7 @@ class DialectEndpoint:
         runtime: Runtime,
         err: TollgateError,
         request_id: str,
-        scope: dict[str, Any],
+        scope: Scope,
         principal: Principal | None,
     ) -> None:
         client = scope.get("client")
@@ -80,7 +79,7 @@ class DialectEndpoint:
     async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
         raise NotImplementedError
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["state"]["services"]
         request_id = services.request_ids()
         token = request_id_var.set(request_id)

@@ -5,11 +5,10 @@ header (or its `x-api-key`) and answered in Anthropic's shape and error format."
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
+from starlette.types import Receive, Scope, Send
 
-from gateway.api.asgi import Receive, RequestHeaders, Send, send_whole
+from gateway.api.asgi import RequestHeaders, send_whole
 from gateway.api.errors import anthropic_error_body
 from gateway.api.openai import JSON, send_openai_error
 from gateway.errors import ModelNotFound, TollgateError
@@ -18,7 +17,7 @@ from gateway.services import Services
 
 
 class ModelsEndpoint:
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["state"]["services"]
         request_id = services.request_ids()
         headers = RequestHeaders(scope)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.api.asgi import RequestHeaders, Send, raw_headers, send_whole
+from starlette.types import Scope, Send
+
+from gateway.api.asgi import RequestHeaders, raw_headers, send_whole
 from gateway.api.bodies import check_completions, check_openai_chat, parse_json_object
 from gateway.api.endpoint import DialectEndpoint
 from gateway.api.errors import openai_error_body, openai_error_event
@@ -46,7 +48,7 @@ class OpenAIEndpoint(DialectEndpoint):
         raw: bytes,
         principal: Principal,
         request_id: str,
-        scope: dict[str, Any],
+        scope: Scope,
         headers: RequestHeaders,
         runtime: Runtime,
     ) -> Call:
