@@ -16,6 +16,24 @@
      ├── UpstreamTimeout       504  api_error / upstream_timeout
      └── InternalError         500  api_error / internal_error
 
+Beside it, `Fault`: what goes wrong inside the gateway itself (a store, the database schema, a
+plugin, a config file). A fault is never shown to a client as it is: the code that meets it
+decides what the client sees (a cache miss, limits enforced locally, a 503) or refuses to
+start with the fault's words.
+
+    Fault
+     ├── ConfigError           a config file is invalid (every problem at file:line)
+     ├── StoreUnavailable, StoreRejected, StoreDown   the budget counters' store
+     ├── StoreFailure          the response cache's store (a miss)
+     ├── SchemaOutOfDate       the database is behind the code (the command to run)
+     ├── KeyRefused            an admin's key operation (no such key, a name taken)
+     ├── PluginLoadError, StrategyLoadError          a policy or strategy cannot load
+     ├── RedisReplyError, EncodingFileCorrupt         a Redis reply, a tokenizer file
+     └── PruneRefused, QuarantineStopped, YamlProblem
+
+The simulator's SimError is the simulated server's own, rendered as its HTTP answers; it is
+not part of the gateway.
+
 Rendering into a vendor dialect happens at the API edge (`gateway.api.errors`), so the
 classes know nothing of JSON shapes. `message` is what the client reads and never names an
 internal host, port or secret; `detail` is what ops need (the upstream's own words, the
@@ -129,7 +147,11 @@ class InternalError(TollgateError):
     code = "internal_error"
 
 
-class ConfigError(Exception):
+class Fault(Exception):
+    """Something of the gateway's own failed; see the tree above."""
+
+
+class ConfigError(Fault):
     """A configuration file is invalid; `problems` holds one `file:line:col: path: reason` each."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -140,6 +162,7 @@ class ConfigError(Exception):
 __all__ = [
     "AuthenticationFailed",
     "ConfigError",
+    "Fault",
     "InternalError",
     "InvalidRequest",
     "ModelNotFound",

@@ -30,6 +30,7 @@ from gateway.accounting.spend import (
     table_name,
 )
 from gateway.accounting.windows import Window, WindowCache, WindowKind, window_at
+from gateway.errors import Fault
 from gateway.stores.counters import (
     CounterStore,
     HoldTag,
@@ -43,7 +44,7 @@ from gateway.stores.memory import MemoryCounters
 log = logging.getLogger("gateway.ledger")
 
 
-class StoreDown(Exception):
+class StoreDown(Fault):
     """The shared store is unreachable and the configured choice is to fail closed."""
 
 

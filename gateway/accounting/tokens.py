@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
+from gateway.errors import Fault
+
 log = logging.getLogger("gateway.tokens")
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
@@ -106,7 +108,7 @@ _CL100K_SPECIAL = {
 }
 
 
-class EncodingFileCorrupt(ValueError):
+class EncodingFileCorrupt(Fault, ValueError):
     """The shipped encoding does not match tiktoken's published hash (a damaged install)."""
 
 

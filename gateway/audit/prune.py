@@ -20,9 +20,10 @@ from gateway.audit.chaincheck import ChainCheck, Problem, Tally
 from gateway.audit.incidents import Acknowledgement
 from gateway.audit.signing import Signer, insert_checkpoint
 from gateway.audit.verify import unacknowledged
+from gateway.errors import Fault
 
 
-class PruneRefused(Exception):
+class PruneRefused(Fault):
     def __init__(self, problem: Problem) -> None:
         super().__init__(
             f"refusing to prune: the rows to remove do not verify: {problem.describe()} "

@@ -31,6 +31,7 @@ from gateway.audit.segments import (
     write_position,
 )
 from gateway.audit.signing import Signer, insert_checkpoint
+from gateway.errors import Fault
 from gateway.stores.sql import rejected_value
 
 log = logging.getLogger("gateway.audit")
@@ -38,7 +39,7 @@ READ_BYTES = 4 * 1024 * 1024
 MAX_QUARANTINE_RUN = 20
 
 
-class QuarantineStopped(Exception):
+class QuarantineStopped(Fault):
     """Too many events in a row rejected: the schema, not the data, is wrong."""
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.errors import Fault
+
 
 def exact_size(value: bytes) -> bytes:
     """A copy holding only its bytes: orjson's output keeps its whole working buffer (~8 KiB
@@ -17,7 +19,7 @@ def exact_size(value: bytes) -> bytes:
     return bytes(memoryview(value))
 
 
-class StoreFailure(Exception):
+class StoreFailure(Fault):
     """The store could not answer in time: the cache stage counts it and treats it as a miss."""
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from gateway.errors import Fault
+
 Path = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$\{")
 
@@ -63,7 +65,7 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return out
 
 
-class YamlProblem(Exception):
+class YamlProblem(Fault):
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway import entrypoints
+from gateway.errors import Fault
 
 ENTRY_POINT_GROUP = "tollgate.policies"
 
@@ -26,7 +27,7 @@ BUILTINS: Mapping[str, str] = {
 _HOOKS = {"on_request": 1, "on_response": 2, "aclose": 0}
 
 
-class PluginLoadError(Exception):
+class PluginLoadError(Fault):
     pass
 
 

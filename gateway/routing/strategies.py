@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from gateway import entrypoints
 from gateway.call import Call
+from gateway.errors import Fault
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import Replica
 
@@ -119,7 +120,7 @@ BUILTINS: Mapping[str, str] = {
 }
 
 
-class StrategyLoadError(Exception):
+class StrategyLoadError(Fault):
     pass
 
 

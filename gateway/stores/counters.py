@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.errors import Fault
 
-class StoreUnavailable(Exception):
+
+class StoreUnavailable(Fault):
     """The shared store did not answer (connection refused, timeout, failover in progress)."""
 
 
-class StoreRejected(Exception):
+class StoreRejected(Fault):
     """The store answered but refused the command (a script error on a value it cannot hold).
     Not an outage: only the call or settlement that carried the value is affected."""
 

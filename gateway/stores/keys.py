@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, RowMapping, func, insert, or_, select, update
 
+from gateway.errors import Fault
 from gateway.stores.sql import api_keys, revisions
 
 SECRET_PREFIX = "tg-"
@@ -53,7 +54,7 @@ class KeyRow:
         }
 
 
-class KeyRefused(LookupError):
+class KeyRefused(Fault, LookupError):
     """A key operation named a key that does not exist, or a name already taken."""
 
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, MetaData, inspect, text
 
+from gateway.errors import Fault
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 SCHEMA_HEAD = "0006"
 
 
-class SchemaOutOfDate(RuntimeError):
+class SchemaOutOfDate(Fault):
     """The database is not at the schema this version of Tollgate needs."""
 
 

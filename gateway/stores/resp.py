@@ -15,12 +15,13 @@ import ssl
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from gateway.errors import Fault
 from gateway.stores.counters import StoreUnavailable
 
 Reply = int | bytes | list[Any] | None
 
 
-class RedisReplyError(Exception):
+class RedisReplyError(Fault):
     """Redis answered with an error (`-ERR ...`, `-NOSCRIPT ...`)."""
 
 
