@@ -26,9 +26,18 @@ class TcpProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.cut()
+        self._run(self._settle())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+    async def _settle(self) -> None:
+        """Ends every link still being set up (a connection accepted while the proxy was cut),
+        so no socket outlives the proxy unclosed."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
@@ -59,14 +68,24 @@ class TcpProxy:
         self._run(close())
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Tracked from the moment it is accepted: a cut while the upstream connection is being
+        # made must close this one too.
+        self._links.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
+            if writer not in self._links:  # cut meanwhile
+                return
+            self._links.add(up_writer)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except OSError:
-            writer.transport.abort()
             return
-        self._links.update((writer, up_writer))
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        self._links.difference_update((writer, up_writer))
+        finally:
+            for end in (writer, up_writer):
+                if end is not None:
+                    self._links.discard(end)
+                    with contextlib.suppress(Exception):
+                        end.transport.abort()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
