@@ -72,6 +72,20 @@ class LedgerStats:
     store_rejections: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    """The ledger's counters since start: calls checked against local counters while the
+    shared store was down, the store's failures and refusals, and corrections dropped or
+    refused."""
+
+    degraded_calls: int
+    store_failures: int
+    store_rejections: int
+    dropped_settlements: int
+    rejected_settlements: int
+    rejected_tallies: int
+
+
 class Ledger:
     def __init__(
         self,
@@ -100,14 +114,16 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
         self._seeded: set[str] = set()  # budget counters looked at (seed) by this process
 
-    def snapshot(self) -> dict[str, int]:
-        """Counters for /readyz: how degraded the ledger has been since start."""
-        return {
-            **vars(self.stats),
-            "dropped_settlements": self.settles.dropped,
-            "rejected_settlements": self.settles.rejected,
-            "rejected_tallies": self.book.rejected,
-        }
+    def snapshot(self) -> LedgerStatus:
+        """How degraded the ledger has been since start (/readyz, /metrics)."""
+        return LedgerStatus(
+            degraded_calls=self.stats.degraded_calls,
+            store_failures=self.stats.store_failures,
+            store_rejections=self.stats.store_rejections,
+            dropped_settlements=self.settles.dropped,
+            rejected_settlements=self.settles.rejected,
+            rejected_tallies=self.book.rejected,
+        )
 
     @property
     def shared(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +32,7 @@ async def readyz(request: Request) -> Response:
     ready = store == "ok" or services.ledger.on_failure == "open"
     audit = services.audit.status() if services.audit is not None else None
     # A full journal refuses calls; a database outage alone is absorbed by the journal.
-    audit_ok = audit is None or bool(audit["accepting"])
+    audit_ok = audit is None or audit.accepting
     body = orjson.dumps(
         {
             "status": "ready"
@@ -42,12 +44,12 @@ async def readyz(request: Request) -> Response:
                 "kind": services.ledger.store.name,
                 "status": store,
                 "on_store_failure": services.ledger.on_failure,
-                **services.ledger.snapshot(),
+                **dataclasses.asdict(services.ledger.snapshot()),
             },
             # Keys and budgets keep being served from memory while SQL is away: reported, not
             # a reason to take the gateway out of rotation.
             "database": "unreachable" if services.accounts.failing else "ok",
-            "audit": audit,
+            "audit": dataclasses.asdict(audit) if audit is not None else None,
             # Each alias's tiers and replicas: circuit, load, latency (docs/routing.md).
             "replicas": runtime.router.public(),
         }

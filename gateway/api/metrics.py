@@ -20,6 +20,7 @@ from starlette.responses import Response
 from gateway.admin.policy import rules_status
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
+from gateway.audit.service import AuditStatus
 from gateway.cache.stage import ResponseCache
 from gateway.errors import TollgateError
 from gateway.routing.prefix import PrefixStats
@@ -43,17 +44,17 @@ class GatewayCollector(Collector):
         yield _counter(
             "tollgate_budget_degraded_calls",
             "Calls checked against per-process counters because the shared store was down.",
-            snapshot["degraded_calls"],
+            snapshot.degraded_calls,
         )
         yield _counter(
             "tollgate_budget_store_failures",
             "Failed calls to the shared budget store.",
-            snapshot["store_failures"],
+            snapshot.store_failures,
         )
         yield _counter(
             "tollgate_budget_dropped_settlements",
             "Reservation corrections dropped while the store was down too long.",
-            snapshot["dropped_settlements"],
+            snapshot.dropped_settlements,
         )
         yield _counter(
             "tollgate_sink_records_dropped", "Call records dropped (queue full).", s.sinks.dropped
@@ -149,22 +150,22 @@ def _cache(cache: ResponseCache) -> Iterator[Metric]:
     yield from (rate, threshold, off)
 
 
-_AUDIT_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+_AUDIT_GAUGES: tuple[tuple[str, str, Callable[[AuditStatus], Any]], ...] = (
     ("tollgate_audit_lag_events", "Audit events journaled but not yet in the database.",
-     lambda s: s["lag_events"]),
+     lambda s: s.lag_events),
     ("tollgate_audit_journal_bytes", "Bytes of audit journal waiting to ship.",
-     lambda s: s["journal_pending_bytes"]),
+     lambda s: s.journal_pending_bytes),
     ("tollgate_audit_journal_max_bytes", "Journal bound: at it, calls are refused.",
-     lambda s: s["journal_max_bytes"]),
+     lambda s: s.journal_max_bytes),
     ("tollgate_audit_database_unreachable", "1 while audit events cannot reach the database.",
-     lambda s: s["database"] != "ok"),
+     lambda s: s.database != "ok"),
     ("tollgate_audit_journal_alarm", "1 while the journal is past its alarm level.",
-     lambda s: s["journal_alarm"]),
+     lambda s: s.journal_alarm),
     ("tollgate_audit_worker_restarts", "Audit worker processes restarted after dying.",
-     lambda s: s["worker_restarts"]),
+     lambda s: s.worker_restarts),
     ("tollgate_audit_quarantined_events",
      "Audit events the database rejected, kept in tollgate_audit_quarantine (alarm on > 0).",
-     lambda s: s["quarantined"]),
+     lambda s: s.quarantined),
 )  # fmt: skip
 
 
@@ -277,7 +278,7 @@ def _guards(rules: list[dict[str, Any]]) -> Iterator[Metric]:
     yield suspended
 
 
-def _audit(status: dict[str, Any]) -> Iterator[Metric]:
+def _audit(status: AuditStatus) -> Iterator[Metric]:
     for name, doc, value in _AUDIT_GAUGES:
         yield _gauge(name, doc, float(value(status)))
 

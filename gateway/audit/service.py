@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,29 @@ class AuditWorker:
         self._nudge.close()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditStatus:
+    """Where the audit log stands (/readyz, /metrics): the journal, the worker shipping it,
+    the database, and the events the database refused (kept in tollgate_audit_quarantine: an
+    alarm)."""
+
+    chain: str
+    database: str  # ok | unreachable
+    last_error: str | None
+    worker: str  # running | stopped
+    worker_restarts: int
+    journaled_seq: int
+    shipped_seq: int
+    lag_events: int
+    journal_pending_bytes: int
+    journal_max_bytes: int
+    journal_alarm: bool
+    accepting: bool
+    write_failures: int
+    quarantined: int
+    last_quarantine: str | None
+
+
 class AuditLog:
     def __init__(self, journal: Journal, worker: AuditWorker, drain_s: float) -> None:
         self.journal = journal
@@ -172,25 +196,24 @@ class AuditLog:
         self.journal.slot.release()
         self.worker.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AuditStatus:
         worker = read_status(self.journal.directory)
         shipped = int(worker.get("shipped_seq", 0))
         alive = self.worker.proc is not None and self.worker.proc.poll() is None
-        return {
-            "chain": self.journal.slot.chain_id,
-            "database": "unreachable" if worker.get("failing") else "ok",
-            "last_error": worker.get("last_error"),
-            "worker": "running" if alive else "stopped",
-            "worker_restarts": self.worker.restarts,
-            "journaled_seq": self.journal.seq,
-            "shipped_seq": shipped,
-            "lag_events": max(self.journal.seq - shipped, 0),
-            "journal_pending_bytes": self.journal.pending_bytes,
-            "journal_max_bytes": self.journal.settings.max_bytes,
-            "journal_alarm": self.journal.alarm,
-            "accepting": self.journal.accepting,
-            "write_failures": self.journal.failed,
-            # Events the database rejected, kept in tollgate_audit_quarantine (an alarm).
-            "quarantined": int(worker.get("quarantined", 0)),
-            "last_quarantine": worker.get("last_quarantine"),
-        }
+        return AuditStatus(
+            chain=self.journal.slot.chain_id,
+            database="unreachable" if worker.get("failing") else "ok",
+            last_error=worker.get("last_error"),
+            worker="running" if alive else "stopped",
+            worker_restarts=self.worker.restarts,
+            journaled_seq=self.journal.seq,
+            shipped_seq=shipped,
+            lag_events=max(self.journal.seq - shipped, 0),
+            journal_pending_bytes=self.journal.pending_bytes,
+            journal_max_bytes=self.journal.settings.max_bytes,
+            journal_alarm=self.journal.alarm,
+            accepting=self.journal.accepting,
+            write_failures=self.journal.failed,
+            quarantined=int(worker.get("quarantined", 0)),
+            last_quarantine=worker.get("last_quarantine"),
+        )

@@ -212,11 +212,11 @@ def test_a_dead_worker_is_restarted_and_ships_the_backlog(engine: Engine, tmp_pa
     for n in range(5):
         log.journal.append(record(n))
     deadline = time.monotonic() + 15
-    while log.status()["lag_events"]:
+    while log.status().lag_events:
         log.worker.ensure_running()  # what the gateway's monitor does every 0.25 s
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert log.worker.restarts == 1 and log.status()["worker"] == "running"
+    assert log.worker.restarts == 1 and log.status().worker == "running"
     log.close()
     assert [r.request_id for r in events(engine)] == [f"r{n}" for n in range(5)]
 
