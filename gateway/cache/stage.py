@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -63,7 +63,6 @@ class ResponseCache:
         store: EntryStore,
         verifier: Verifier | None = None,
         sync_seconds: float = 0.5,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.index = VectorIndex()
@@ -72,7 +71,6 @@ class ResponseCache:
         self._sync_seconds = sync_seconds
         self._cursor = ""
         self._limits: dict[str, int] = {}  # namespace -> max entries, as last configured
-        self._clock = clock
         self._syncing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -102,7 +100,9 @@ class ResponseCache:
                 await self.sync()
             except StoreFailure as err:
                 self.counts["store_failures"] += 1
-                log.warning("semantic index sync: %s", err)
+                failures = self.counts["sync_failures"] = self.counts["sync_failures"] + 1
+                if failures % 100 == 1:  # an outage is said once, not twice a second
+                    log.warning("semantic index sync: %s (failed %d times)", err, failures)
             except Exception:
                 log.exception("semantic index sync failed")
             await asyncio.sleep(self._sync_seconds)
