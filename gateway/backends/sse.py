@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 
 class EventSplitter:
     """Feeds raw bytes, returns the complete events seen so far (each ending in a blank line)."""
@@ -39,3 +43,18 @@ def event_data(event: bytes) -> bytes | None:
         return event[5:-2].strip()
     parts = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
     return b"\n".join(parts) if parts else None
+
+
+def json_events(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON objects a whole relayed stream carried, in order (OpenAI's `[DONE]` and
+    non-object payloads left out); raises orjson.JSONDecodeError on a payload that is not JSON."""
+    splitter = EventSplitter()
+    events = splitter.feed(raw) + ([rest + b"\n\n"] if (rest := splitter.rest().strip()) else [])
+    out = []
+    for event in events:
+        data = event_data(event)
+        if data and data != b"[DONE]":
+            payload = orjson.loads(data)
+            if isinstance(payload, dict):
+                out.append(payload)
+    return out

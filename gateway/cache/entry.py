@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.sse import json_events
 from gateway.call import Call, Usage
 from gateway.dialects.responses import message_to_chat_completion
 from gateway.dialects.streams import EventsToChunks
@@ -81,23 +82,11 @@ def _from_whole(payload: Any, dialect: str, usage: Usage) -> dict[str, Any] | No
     return dict(payload)
 
 
-def _events(raw: bytes) -> list[dict[str, Any]]:
-    out = []
-    for line in raw.split(b"\n"):
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-            if data and data != b"[DONE]":
-                event = orjson.loads(data)
-                if isinstance(event, dict):
-                    out.append(event)
-    return out
-
-
 def _from_stream(raw: bytes, dialect: str) -> dict[str, Any] | None:
-    events = _events(raw)
+    events = json_events(raw)
     if dialect == "anthropic":  # read as the chunks the bridge would have made of it
         chunks = EventsToChunks(include_usage=False)
-        events = _events(b"".join(chunks.feed(e) for e in events))
+        events = json_events(b"".join(chunks.feed(e) for e in events))
     head: dict[str, Any] = {}
     choices: dict[int, _Choice] = {}
     for event in events:

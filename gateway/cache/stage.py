@@ -10,6 +10,7 @@ key: a quantized tier's answer is not the full-precision tier's).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -328,5 +329,5 @@ class CacheStage:
         if entry is None:
             return
         if plan.semantic is not None:
-            entry = Entry(entry.body, entry.usage, entry.created, plan.semantic.question)
+            entry = dataclasses.replace(entry, question=plan.semantic.question)
         await self.shared.put(plan, entry)

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from gateway.cache.entry import Entry
 from gateway.cache.settings import VerifyConfig
 from gateway.policies.rules.compare import (
@@ -23,6 +21,7 @@ from gateway.policies.rules.compare import (
     Comparator,
     Context,
     Embed,
+    answer_in,
     answer_of,
     resolve,
 )
@@ -158,4 +157,4 @@ class Verifier:
 
 def cached_answer(completion: dict[str, Any]) -> Answer | None:
     """An entry's answer as the comparators read one (its first choice)."""
-    return answer_of(orjson.dumps(completion), "openai", False)
+    return answer_in(completion, "openai")

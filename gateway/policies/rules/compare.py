@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from gateway import entrypoints
+from gateway.backends.sse import json_events
 
 ENTRY_POINT_GROUP = "tollgate.comparators"
 _SHORT_WORDS = 32
@@ -137,6 +138,11 @@ def answer_of(body: bytes, dialect: str, stream: bool) -> Answer | None:
         payload = orjson.loads(body)
     except (orjson.JSONDecodeError, ValueError):
         return None
+    return answer_in(payload, dialect)
+
+
+def answer_in(payload: Any, dialect: str) -> Answer | None:
+    """The answer in a whole response already parsed."""
     if not isinstance(payload, dict):
         return None
     return _anthropic(payload) if dialect == "anthropic" else _openai(payload)
@@ -172,15 +178,7 @@ def _streamed(body: bytes, dialect: str) -> Answer | None:
     text: list[str] = []
     tools: dict[int, list[str]] = {}
     names: dict[int, str] = {}
-    for line in body.split(b"\n"):
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if not data or data == b"[DONE]":
-            continue
-        event = orjson.loads(data)
-        if not isinstance(event, dict):
-            continue
+    for event in json_events(body):
         if dialect == "anthropic":
             _anthropic_event(event, text, tools, names)
         else:
