@@ -50,9 +50,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield gw
 
 
+def openai_client(gw: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+
+
 def clients(gw: GatewayProcess) -> tuple[openai.OpenAI, anthropic.Anthropic]:
-    return (openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0),
-            anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0))  # fmt: skip
+    return openai_client(gw), anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0)
 
 
 def test_an_openai_answer_is_replayed_to_an_anthropic_stream(gateway: GatewayProcess) -> None:
@@ -128,10 +131,13 @@ def test_two_gateways_sharing_redis_answer_from_each_others_entries(tmp_path: Pa
         with (
             GatewayProcess(config, env={"TG_KEY": KEY}) as one,
             GatewayProcess(config, env={"TG_KEY": KEY}) as two,
+            openai_client(one) as a,
+            openai_client(two) as b,
         ):
-            a, _ = clients(one)
-            b, _ = clients(two)
             asked = a.chat.completions.create(model="chat", messages=MESSAGES, temperature=0)  # type: ignore[arg-type]
+            # The answer is stored after the client has it: wait for the first gateway's write.
+            polled(lambda: httpx.get(one.url + "/metrics").text,
+                   lambda text: "tollgate_cache_stored_total 1.0" in text)  # fmt: skip
             exact = b.chat.completions.with_raw_response.create(
                 model="chat",
                 messages=MESSAGES,
