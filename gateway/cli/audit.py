@@ -35,6 +35,8 @@ def when(value: str | None) -> datetime | None:
 
 def _signer(admin: Admin) -> Signer:
     audit = admin.config.audit
+    if audit.signing_key_env is None:
+        admin.require_fleet_secret()
     try:
         key = signing_key(
             audit.signing_key_env, admin.config.keys.secret_env, data_dir_of(admin.url)

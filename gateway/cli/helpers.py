@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger
+from gateway.config.fleet import shared_state
 from gateway.config.loader import load_config
 from gateway.config.schema import Config
 from gateway.errors import ConfigError
@@ -30,6 +31,7 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
+    envvar="TOLLGATE_CONFIG",
     help="tollgate.yaml (for database, keys and limits); default: the embedded one.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -61,7 +63,18 @@ class Admin:
             fail(str(exc))
 
     def secret(self) -> bytes:
+        self.require_fleet_secret()
         return server_secret(self.config.keys.secret_env, data_dir_of(self.url))
+
+    def require_fleet_secret(self) -> None:
+        """On shared state, the fleet's secret must be set here: a key made with a secret of
+        this machine's own would be refused by every gateway, and rows they signed would look
+        forged."""
+        name = self.config.keys.secret_env
+        shared = shared_state(self.config, os.environ)
+        if shared and not os.environ.get(name):
+            fail(f"{name} is not set, and this config shares {' and '.join(shared)} with a "
+                 f"fleet: set {name} to the secret the gateways use")  # fmt: skip
 
     async def ledger(self) -> Ledger:
         from gateway.services import counter_store

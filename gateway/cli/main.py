@@ -16,7 +16,7 @@ from gateway.cli.audit import audit
 from gateway.cli.budgets import budgets, spend
 from gateway.cli.checks import check_state
 from gateway.cli.db import db
-from gateway.cli.helpers import load_or_exit
+from gateway.cli.helpers import fail, load_or_exit
 from gateway.cli.keys import keys
 from gateway.cli.policy import policy
 from gateway.logs import configure_logging
@@ -43,11 +43,18 @@ def main() -> None:
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
+    envvar=["TOLLGATE_SERVE_CONFIG", "TOLLGATE_CONFIG"],
     help="tollgate.yaml; without it, the embedded simulated deployment runs.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Serve the embedded simulated deployment on any host, accepting any key (a container "
+    "demo; never in production).",
+)
 @click.option("--log-json/--log-text", default=None, help="Override logging.json from config.")
 @click.option(
     "--upstream-transport",
@@ -56,17 +63,21 @@ def main() -> None:
     show_default=True,
     help="HTTP transport for network backends (httpx's own, e.g. for comparison).",
 )
+@click.pass_context
 def serve(
+    ctx: click.Context,
     config_path: str | None,
     host: str,
     port: int,
     workers: int,
+    demo: bool,
     log_json: bool | None,
     upstream_transport: Literal["aiohttp", "httpx"],
 ) -> None:
     """Run the gateway."""
     from gateway.settings import Settings
 
+    config_path = _config_to_serve(ctx, config_path, demo)
     settings = Settings(
         config_path=config_path,
         host=host,
@@ -81,8 +92,8 @@ def serve(
         json_lines=settings.json_logs(config.logging.json_lines),
         level=config.logging.level,
     )
-    check_state(config, workers, config_path)
-    _check_open_access(config.auth.mode, host)
+    check_state(config, workers, settings.resolved_config_path())
+    _check_open_access(config.auth.mode, host, demo)
     tokens = _tokenizer() if workers == 1 else None
     from gateway.connections import server_options
     from gateway.serving import serve as run_server
@@ -106,6 +117,23 @@ def serve(
         return
     os.environ[_SETTINGS_ENV] = settings.model_dump_json()
     run_server("gateway.cli.main:worker_app", factory=True, workers=workers, **options)
+
+
+def _config_to_serve(ctx: click.Context, config_path: str | None, demo: bool) -> str | None:
+    """The config file, or None for the embedded default. In the image the config's path comes
+    from the environment (TOLLGATE_CONFIG), so `--demo` overrides that one, not a
+    `--config` written on the command line."""
+    if demo:
+        if ctx.get_parameter_source("config_path") == click.core.ParameterSource.COMMANDLINE:
+            fail("--demo serves the embedded simulated deployment: drop --config")
+        return None
+    if config_path is not None and not Path(config_path).exists():
+        fail(
+            f"{config_path} does not exist: mount your tollgate.yaml there (or name it with "
+            "--config or TOLLGATE_CONFIG), or run `tollgate serve --demo` for the "
+            "simulated demo"
+        )
+    return config_path
 
 
 def _serving_line(
@@ -214,17 +242,16 @@ def sim(config_path: str | None, host: str, port: int, time_scale: float | None)
     )
 
 
-def _check_open_access(mode: str, host: str) -> None:
-    """`auth.mode: open` accepts any key: loopback only, and said loudly."""
+def _check_open_access(mode: str, host: str, demo: bool) -> None:
+    """`auth.mode: open` accepts any key: loopback only unless `--demo` says otherwise, and
+    said loudly."""
     if mode != "open":
         return
-    if not _is_loopback(host):
-        click.echo(
-            f"error: auth.mode 'open' accepts any key, so it only binds to loopback; "
-            f"refusing --host {host}",
-            err=True,
+    if not demo and not _is_loopback(host):
+        fail(
+            f"auth.mode 'open' accepts any key, so it only binds to loopback; refusing "
+            f"--host {host} (a demo reachable from elsewhere: `tollgate serve --demo`)"
         )
-        sys.exit(2)
     log.warning(
         "*** OPEN ACCESS: this gateway accepts ANY bearer key. It serves only "
         "simulated backends on %s. Configure keys before exposing real backends. ***",

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from gateway.call import Target
 from gateway.config.accounting_schema import RateLimitConfig
+from gateway.config.fleet import fleet_secrets
 from gateway.config.lenient import Loc, SetAside
 from gateway.config.models_schema import SHORT_TIER, ModelConfig, ReferenceConfig, ReplicaConfig
 from gateway.config.prices import price_table
@@ -31,6 +32,7 @@ def check_references(
     problems += _keys(main, config, aside, env)
     if env is not None:
         problems += _backend_secrets(main, config, env)
+        problems += fleet_secrets(main, config, env)
     problems += _open_access(main, config)
     problems += _caches(main, config, aside)
     return problems

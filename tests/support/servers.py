@@ -18,6 +18,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+# The secret the tests' gateways share as one fleet; a test of its absence passes its own env.
+FLEET_SECRET = "tollgate-tests-fleet-secret"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -74,7 +77,10 @@ class GatewayProcess:
         self.port = free_port()
         self.config = config
         self.workers = workers
-        self.env = {**os.environ, **(env or {})}
+        # Gateways on a test's config are one fleet, sharing a secret (docs/deploy.md); the
+        # embedded default runs as a newcomer runs it, generating its own.
+        shared = {"TOLLGATE_SECRET": FLEET_SECRET} if config is not None else {}
+        self.env = {**os.environ, **shared, **(env or {})}
         self._own_dir: tempfile.TemporaryDirectory[str] | None = None
         if "TOLLGATE_DATABASE_URL" not in (env or {}):
             # Each gateway gets its own SQLite file (keys, budgets, counters), removed at stop.

@@ -280,3 +280,34 @@ def test_keepalive_knobs_that_never_did_anything_are_refused_with_the_reason(
     )
     (found,) = problems(tmp_path, text)
     assert "backends.up.limits" in found and "never applied" in found
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "shares"),
+    [
+        ("", {"TOLLGATE_DATABASE_URL": "postgresql+psycopg://db/tollgate"}, "its database"),
+        ("database: {url: 'postgresql+psycopg://db/tollgate'}\n", {}, "its database"),
+        ("limits: {store: redis}\n", {}, "budget counters in Redis"),
+        ("cache: {store: redis}\n", {}, "the response cache in Redis"),
+    ],
+)
+def test_a_fleet_member_needs_the_shared_secret(
+    tmp_path: Path, extra: str, env: dict[str, str], shares: str
+) -> None:
+    (found,) = problems(tmp_path, VALID + extra, env)
+    assert found.startswith("tollgate.yaml:")
+    assert "keys.secret_env: environment variable TOLLGATE_SECRET is not set" in found
+    assert shares in found
+    path = tmp_path / "tollgate.yaml"
+    load_config(path, env={**env, "TOLLGATE_SECRET": "shared"})
+    load_config(path, env=env, check_env=False)  # admin commands check it where they need it
+
+
+def test_a_lone_gateway_generates_its_own_secret_and_a_named_signing_key_must_be_set(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(VALID)
+    load_config(path, env={})
+    (found,) = problems(tmp_path, VALID + "audit: {signing_key_env: TG_AUDIT_KEY}\n")
+    assert "audit.signing_key_env: environment variable TG_AUDIT_KEY is not set" in found
