@@ -246,6 +246,7 @@ def prefix_feed(config: Config, replicas: ReplicaStates) -> PrefixFeed | None:
         share.redis_url, share.key_prefix, replicas, sync_s=share.sync_ms / 1000,
         timeout_s=share.timeout_ms / 1000, retain=share.retain,
         capacity_tokens=config.routing.prefix_aware.kv_capacity_tokens,
+        cluster=share.redis_cluster,
     )  # fmt: skip
 
 
@@ -257,7 +258,7 @@ def response_cache(config: Config) -> ResponseCache:
 
         store: EntryStore = RedisEntries(
             settings.redis_url, settings.key_prefix, settings.timeout_ms / 1000,
-            settings.l1_entries,
+            settings.l1_entries, cluster=settings.redis_cluster,
         )  # fmt: skip
     else:
         store = MemoryEntries()
@@ -273,6 +274,7 @@ def counter_store(limits: LimitsConfig) -> CounterStore:
             limits.key_prefix,
             limits.store_timeout_ms / 1000,
             limits.redis_max_connections,
+            cluster=limits.redis_cluster,
         )
     return MemoryCounters()
 

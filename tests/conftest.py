@@ -41,3 +41,12 @@ def tokens():  # type: ignore[no-untyped-def]
     counter = TokenCounter()
     assert counter.exact, "cl100k_base ships with the package: is the install damaged?"
     return counter
+
+
+@pytest.fixture(scope="session")
+def cluster():  # type: ignore[no-untyped-def]
+    """A 3-node Redis Cluster on loopback, one per test process (each test its own prefix)."""
+    from tests.support.services import redis_cluster
+
+    with redis_cluster() as nodes:
+        yield nodes

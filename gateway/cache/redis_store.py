@@ -16,10 +16,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.cache.stores import StoreFailure, VectorItem, exact_size
+from gateway.stores.redis_client import close, redis_client
 
 _PUT = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -59,11 +59,12 @@ class RedisEntries:
         timeout_s: float,
         l1_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        cluster: bool = False,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-        )  # fmt: skip
+        self._redis = redis_client(
+            url, cluster=cluster, timeout_s=timeout_s, retry_on_timeout=False
+        )
         self._prefix = prefix
         self._timeout = timeout_s
         self._put = self._redis.register_script(_PUT)
@@ -138,4 +139,4 @@ class RedisEntries:
             raise StoreFailure(f"redis cache store: {type(err).__name__}: {err}") from err
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await close(self._redis)

@@ -74,6 +74,7 @@ class CacheStoreConfig(_Strict):
 
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     key_prefix: str = "tollgate:cache:"
     timeout_ms: int = Field(50, ge=1, le=60_000)
     l1_entries: int = Field(10_000, ge=0, le=10_000_000)

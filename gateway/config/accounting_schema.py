@@ -108,6 +108,8 @@ class LimitsConfig(_Strict):
 
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A Redis Cluster: redis_url is any node (a seed); the others are discovered.
+    redis_cluster: bool = False
     key_prefix: str = Field("tollgate", pattern=r"^[A-Za-z0-9_.:-]+$")
     store_timeout_ms: int = Field(250, ge=1)
     redis_max_connections: int = Field(64, ge=1)

@@ -97,6 +97,7 @@ class PrefixShareConfig(Strict):
     written every `sync_ms`, keeping about `retain` entries for gateways that start."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     key_prefix: str = "tollgate:"
     sync_ms: float = Field(50.0, gt=0, le=60_000)
     timeout_ms: float = Field(500.0, gt=0, le=60_000)

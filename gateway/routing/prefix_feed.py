@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.routing.prefix import CHARS_PER_TOKEN, PrefixIndex
 from gateway.routing.state import ReplicaState, ReplicaStates
+from gateway.stores.redis_client import close, redis_client
 
 log = logging.getLogger("gateway.routing")
 _PENDING_MAX = 20_000  # events waiting to be sent; past it the oldest go (counted)
@@ -84,11 +84,10 @@ class PrefixFeed:
         timeout_s: float = 0.5,
         retain: int = 200_000,
         capacity_tokens: int = 450_000,
+        cluster: bool = False,
     ) -> None:
         self.id = os.urandom(8).hex().encode()
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = redis_client(url, cluster=cluster, timeout_s=timeout_s)
         self._stream = f"{prefix}prefix-routes"
         self._states = states
         self._sync = sync_s
@@ -175,4 +174,4 @@ class PrefixFeed:
                 await self.sync()  # what this gateway routed last, for the others
             except (RedisError, OSError, TimeoutError):
                 pass
-        await self._redis.aclose()
+        await close(self._redis)

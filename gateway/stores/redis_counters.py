@@ -2,7 +2,8 @@
 fleet of gateways checks and charges every budget on a call's path atomically in one round trip.
 
 Every key carries the same hash tag (`{prefix}`), so a call's keys share one slot and the
-scripts also run on Redis Cluster.
+scripts also run on Redis Cluster (`limits.redis_cluster`): all of one prefix's counters live
+on the node that owns its slot, which is what makes checking several budgets atomic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 from hashlib import sha1
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.stores import redis_scripts
@@ -24,6 +24,7 @@ from gateway.stores.counters import (
     StoreUnavailable,
     Tally,
 )
+from gateway.stores.redis_client import close, redis_client
 from gateway.stores.resp import RedisReplyError, RespPipe
 
 # A hold's own record outlives its expiry long enough for a sweeper to find it.
@@ -33,19 +34,21 @@ _HOLD_KEEP_S = 86_400
 class RedisCounters:
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        timeout_s: float,
+        max_connections: int = 64,
+        *,
+        cluster: bool = False,
+    ) -> None:
         # A bounded pool that makes a burst wait for a connection (one script per call is
         # short) instead of failing it; socket timeouts, not pool waits, detect an outage.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=10.0,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = redis_client(
+            url, cluster=cluster, timeout_s=timeout_s, max_connections=max_connections,
+            blocking_pool=True, retry_on_timeout=False, health_check_interval=0,
+        )  # fmt: skip
         self._pipe = RespPipe(url, timeout_s)
         self._prefix = "{" + prefix + "}:"
         self._scripts = {
@@ -142,8 +145,7 @@ class RedisCounters:
 
     async def aclose(self) -> None:
         await self._pipe.aclose()
-        await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        await close(self._redis)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, and EVAL (which also caches the script) when Redis does not know it yet."""
@@ -163,7 +165,8 @@ def _classified(exc: RedisReplyError) -> StoreUnavailable | StoreRejected:
     """A reply error is the store's verdict on what we sent (a script error, a value out of
     range), unless Redis says it cannot serve at all right now."""
     text = str(exc)
-    if text.startswith(("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")):
+    unavailable = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "ASK")
+    if text.startswith(unavailable):
         return StoreUnavailable(f"redis: {text}")
     return StoreRejected(f"redis: {text}")
 

@@ -68,6 +68,19 @@ def parse(buf: bytearray | bytes, pos: int) -> tuple[Reply | RedisReplyError, in
     raise RedisReplyError(f"unexpected reply type {kind!r}")
 
 
+# A call follows at most this many MOVED replies (a slot moves once per resharding step).
+_REDIRECTS = 5
+
+
+def _moved_to(exc: RedisReplyError) -> tuple[str, int] | None:
+    """`MOVED <slot> <host>:<port>` -> (host, port); None for any other error."""
+    parts = str(exc).split()
+    if len(parts) != 3 or parts[0] != "MOVED":
+        return None
+    host, _, port = parts[2].rpartition(":")
+    return (host or "127.0.0.1", int(port)) if port.isdigit() else None
+
+
 class _Protocol(asyncio.Protocol):
     """Requests go out in one write per loop iteration; a watchdog, armed only while replies
     are awaited, fails the connection when the oldest waits past the timeout (no per-call
@@ -79,6 +92,7 @@ class _Protocol(asyncio.Protocol):
         self.deadlines: collections.deque[float] = collections.deque()
         self.buffer = bytearray()
         self.lost: Exception | None = None
+        self.retiring = False
         self._timeout = timeout_s
         self._outgoing: list[bytes] = []
         self._loop = asyncio.get_running_loop()
@@ -141,6 +155,14 @@ class _Protocol(asyncio.Protocol):
             else:
                 future.set_result(reply)
         del buf[:pos]
+        if self.retiring and not self.waiting and self.transport is not None:
+            self.transport.close()
+
+    def retire(self) -> None:
+        """Close once every request sent has its reply (now, if none is outstanding)."""
+        self.retiring = True
+        if not self.waiting and self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(StoreUnavailable(f"redis: connection lost ({exc or 'closed'})"))
@@ -161,14 +183,19 @@ class _Protocol(asyncio.Protocol):
 
 
 class RespPipe:
-    """`await pipe.call("EVALSHA", ...)`; reconnects on the next call after a failure."""
+    """`await pipe.call("EVALSHA", ...)`; reconnects on the next call after a failure.
+
+    On a Redis Cluster every call goes to one slot (the counters share a hash tag), so the pipe
+    follows a MOVED reply to that slot's node and stays there; a node that cannot be reached
+    sends it back to the URL's node (the seed), which names the slot's new owner after a
+    failover."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         parts = urlparse(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
+        self._seed = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._host, self._port = self._seed
         self._db = int(parts.path.lstrip("/") or 0)
         self._user = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
@@ -178,10 +205,28 @@ class RespPipe:
         self._connecting: asyncio.Lock | None = None
 
     async def call(self, *args: bytes | str | int) -> Any:
-        proto = self._proto
-        if proto is None or proto.lost is not None:
-            proto = await self._connected()
-        return await proto.request(encode(*args))
+        request = encode(*args)
+        for _ in range(_REDIRECTS):
+            proto = self._proto
+            if proto is None or proto.lost is not None:
+                proto = await self._connected()
+            try:
+                return await proto.request(request)
+            except RedisReplyError as exc:
+                moved = _moved_to(exc)
+                if moved is None:
+                    raise
+                self._move(proto, moved)
+        raise StoreUnavailable(f"redis: still redirected after {_REDIRECTS} tries")
+
+    def _move(self, proto: _Protocol, address: tuple[str, int]) -> None:
+        """Later calls go to `address`; the old connection closes once its pipelined calls
+        have their (redirect) replies."""
+        if (self._host, self._port) != address:
+            self._host, self._port = address
+        if self._proto is proto:
+            self._proto = None
+            proto.retire()
 
     async def _connected(self) -> _Protocol:
         if self._connecting is None:
@@ -197,8 +242,10 @@ class RespPipe:
                     )
                     await self._handshake(fresh)
             except TimeoutError as exc:
+                self._host, self._port = self._seed
                 raise StoreUnavailable(f"redis: no connection within {self._timeout:g}s") from exc
             except OSError as exc:
+                self._host, self._port = self._seed
                 raise StoreUnavailable(f"redis: {exc}") from exc
             self._proto = fresh
             return fresh

@@ -17,7 +17,7 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.servers import GatewayProcess
-from tests.support.services import REDIS_URL, redis_prefix
+from tests.support.services import REDIS_URL, redis_prefix, seed_elsewhere
 from tests.support.wait import polled
 
 ADMIN = "admin-secret-for-tests"
@@ -26,7 +26,10 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 MAX_TOKENS = 100
 
 
-def config(upstream: str, prefix: str, budget_usd: Decimal, store: str = "redis") -> str:
+def config(
+    upstream: str, prefix: str, budget_usd: Decimal, store: str = "redis", redis: str = REDIS_URL
+) -> str:
+    cluster = redis != REDIS_URL
     return f"""
 version: 1
 server: {{reload_poll_seconds: 0}}
@@ -44,7 +47,8 @@ pricing:
   - {{backend: fake, input: 1, output: 2}}
 limits:
   store: {store}
-  redis_url: {REDIS_URL}
+  redis_url: {redis}
+  redis_cluster: {str(cluster).lower()}
   key_prefix: {prefix}
   prompt_margin: 0
   budgets:
@@ -93,45 +97,57 @@ def admin(url: str, path: str) -> Any:
     return response.json()
 
 
-@pytest.mark.parametrize(("processes", "store"), [(1, "redis"), (3, "redis"), (1, "memory")])
+@pytest.mark.parametrize(
+    ("processes", "store"),
+    [(1, "redis"), (3, "redis"), (1, "memory"), (3, "redis-cluster")],
+)
 def test_concurrent_storm_never_passes_the_budget(
     processes: int,
     store: str,
     upstream: tuple[FakeUpstream, str],
     tmp_path: Path,
     tokens: TokenCounter,
+    request: pytest.FixtureRequest,
 ) -> None:
     cost = per_call_nanos(tokens)
     fits = 50
     budget = Decimal(cost * fits + cost // 2) / 10**9  # room for 50.5 calls
-    with (
-        redis_prefix() as prefix,
-        gateways(processes, config(upstream[1], prefix, budget, store), tmp_path) as gws,
-    ):
-        responses = asyncio.run(storm([gw.url for gw in gws], 300))
-        statuses = [r.status_code for r in responses]
-        served = statuses.count(200)
-        denied = [r for r in responses if r.status_code == 429]
-        assert served + len(denied) == 300, sorted(set(statuses))
-        # Cold, each target's template overhead is the prior: fewer may fit, never more.
-        assert 0 < served <= fits, f"{served} served"
-        error = denied[0].json()["error"]
-        assert error["type"] == "insufficient_quota" and "ml-daily" in error["message"]
-        assert denied[0].headers["x-should-retry"] == "false"
-        # Once every gateway has learnt the overhead (none here), the budget fills exactly.
-        for gw in gws:
-            while asyncio.run(storm([gw.url], 1))[0].status_code == 200:
-                served += 1
-        assert served == fits, f"{served} served; exactly the excess must be denied"
-        spend = polled(  # other processes ship their spend tallies within a second
-            lambda: admin(gws[0].url, "/admin/spend?group_by=team&window=day"),
-            lambda s: s["total"]["requests"] == served,
-        )
-        committed = Decimal(spend["total"]["usd"])
-        assert committed == Decimal(cost * served) / 10**9
-        assert committed <= budget
-        budget_state = admin(gws[-1].url, "/admin/budgets/ml-daily")
-        assert Decimal(budget_state["usage"]["usd"]) == committed, "no reservation left behind"
+    nodes = request.getfixturevalue("cluster") if store == "redis-cluster" else []
+    seed = nodes[0].url if nodes else REDIS_URL
+    with redis_prefix(seed) as prefix:
+        # On the cluster, reached through a node that does not own the counters' slot.
+        url = seed_elsewhere(nodes, "{" + prefix + "}") if nodes else REDIS_URL
+        text = config(upstream[1], prefix, budget, store.removesuffix("-cluster"), url)
+        with gateways(processes, text, tmp_path) as gws:
+            storm_the_budget(gws, cost, fits, budget)
+
+
+def storm_the_budget(gws: list[GatewayProcess], cost: int, fits: int, budget: Decimal) -> None:
+    """Races 300 calls at a budget with room for 50.5 across the gateways."""
+    responses = asyncio.run(storm([gw.url for gw in gws], 300))
+    statuses = [r.status_code for r in responses]
+    served = statuses.count(200)
+    denied = [r for r in responses if r.status_code == 429]
+    assert served + len(denied) == 300, sorted(set(statuses))
+    # Cold, each target's template overhead is the prior: fewer may fit, never more.
+    assert 0 < served <= fits, f"{served} served"
+    error = denied[0].json()["error"]
+    assert error["type"] == "insufficient_quota" and "ml-daily" in error["message"]
+    assert denied[0].headers["x-should-retry"] == "false"
+    # Once every gateway has learnt the overhead (none here), the budget fills exactly.
+    for gw in gws:
+        while asyncio.run(storm([gw.url], 1))[0].status_code == 200:
+            served += 1
+    assert served == fits, f"{served} served; exactly the excess must be denied"
+    spend = polled(  # other processes ship their spend tallies within a second
+        lambda: admin(gws[0].url, "/admin/spend?group_by=team&window=day"),
+        lambda s: s["total"]["requests"] == served,
+    )
+    committed = Decimal(spend["total"]["usd"])
+    assert committed == Decimal(cost * served) / 10**9
+    assert committed <= budget
+    budget_state = admin(gws[-1].url, "/admin/budgets/ml-daily")
+    assert Decimal(budget_state["usage"]["usd"]) == committed, "no reservation left behind"
 
 
 def test_streams_and_abandoned_streams_are_charged(

@@ -1,5 +1,7 @@
-"""The counter store under test: every behavioural test runs on the embedded store and on a
-real Redis (a fresh key prefix per test, deleted afterwards)."""
+"""The counter store under test: every behavioural test runs on the embedded store, on a real
+Redis (a fresh key prefix per test, deleted afterwards) and on a 3-node Redis Cluster of this
+test session's own (reached through a node that does not own the counters' slot, so every
+test also follows a redirect)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from gateway.stores.counters import CounterStore
 from gateway.stores.memory import MemoryCounters
 from gateway.stores.redis_counters import RedisCounters
-from tests.support.services import REDIS_URL, redis_prefix
+from tests.support.services import REDIS_URL, PrivateRedis, redis_prefix, seed_elsewhere
 
 StoreFactory = Callable[[Callable[[], float]], CounterStore]
 
@@ -30,16 +32,19 @@ class Clock:
         self.now = datetime.fromisoformat(when).replace(tzinfo=ZoneInfo(zone)).timestamp()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     if request.param == "memory":
         yield MemoryCounters
         return
     made: list[RedisCounters] = []
-    with redis_prefix() as prefix:
+    on_cluster = request.param == "redis-cluster"
+    nodes: list[PrivateRedis] = request.getfixturevalue("cluster") if on_cluster else []
+    with redis_prefix(nodes[0].url if nodes else REDIS_URL) as prefix:
+        url = seed_elsewhere(nodes, "{" + prefix + "}") if nodes else REDIS_URL
 
         def factory(clock: Callable[[], float]) -> CounterStore:
-            store = RedisCounters(REDIS_URL, prefix, timeout_s=2.0)
+            store = RedisCounters(url, prefix, timeout_s=2.0, cluster=on_cluster)
             made.append(store)
             return store
 

@@ -1,4 +1,5 @@
-"""The cache's entry stores, in-process and on a real Redis (a fresh key prefix per test):
+"""The cache's entry stores, in-process, on a real Redis (a fresh key prefix per test) and on a
+Redis Cluster:
 bounds per namespace, expiry, the vector feed, and a store outage as an error the stage can
 treat as a miss."""
 
@@ -24,16 +25,18 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     if request.param == "memory":
         yield lambda clock: MemoryEntries(clock=clock)
         return
     made: list[RedisEntries] = []
-    with cache_prefix() as prefix:
+    on_cluster = request.param == "redis-cluster"
+    url = request.getfixturevalue("cluster")[0].url if on_cluster else REDIS_URL
+    with cache_prefix(url) as prefix:
 
         def factory(clock: Callable[[], float]) -> EntryStore:
-            store = RedisEntries(REDIS_URL, prefix, 2.0, l1_entries=0, clock=clock)
+            store = RedisEntries(url, prefix, 2.0, l1_entries=0, clock=clock, cluster=on_cluster)
             made.append(store)
             return store
 
@@ -106,10 +109,14 @@ async def test_the_l1_answers_without_redis_after_a_read() -> None:
         await writer.aclose()
 
 
-async def test_semantic_entries_reach_another_gateway_through_the_feed() -> None:
-    with cache_prefix() as prefix:
-        one = RedisEntries(REDIS_URL, prefix, 2.0, l1_entries=0)
-        two = RedisEntries(REDIS_URL, prefix, 2.0, l1_entries=0)
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["redis", "redis-cluster"])
+async def test_semantic_entries_reach_another_gateway_through_the_feed(
+    request: pytest.FixtureRequest, on_cluster: bool
+) -> None:
+    url = request.getfixturevalue("cluster")[0].url if on_cluster else REDIS_URL
+    with cache_prefix(url) as prefix:
+        one = RedisEntries(url, prefix, 2.0, l1_entries=0, cluster=on_cluster)
+        two = RedisEntries(url, prefix, 2.0, l1_entries=0, cluster=on_cluster)
         item = VectorItem("ns", "bucket", "d1", b"\x00\x00\x80?")
         await one.publish(item, 60)
         seen, cursor = await two.vectors("")

@@ -11,7 +11,14 @@ import redis
 from gateway.stores.counters import Charge, StoreUnavailable
 from gateway.stores.redis_counters import RedisCounters
 from gateway.stores.resp import RedisReplyError, RespPipe, encode, parse
-from tests.support.services import REDIS_URL, PrivateRedis, redis_prefix
+from tests.support.services import (
+    REDIS_URL,
+    PrivateRedis,
+    cluster_ok,
+    redis_prefix,
+    seed_elsewhere,
+)
+from tests.support.wait import until
 
 
 def test_encode_and_parse_round_trip() -> None:
@@ -108,3 +115,55 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
     proto.connection_made(transport)  # type: ignore[arg-type]
     proto.data_received(b"+OK\r\n")
     assert isinstance(proto.lost, StoreUnavailable) and transport.closed
+
+
+async def test_on_a_cluster_the_pipe_follows_its_slot_to_the_node_that_owns_it(
+    cluster: list[PrivateRedis],
+) -> None:
+    """Pipelined calls sent to a node that does not own the slot all come back MOVED; each is
+    retried on the owner, the old connection closes once answered, and nothing runs twice."""
+    key = "{tgtest-moved}:n"
+    pipe = RespPipe(seed_elsewhere(cluster, key), 2.0)
+    try:
+        results = await asyncio.gather(*(pipe.call("INCR", key) for _ in range(50)))
+        assert sorted(results) == list(range(1, 51))
+        owner = pipe._port
+        assert await pipe.call("GET", key) == b"50" and pipe._port == owner
+    finally:
+        await pipe.aclose()
+        owner_client = redis.Redis(port=owner)
+        owner_client.delete(key)
+        owner_client.close()
+
+
+async def test_a_cluster_without_the_counters_slot_is_an_outage_not_a_refusal(
+    cluster: list[PrivateRedis],
+) -> None:
+    """CLUSTERDOWN (a slot with no node) must fail calls as the store being away, which
+    `on_store_failure` decides about, never as the store rejecting what it was sent."""
+    from redis.crc import key_slot
+
+    with redis_prefix(cluster[0].url) as prefix:
+        store = RedisCounters(cluster[0].url, prefix, 2.0, cluster=True)
+        slot = key_slot(("{" + prefix + "}").encode())
+        owner = next(redis.Redis(port=n.port) for n in cluster if _owns(n.port, slot))
+        try:
+            assert await store.reserve([Charge("k", 1, 10, 0)]) == [1]
+            owner.execute_command("CLUSTER", "DELSLOTS", slot)
+            with pytest.raises(StoreUnavailable):
+                await store.reserve([Charge("k", 1, 10, 0)])
+        finally:
+            owner.execute_command("CLUSTER", "ADDSLOTS", slot)
+            owner.close()
+            await store.aclose()
+            # The session's other tests share this cluster: it is whole again before they run.
+            until(lambda: all(cluster_ok(n) for n in cluster), timeout=20)
+
+
+def _owns(port: int, slot: int) -> bool:
+    client = redis.Redis(port=port)
+    try:
+        return any(r[0] <= slot <= r[1] and r[2][1] == port
+                   for r in client.execute_command("CLUSTER SLOTS"))  # fmt: skip
+    finally:
+        client.close()

@@ -77,11 +77,11 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
+    def start(self, *options: str) -> PrivateRedis:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir],
+             "--appendonly", "no", "--dir", self._dir, *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -109,3 +109,59 @@ class PrivateRedis:
     def __exit__(self, *exc: object) -> None:
         self.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_cluster(nodes: int = 3) -> Iterator[list[PrivateRedis]]:
+    """A Redis Cluster of `nodes` primaries on free loopback ports (slots split evenly), the
+    test's own; yields the nodes (the first one's URL is a seed), stopped and removed after."""
+    with contextlib.ExitStack() as stack:
+        members = [PrivateRedis() for _ in range(nodes)]
+        for member in members:
+            # The bus port is its own free port (the default, port + 10000, may not exist).
+            stack.enter_context(_started(member, "--cluster-enabled", "yes",
+                                         "--cluster-port", str(free_port()),
+                                         "--cluster-node-timeout", "2000"))  # fmt: skip
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        addresses = [f"127.0.0.1:{m.port}" for m in members]
+        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not all(cluster_ok(m) for m in members):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test's Redis Cluster did not converge")
+            time.sleep(0.05)
+        yield members
+
+
+@contextlib.contextmanager
+def _started(member: PrivateRedis, *options: str) -> Iterator[PrivateRedis]:
+    member.start(*options)
+    try:
+        yield member
+    finally:
+        member.__exit__()
+
+
+def cluster_ok(node: PrivateRedis) -> bool:
+    """The node sees every slot served."""
+    client = redis.Redis(port=node.port)
+    try:
+        info = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+    finally:
+        client.close()
+    return bool(info.get("cluster_state") == "ok")
+
+
+def seed_elsewhere(nodes: list[PrivateRedis], key: str) -> str:
+    """The URL of a cluster node that does not own `key`'s slot."""
+    from redis.crc import key_slot
+
+    slot = key_slot(key.encode())
+    client = redis.Redis(port=nodes[0].port)
+    try:
+        ranges = client.execute_command("CLUSTER SLOTS")
+    finally:
+        client.close()
+    owner = next(r[2][1] for r in ranges if r[0] <= slot <= r[1])
+    return next(n.url for n in nodes if n.port != owner)
