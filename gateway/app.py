@@ -20,6 +20,7 @@ from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.dashboard import dashboard_routes
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
+from gateway.api.load import Load
 from gateway.api.metrics import metrics
 from gateway.api.models import ModelsEndpoint
 from gateway.api.openai import OpenAIEndpoint
@@ -34,6 +35,8 @@ log = logging.getLogger("gateway.app")
 def create_app(
     settings: Settings, loaded: LoadedConfig, tokens: TokenCounter | None = None
 ) -> HotPaths:
+    load = Load()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await Services.start(settings, loaded, tokens)
@@ -45,7 +48,7 @@ def create_app(
         gc.freeze()
         gc.set_threshold(20_000, 10, 10)
         try:
-            yield {"services": services}
+            yield {"services": services, "load": load}
         finally:
             await services.aclose()
 
@@ -72,7 +75,7 @@ def create_app(
     app.add_exception_handler(405, _not_allowed)
     app.add_exception_handler(Exception, _unhandled)
     hot = {route.path: route.app for route in routes[:5]}
-    return HotPaths(app, hot)
+    return HotPaths(app, hot, load)
 
 
 class HotPaths:
@@ -80,9 +83,10 @@ class HotPaths:
     and router (measured ~10% of a fast call); everything else goes through Starlette.
     The handlers render every error themselves, so nothing is lost by the shortcut."""
 
-    def __init__(self, app: Starlette, hot: dict[str, Any]) -> None:
+    def __init__(self, app: Starlette, hot: dict[str, Any], load: Load) -> None:
         self.app = app
         self._hot = hot
+        self._load = load
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,7 +95,12 @@ class HotPaths:
         if scope["method"] == "POST":
             handler = self._hot.get(scope["path"])
             if handler is not None:
-                await handler(scope, receive, send)
+                load = self._load
+                load.in_flight += 1
+                try:
+                    await handler(scope, receive, send)
+                finally:
+                    load.in_flight -= 1
                 return
         services = scope.get("state", {}).get("services")
         if services is None or scope["path"].startswith("/v1/models"):

@@ -22,7 +22,7 @@ from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
 from gateway.cache.stage import ResponseCache
 from gateway.cache.stores import EntryStore, MemoryEntries
-from gateway.config.accounting_schema import LimitsConfig
+from gateway.config.accounting_schema import DatabaseConfig, LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.schema import Config
@@ -205,7 +205,9 @@ async def start_accounting(settings: Settings, config: Config) -> tuple[KeyRing,
     """Keys and budgets from SQL, the counters budgets are checked against, and the background
     work that keeps them current (refresh, settlement, persistence)."""
     url = os.environ.get("TOLLGATE_DATABASE_URL") or config.database.url
-    engine = await asyncio.to_thread(prepare_database, url, config.database.auto_upgrade)
+    engine = await asyncio.to_thread(
+        prepare_database, url, config.database.auto_upgrade, config.database
+    )
     ring = KeyRing(server_secret(config.keys.secret_env, data_dir_of(url)))
     store = counter_store(config.limits)
     ledger = Ledger(
@@ -279,10 +281,13 @@ def counter_store(limits: LimitsConfig) -> CounterStore:
     return MemoryCounters()
 
 
-def prepare_database(url: str, auto_upgrade: bool | None) -> Engine:
+def prepare_database(
+    url: str, auto_upgrade: bool | None, database: DatabaseConfig | None = None
+) -> Engine:
     """The engine, with the schema brought up to date where that is safe to do unasked
     (SQLite, the embedded default); a shared database is upgraded by `tollgate db upgrade`."""
-    engine = make_engine(url)
+    sizes = database or DatabaseConfig()
+    engine = make_engine(url, pool_size=sizes.pool_size, max_overflow=sizes.max_overflow)
     if current_revision(engine) == SCHEMA_HEAD:
         return engine
     if auto_upgrade if auto_upgrade is not None else engine.dialect.name == "sqlite":

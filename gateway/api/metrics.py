@@ -20,6 +20,7 @@ from starlette.responses import Response
 from gateway.admin.policy import rules_status
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
+from gateway.api.load import Load, loop_lag
 from gateway.audit.service import AuditStatus
 from gateway.cache.stage import ResponseCache
 from gateway.errors import TollgateError
@@ -29,11 +30,25 @@ from gateway.services import Services
 
 
 class GatewayCollector(Collector):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, load: Load | None = None, lag: float = 0.0) -> None:
         self._services = services
+        self._load = load
+        self._lag = lag
 
     def collect(self) -> Iterator[Metric]:
         s = self._services
+        if self._load is not None:
+            # The autoscaler's signals (deploy/k8s: the HorizontalPodAutoscaler reads the first).
+            yield _gauge(
+                "tollgate_calls_in_flight",
+                "Proxied calls this process is handling now.",
+                self._load.in_flight,
+            )
+            yield _gauge(
+                "tollgate_event_loop_lag_seconds",
+                "How long a callback scheduled at scrape time waited to run.",
+                self._lag,
+            )
         ledger = s.ledger
         snapshot = ledger.snapshot()
         yield _gauge(
@@ -299,5 +314,6 @@ async def metrics(request: Request) -> Response:
         except TollgateError as err:
             return Response(openai_error_body(err), err.status, media_type="application/json")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(request.state.services))
+    load: Load | None = getattr(request.state, "load", None)
+    registry.register(GatewayCollector(services, load, await loop_lag()))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

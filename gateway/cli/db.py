@@ -3,6 +3,8 @@ gateways (TOLLGATE_DATABASE_URL overrides the config's database.url)."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 from sqlalchemy import Engine
 
@@ -23,6 +25,26 @@ def db_upgrade(config_path: str | None, revision: str) -> None:
     admin = Admin.load(config_path)
     upgrade(_raw_engine(admin), revision)
     click.echo(f"database at {revision}")
+
+
+@db.command("status")
+@config_option
+def db_status(config_path: str | None) -> None:
+    """Say whether the schema is the one this version needs; exit 1 if not (a Kubernetes init
+    container waits on it while the migration Job runs)."""
+    from gateway.stores.migrate import SCHEMA_HEAD, current_revision
+
+    admin = Admin.load(config_path)
+    engine = _raw_engine(admin)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    if current != SCHEMA_HEAD:
+        click.echo(f"database at {current or 'no schema'}; this version needs {SCHEMA_HEAD}: "
+                   "run `tollgate db upgrade`", err=True)  # fmt: skip
+        sys.exit(1)
+    click.echo(f"database at {current} (current)")
 
 
 @db.command("downgrade")

@@ -149,6 +149,11 @@ class DatabaseConfig(_Strict):
 
     url: str = "sqlite:///.tollgate/tollgate.db"
     auto_upgrade: bool | None = None  # None: only for SQLite
+    # Connections each gateway process keeps open, and how many more a burst may open: a
+    # fleet's total (pods x workers x (pool_size + max_overflow), plus one per audit worker)
+    # must fit under PostgreSQL's max_connections (docs/deploy.md "Connection budget").
+    pool_size: int = Field(5, ge=1, le=1000)
+    max_overflow: int = Field(10, ge=0, le=1000)
 
 
 class KeysConfig(_Strict):

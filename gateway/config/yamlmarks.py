@@ -104,7 +104,11 @@ class _Builder:
         self.marks[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:  # `<<: *anchor`: its keys, unless written here
+                    merged |= self._merged(value_node, path)
+                    continue
                 key = self._scalars.construct_object(key_node)
                 if not isinstance(key, str):
                     raise YamlProblem(_where(self.file, key_node), f"keys must be strings: {key!r}")
@@ -112,13 +116,30 @@ class _Builder:
                     raise YamlProblem(_where(self.file, key_node), f"duplicate key {key!r}")
                 result[key] = self.build(value_node, (*path, key))
                 self.key_marks[(*path, key)] = _mark(key_node)
-            return result
+            # A merged key is located where its anchor wrote it; the mapping, where it is.
+            self.marks[path] = _mark(node)
+            return {**merged, **result}
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         if "$" in node.value and node.tag == "tag:yaml.org,2002:str":
             return _interpolate(node, self.file, self.env)
         return self._scalars.construct_object(node)
+
+    def _merged(self, node: yaml.Node, path: Path) -> dict[str, Any]:
+        """What a merge key brings in: one mapping, or a list of them (earlier ones win)."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out: dict[str, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                raise YamlProblem(_where(self.file, source), "`<<` merges mappings only")
+            built = self.build(source, path)
+            assert isinstance(built, dict)
+            out |= built
+        return out
+
+
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _interpolate(node: yaml.ScalarNode, file: str, env: Mapping[str, str]) -> Any:

@@ -79,11 +79,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+def make_engine(
+    url: str, *, pre_ping: bool = True, pool_size: int = 5, max_overflow: int = 10
+) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=pre_ping, future=True)
+    sizes = {} if ":memory:" in url else {"pool_size": pool_size, "max_overflow": max_overflow}
+    engine = create_engine(url, pool_pre_ping=pre_ping, future=True, **sizes)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

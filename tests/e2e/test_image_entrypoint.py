@@ -10,9 +10,7 @@ and names the variable; the image's HEALTHCHECK command passes against it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,32 +20,12 @@ import httpx
 import openai
 import pytest
 
+from tests.support.dockerfile import final_stage
 from tests.support.servers import free_port
 from tests.support.services import postgres_database
 from tests.support.wait import polled
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "deploy" / "Dockerfile"
 KEY = "tg-image-key"
-
-
-def final_stage() -> dict[str, object]:
-    """ENV, ENTRYPOINT, CMD, VOLUME, USER and HEALTHCHECK of the Dockerfile's last stage."""
-    lines = DOCKERFILE.read_text().replace("\\\n", " ").splitlines()
-    start = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
-    stage: dict[str, object] = {"ENV": {}}
-    for line in lines[start:]:
-        word, _, rest = line.strip().partition(" ")
-        if word == "ENV":
-            env = stage["ENV"]
-            assert isinstance(env, dict)
-            env.update(dict(item.split("=", 1) for item in shlex.split(rest)))
-        elif word in ("ENTRYPOINT", "CMD", "VOLUME"):
-            stage[word] = json.loads(rest)
-        elif word == "USER":
-            stage[word] = rest.strip()
-        elif word == "HEALTHCHECK":
-            stage[word] = json.loads(rest[rest.index("CMD ") + 4 :])
-    return stage
 
 
 @contextlib.contextmanager

@@ -311,3 +311,39 @@ def test_a_lone_gateway_generates_its_own_secret_and_a_named_signing_key_must_be
     load_config(path, env={})
     (found,) = problems(tmp_path, VALID + "audit: {signing_key_env: TG_AUDIT_KEY}\n")
     assert "audit.signing_key_env: environment variable TG_AUDIT_KEY is not set" in found
+
+
+def test_yaml_merge_keys_bring_an_anchor_in_and_written_keys_win(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(VALID.replace("""backends:
+  up:
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+""", """backends:
+  up: &up
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+    headers: {x-team: a}
+  down:
+    <<: *up
+    base_url: http://127.0.0.1:10/v1
+"""))  # fmt: skip
+    backends = load_config(path, env={}).config.backends
+    assert str(backends["down"].base_url) == "http://127.0.0.1:10/v1"  # type: ignore[union-attr]
+    assert backends["down"].headers == {"x-team": "a"}  # type: ignore[union-attr]
+    (found,) = problems(tmp_path, VALID + "server:\n  <<: 5\n")
+    assert found.startswith("tollgate.yaml:") and "`<<` merges mappings only" in found
+
+
+def test_the_database_pool_is_sized_by_the_config(tmp_path: Path) -> None:
+    """The connection budget in docs/deploy.md holds only if the pool obeys database.*."""
+    from gateway.config.accounting_schema import DatabaseConfig
+    from gateway.services import prepare_database
+
+    sizes = DatabaseConfig(pool_size=3, max_overflow=2)
+    engine = prepare_database(f"sqlite:///{tmp_path}/t.db", True, sizes)
+    try:
+        assert engine.pool.size() == 3  # type: ignore[attr-defined]
+        assert engine.pool._max_overflow == 2  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
