@@ -73,7 +73,7 @@ class Admin:
         name = self.config.keys.secret_env
         shared = shared_state(self.config, os.environ)
         if shared and not os.environ.get(name):
-            fail(f"{name} is not set, and this config shares {' and '.join(shared)} with a "
+            fail(f"{name} is not set, and this config shares {', '.join(shared)} with a "
                  f"fleet: set {name} to the secret the gateways use")  # fmt: skip
 
     async def ledger(self) -> Ledger:

@@ -40,7 +40,7 @@ def fleet_secrets(main: Located, config: Config, env: Mapping[str, str]) -> list
         loc = ("keys", "secret_env")
         problems.append(
             f"{main.where(loc)}: {dotted(loc)}: environment variable {secret} is not set, and "
-            f"this gateway shares {' and '.join(shared)} with a fleet: every gateway needs the "
+            f"this gateway shares {_listed(shared)} with a fleet: every gateway needs the "
             "same server secret (without it each would make its own, so keys created through "
             "one would be refused by another and audit signatures would not verify)"
         )
@@ -52,3 +52,7 @@ def fleet_secrets(main: Located, config: Config, env: Mapping[str, str]) -> list
             "(the audit log's signing key; every gateway of a fleet needs the same one)"
         )
     return problems
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -23,6 +23,7 @@ from gateway.telemetry.metrics import (
     prom_name,
 )
 from gateway.telemetry.spans import Peer, root_attributes
+from tests.support.dockerfile import final_stage
 from tests.support.telemetry import sample_record
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -107,14 +108,61 @@ def test_grafana_dashboard_queries_what_we_emit() -> None:
     assert len(ids) == len(set(ids))
 
 
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "compose" / "docker-compose.yaml").read_text())
+
+
 def test_compose_mounts_files_that_exist() -> None:
     compose_dir = DEPLOY / "compose"
-    compose = yaml.safe_load((compose_dir / "docker-compose.yaml").read_text())
-    for service in compose["services"].values():
+    declared = set(compose()["volumes"])
+    for service in compose()["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
-            assert (compose_dir / source).resolve().exists(), volume
+            if source.startswith("."):
+                assert (compose_dir / source).resolve().exists(), volume
+            elif not source.startswith("/"):  # a named volume
+                assert source in declared, volume
     assert (DEPLOY / "Dockerfile").exists()
+
+
+def test_the_compose_fleet_is_complete_and_starts_in_order() -> None:
+    services = compose()["services"]
+    fleet = {name for name, s in services.items() if "fleet" in s.get("profiles", ["fleet"])}
+    assert {"loadbalancer", "gateway", "migrate", "postgres", "redis", "sim", "otel-collector",
+            "prometheus", "grafana"} <= fleet  # fmt: skip
+    gateway = services["gateway"]
+    assert gateway["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # No fleet starts without the shared secret: compose itself refuses (`:?`).
+    assert ":?" in gateway["environment"]["TOLLGATE_SECRET"]
+    assert gateway["environment"]["TOLLGATE_CONFIG"] == "/etc/tollgate/tollgate.yaml"
+    journal = final_stage()["ENV"]["TOLLGATE_AUDIT_DIR"]  # type: ignore[index]
+    assert journal in gateway["volumes"], "each replica's journal survives a restart"
+    demo_mounts = {v.split(":")[1] for v in services["tollgate"]["volumes"]}
+    assert set(final_stage()["VOLUME"]) <= demo_mounts  # type: ignore[arg-type]
+
+
+def test_the_compose_load_balancer_checks_readiness_and_never_replays_a_call() -> None:
+    text = (DEPLOY / "compose" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in text
+    port = final_stage()["ENV"]["TOLLGATE_SERVE_PORT"]  # type: ignore[index]
+    assert f"server-template gw 10 gateway:{port}" in text
+    (retry,) = [
+        line.split()[1:] for line in text.splitlines() if line.strip().startswith("retry-on")
+    ]
+    assert retry == ["conn-failure"], "a call a gateway received may have been charged"
+
+
+def test_the_compose_fleet_config_is_valid_with_what_compose_sets() -> None:
+    from gateway.config.loader import load_config
+
+    env = {k: v for k, v in compose()["x-gateway-env"].items() if "${" not in v}
+    env["TOLLGATE_SECRET"] = "from-the-operator"
+    loaded = load_config(DEPLOY / "compose" / "fleet.yaml", env=env)
+    assert loaded.config.limits.store == "redis" and loaded.config.cache.store == "redis"
+    database = loaded.config.database
+    assert 10 * (database.pool_size + database.max_overflow + 1) <= 100
 
 
 def test_compose_gateway_config_is_valid() -> None:
