@@ -114,7 +114,9 @@ class GatewayProcess:
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         if self.log_path:
-            self._out = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+            if self._out is not None:  # a restart after a kill: the same log, appended to
+                self._out.close()
+            self._out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         out = self._out or subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=self.env)
         deadline = time.monotonic() + 30
