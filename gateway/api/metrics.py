@@ -20,7 +20,7 @@ from starlette.responses import Response
 from gateway.admin.policy import rules_status
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
-from gateway.api.load import Load, loop_lag
+from gateway.api.load import IN_FLIGHT, LOOP_LAG, Load, loop_lag
 from gateway.audit.service import AuditStatus
 from gateway.cache.stage import ResponseCache
 from gateway.errors import TollgateError
@@ -39,16 +39,10 @@ class GatewayCollector(Collector):
         s = self._services
         if self._load is not None:
             # The autoscaler's signals (deploy/k8s: the HorizontalPodAutoscaler reads the first).
-            yield _gauge(
-                "tollgate_calls_in_flight",
-                "Proxied calls this process is handling now.",
-                self._load.in_flight,
-            )
-            yield _gauge(
-                "tollgate_event_loop_lag_seconds",
-                "How long a callback scheduled at scrape time waited to run.",
-                self._lag,
-            )
+            yield _gauge(IN_FLIGHT, "Proxied calls this process is handling now.",
+                         self._load.in_flight)  # fmt: skip
+            yield _gauge(LOOP_LAG, "How long a callback scheduled at scrape time waited to run.",
+                         self._lag)  # fmt: skip
         ledger = s.ledger
         snapshot = ledger.snapshot()
         yield _gauge(
