@@ -23,10 +23,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.cache.settings import AliasCache, SemanticConfig
 from gateway.cache.stage import CacheStage, ResponseCache
 from gateway.cache.stores import MemoryEntries
 from gateway.call import Call, Outcome, Principal, Usage
+from gateway.config.cache_schema import AliasCache, SemanticConfig
 from gateway.routing.router import Router
 
 ANSWER = {

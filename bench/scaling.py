@@ -21,18 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.run import BODY, FLEET, KEY, TICKS, drop_prefix, free_port, gateway_config, wrk
+from tests.support.services import postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -88,20 +85,6 @@ def started(cmd: list[str], port: int, env: dict[str, str], log: Path, path: str
                 proc.wait(5)
 
 
-@contextlib.contextmanager
-def database() -> Iterator[str]:
-    name = f"bench_scaling_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def haproxy_config(port: int, backends: list[int]) -> str:
     servers = "\n".join(f"  server gw{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
     return f"""
@@ -144,7 +127,7 @@ def run(duration: int, redis: str) -> dict[str, Any]:
     config.write_text(gateway_config(mock_port, mock_port) + fleet)
     results: dict[str, Any] = {"duration_s": duration, "cores": os.cpu_count()}
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(database())
+        url = stack.enter_context(postgres_database())  # a fresh database, dropped after
         env = {"BENCH_KEY": KEY, "TOLLGATE_DATABASE_URL": url, "TOLLGATE_SECRET": "bench"}
         subprocess.run([py, "-m", "gateway", "db", "upgrade", "--config", str(config)],
                        env={**os.environ, **env}, check=True, capture_output=True)  # fmt: skip

@@ -52,7 +52,7 @@ def main() -> None:
 
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from gateway.telemetry.config import TelemetryConfig
+    from gateway.config.telemetry_schema import TelemetryConfig
     from gateway.telemetry.otlp_json import EncodedPairs
     from gateway.telemetry.otlp_json import encode as encode_json
     from gateway.telemetry.service import Telemetry

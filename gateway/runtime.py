@@ -40,11 +40,11 @@ from gateway.backends.registry import (
     secrets_of,
 )
 from gateway.backends.scrub import Scrubber
-from gateway.backends.settings import NetworkBackend, SimBackend
 from gateway.cache.stage import CacheStage, ResponseCache
 from gateway.cache.stores import MemoryEntries
 from gateway.call import Principal, Target
 from gateway.config.accounting_schema import LimitsConfig
+from gateway.config.backends_schema import NetworkBackend, SimBackend
 from gateway.config.loader import LoadedConfig
 from gateway.config.models_schema import ModelConfig, ReferenceConfig
 from gateway.config.prices import price_table

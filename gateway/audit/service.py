@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.config import AuditConfig
 from gateway.audit.journal import Journal, JournalSettings
 from gateway.audit.nudge import Nudge
 from gateway.audit.segments import Slot
 from gateway.audit.worker import read_status
+from gateway.config.audit_schema import AuditConfig
 
 log = logging.getLogger("gateway.audit")
 MB = 1024 * 1024

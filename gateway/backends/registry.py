@@ -22,14 +22,14 @@ from gateway.backends.anthropic import ANTHROPIC_CAPABILITIES
 from gateway.backends.anthropic import AnthropicBackend as AnthropicAdapter
 from gateway.backends.base import Backend, Capabilities
 from gateway.backends.openai_compat import OpenAICompatBackend
-from gateway.backends.settings import (
+from gateway.backends.sim import SimBackend as SimAdapter
+from gateway.config.backends_schema import (
     AnthropicBackend,
     AzureOpenAIBackend,
     OpenAIBackend,
     SimBackend,
     Timeouts,
 )
-from gateway.backends.sim import SimBackend as SimAdapter
 
 # Headers whose values are credentials (kept out of everything clients see, logs, records).
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})

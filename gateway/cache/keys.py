@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from gateway.cache.settings import AliasCache
 from gateway.call import Call, Principal
+from gateway.config.cache_schema import AliasCache
 from gateway.dialects.requests import messages_to_chat
 
 KEY_VERSION = 1

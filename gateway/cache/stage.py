@@ -25,11 +25,11 @@ import orjson
 from gateway.cache import keys
 from gateway.cache.entry import Entry, captured
 from gateway.cache.guards import same_facts
-from gateway.cache.settings import AliasCache, SemanticConfig
 from gateway.cache.stores import EntryStore, StoreFailure, VectorItem
 from gateway.cache.vectors import Vector, VectorIndex, unit
 from gateway.cache.verify import Verifier
 from gateway.call import Call, Decision, Outcome, Principal
+from gateway.config.cache_schema import AliasCache, SemanticConfig
 from gateway.policies.base import SideCalls
 from gateway.policies.rules.schema import CACHE_LABEL
 from gateway.routing.router import Router

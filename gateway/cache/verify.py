@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.cache.entry import Entry
-from gateway.cache.settings import VerifyConfig
+from gateway.config.cache_schema import VerifyConfig
 from gateway.policies.rules.compare import (
     Answer,
     Comparator,

@@ -17,12 +17,12 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config.accounting_schema import BudgetConfig, RateLimitConfig
 from gateway.config.lenient import SetAside, validate_leniently
+from gateway.config.plugins import PluginLoadError, PolicyView
+from gateway.config.plugins import policy as resolve
 from gateway.config.references import check_money, check_references, rate_models
 from gateway.config.schema import Config, PolicyConfig, PolicyFile
 from gateway.config.yamlmarks import Located, YamlProblem, dotted, load_yaml
 from gateway.errors import ConfigError
-from gateway.policies.base import PolicyView
-from gateway.policies.registry import PluginLoadError, resolve
 
 M = TypeVar("M", bound=BaseModel)
 

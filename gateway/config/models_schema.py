@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.cache.settings import AliasCache
+from gateway.config.cache_schema import AliasCache
 
 SHORT_TIER = "default"
 _TARGETS_GONE = (

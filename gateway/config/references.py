@@ -15,11 +15,11 @@ from gateway.config.accounting_schema import RateLimitConfig
 from gateway.config.fleet import fleet_secrets
 from gateway.config.lenient import Loc, SetAside
 from gateway.config.models_schema import SHORT_TIER, ModelConfig, ReferenceConfig, ReplicaConfig
+from gateway.config.plugins import StrategyLoadError, comparator
+from gateway.config.plugins import strategy as resolve
 from gateway.config.prices import price_table
 from gateway.config.schema import Config, SimBackend
 from gateway.config.yamlmarks import Located, dotted
-from gateway.policies.rules.compare import resolve as comparator
-from gateway.routing.strategies import StrategyLoadError, resolve
 
 
 def check_references(

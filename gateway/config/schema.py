@@ -10,8 +10,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.audit.config import AuditConfig
-from gateway.backends.settings import (
+from gateway.config.accounting_schema import (
+    AdminConfig,
+    BudgetConfig,
+    DatabaseConfig,
+    KeysConfig,
+    LimitsConfig,
+    PriceConfig,
+    RateLimitConfig,
+)
+from gateway.config.audit_schema import AuditConfig
+from gateway.config.backends_schema import (
     AnthropicBackend,
     AzureOpenAIBackend,
     Backend,
@@ -23,18 +32,9 @@ from gateway.backends.settings import (
     SimBackend,
     Timeouts,
 )
-from gateway.cache.settings import CacheStoreConfig
-from gateway.config.accounting_schema import (
-    AdminConfig,
-    BudgetConfig,
-    DatabaseConfig,
-    KeysConfig,
-    LimitsConfig,
-    PriceConfig,
-    RateLimitConfig,
-)
+from gateway.config.cache_schema import CacheStoreConfig
 from gateway.config.models_schema import ModelConfig
-from gateway.telemetry.config import TelemetryConfig
+from gateway.config.telemetry_schema import TelemetryConfig
 
 
 class Strict(BaseModel):

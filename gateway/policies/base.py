@@ -20,6 +20,9 @@ from gateway.accounting.context import LimitsContext
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, Outcome, Verdict
 
+# PolicyView is re-exported: a plugin's references() check is typed with it from here.
+from gateway.config.plugins import PolicyView as PolicyView
+
 
 class PluginOptions(BaseModel):
     """Base for a plugin's `with:` block: strict, frozen, unknown keys rejected."""
@@ -48,17 +51,6 @@ class PluginContext:
     side_calls: SideCalls | None = None
     # State that must outlive a reload (a quality guard's samples, a suspension), by name.
     keep: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyView:
-    """What a plugin's options may name, for checking them at load (a plugin's optional
-    `references(options, view)` classmethod returns (path under `with:`, why) problems)."""
-
-    tiers: Mapping[str, frozenset[str]]  # model alias -> its tiers
-    budgets: frozenset[str]  # budgets declared in YAML
-    # model alias -> its reference tier (None: an explicit backend and model)
-    references: Mapping[str, str | None] = field(default_factory=dict)
 
 
 class Plugin(Protocol):

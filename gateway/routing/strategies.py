@@ -15,16 +15,14 @@ per runtime, made as `cls(settings)` (the config's `routing:` settings a strateg
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
-from gateway import entrypoints
 from gateway.call import Call
-from gateway.errors import Fault
+from gateway.config import plugins
+from gateway.config.plugins import StrategyLoadError as StrategyLoadError  # re-exported
 from gateway.routing.state import ReplicaState
 from gateway.routing.table import Replica
-
-ENTRY_POINT_GROUP = "tollgate.routing"
 
 
 class Strategy(Protocol):
@@ -112,29 +110,8 @@ class Weighted:
         yield from sorted((i for i in indexes if i != first), key=lambda i: -replicas[i].weight)
 
 
-BUILTINS: Mapping[str, str] = {
-    "least_outstanding": "gateway.routing.strategies:LeastOutstanding",
-    "round_robin": "gateway.routing.strategies:RoundRobin",
-    "weighted": "gateway.routing.strategies:Weighted",
-    "prefix_aware": "gateway.routing.prefix_aware:PrefixAware",
-}
-
-
-class StrategyLoadError(Fault):
-    pass
-
-
-def available() -> dict[str, str]:
-    return entrypoints.available(BUILTINS, ENTRY_POINT_GROUP)
-
-
 def resolve(name: str) -> type[Strategy]:
-    """The strategy class registered under `name`; StrategyLoadError (a config error) if
-    there is none or it does not have `order`."""
-    try:
-        cls = entrypoints.load(BUILTINS, ENTRY_POINT_GROUP, name, "routing strategy")
-    except (LookupError, ImportError) as exc:
-        raise StrategyLoadError(str(exc)) from exc
-    if not callable(getattr(cls, "order", None)):
-        raise StrategyLoadError(f"routing strategy {name!r} has no order() method")
-    return cls  # type: ignore[no-any-return]
+    """The strategy class registered under `name` (config/plugins.py finds and checks it);
+    StrategyLoadError (a config error) if there is none or it does not have `order`."""
+    found: type[Strategy] = plugins.strategy(name)
+    return found

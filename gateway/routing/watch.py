@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backends.base import Backend
-from gateway.backends.settings import HealthCheck, LoadMetrics
+from gateway.config.backends_schema import HealthCheck, LoadMetrics
 from gateway.errors import TollgateError
 from gateway.routing.state import EngineLoad, ReplicaState
 

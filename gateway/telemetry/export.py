@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from gateway.telemetry.config import OtlpConfig
+from gateway.config.telemetry_schema import OtlpConfig
 
 
 class SampledExport(SpanProcessor):

@@ -20,7 +20,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from sqlalchemy import Engine
 
 from gateway.call import CallRecord
-from gateway.telemetry.config import TelemetryConfig
+from gateway.config.telemetry_schema import TelemetryConfig
 from gateway.telemetry.context import TraceStarter
 from gateway.telemetry.export import SampledExport, metric_exporter, span_exporter
 from gateway.telemetry.metrics import MetricBook

@@ -199,8 +199,8 @@ def test_written_pages_leave_the_gateway_but_not_the_journal(
 
 
 def test_a_dead_worker_is_restarted_and_ships_the_backlog(engine: Engine, tmp_path: Path) -> None:
-    from gateway.audit.config import AuditConfig
     from gateway.audit.service import AuditLog
+    from gateway.config.audit_schema import AuditConfig
     from tests.support.audit import SIGNING_KEY
 
     url = engine.url.render_as_string(hide_password=False)

@@ -11,7 +11,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from gateway.telemetry.config import TelemetryConfig
+from gateway.config.telemetry_schema import TelemetryConfig
 from gateway.telemetry.service import Telemetry
 from gateway.telemetry.spans import Peer
 from tests.support.servers import free_port

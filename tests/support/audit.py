@@ -13,10 +13,10 @@ from sqlalchemy import Engine, select
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.audit import tables
-from gateway.audit.config import AuditConfig
 from gateway.audit.service import AuditLog
 from gateway.audit.signing import Signer
 from gateway.call import Answer, Call, Route, Usage, Verdict
+from gateway.config.audit_schema import AuditConfig
 from gateway.pipeline import Pipeline, Recorder
 from gateway.policies.base import PolicyPlugin
 from gateway.policies.chain import ChainEntry, PolicyChain

@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import AttemptRecord, CallRecord, Money, Principal, ResponseMeta, Timings, Usage
+from gateway.config.telemetry_schema import TelemetryConfig
 from gateway.pipeline import Pipeline, Recorder
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
-from gateway.telemetry.config import TelemetryConfig
 from gateway.telemetry.context import TraceStarter
 from gateway.telemetry.service import Telemetry
 from gateway.telemetry.spans import Peer

@@ -14,11 +14,11 @@ import pytest
 from gateway.accounting.money import Costing
 from gateway.accounting.pricing import Price, PriceRule, PriceTable
 from gateway.accounting.tokens import TokenCounter
-from gateway.audit.config import AuditConfig
 from gateway.audit.events import canonical, chain_hash, from_datetime, micros, to_datetime
 from gateway.audit.redact import BUILTIN, Redactor
 from gateway.audit.service import worker_cpus
 from gateway.call import Outcome, Target, Usage
+from gateway.config.audit_schema import AuditConfig
 from gateway.config.loader import load_config
 from gateway.runtime import build_runtime
 from tests.support.runtime import make_deps

@@ -14,7 +14,7 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.base import Backend, UpstreamRequest
 from gateway.backends.registry import KINDS, BuildContext, build_backend
-from gateway.backends.settings import (
+from gateway.config.backends_schema import (
     AnthropicBackend,
     AzureOpenAIBackend,
     OpenAIBackend,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.cache import keys
-from gateway.cache.settings import AliasCache
 from gateway.call import Call, Principal
+from gateway.config.cache_schema import AliasCache
 
 ALICE = Principal("k-alice", "alice", team="ml", org="acme")
 BOB = Principal("k-bob", "bob", team="web", org="acme")

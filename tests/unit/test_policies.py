@@ -6,11 +6,13 @@ import pytest
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Answer, Call, Deny, Outcome, Route, Target, Verdict
+from gateway.config.plugins import PluginLoadError
+from gateway.config.plugins import policy as resolve
+from gateway.config.plugins import verify_policy as verify
 from gateway.errors import InternalError
 from gateway.policies.base import PluginContext, PluginOptions, PolicyPlugin
 from gateway.policies.chain import ChainEntry, PolicyChain
 from gateway.policies.max_tokens import MaxTokensCap, MaxTokensOptions
-from gateway.policies.registry import PluginLoadError, resolve, verify
 
 
 def make_call(**body: Any) -> Call:

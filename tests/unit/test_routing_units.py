@@ -12,8 +12,8 @@ import pytest
 from gateway.accounting.money import Costing
 from gateway.accounting.pricing import Price, PriceRule, PriceTable
 from gateway.backends.base import Capabilities, UpstreamRequest, UpstreamResponse
-from gateway.backends.settings import HealthCheck
 from gateway.call import AttemptRecord, Outcome, Route, Target, Usage
+from gateway.config.backends_schema import HealthCheck
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError, UpstreamUnavailable
 from gateway.routing.router import Router
@@ -256,7 +256,7 @@ class FakeProbe:
 async def test_the_watcher_checks_health_and_reads_load_off_the_request_path() -> None:
     import asyncio
 
-    from gateway.backends.settings import LoadMetrics
+    from gateway.config.backends_schema import LoadMetrics
 
     clock = Clock()
     s = state(clock)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from gateway import entrypoints
 from gateway.backends.sse import json_events
+from gateway.config import plugins
 
-ENTRY_POINT_GROUP = "tollgate.comparators"
 _SHORT_WORDS = 32
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -113,19 +112,9 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-BUILTINS: Mapping[str, str] = {
-    "auto": "gateway.policies.rules.compare:Auto",
-    "exact": "gateway.policies.rules.compare:Exact",
-    "text": "gateway.policies.rules.compare:Text",
-    "embedding": "gateway.policies.rules.compare:Embedding",
-}
-
-
 def resolve(name: str) -> Comparator:
-    cls = entrypoints.load(BUILTINS, ENTRY_POINT_GROUP, name, "comparator")
-    if not callable(getattr(cls, "agree", None)):
-        raise ImportError(f"comparator {name!r} has no agree() method")
-    instance: Comparator = cls()
+    """The comparator registered under `name` (config/plugins.py finds and checks it)."""
+    instance: Comparator = plugins.comparator(name)
     return instance
 
 
