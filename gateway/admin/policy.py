@@ -3,6 +3,7 @@ before (and while) they are enforced. One implementation for the CLI and the adm
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,8 @@ from gateway.auth import KeyRing
 from gateway.call import Principal, Route
 from gateway.config.loader import LoadedConfig
 from gateway.policies.rules.engine import Rules
-from gateway.policies.rules.explain import Probe, explain
+from gateway.policies.rules.explain import Explanation, Probe, explain
+from gateway.policies.rules.guard import GuardStatus
 from gateway.policies.rules.lint import lint
 from gateway.runtime import Runtime, RuntimeDeps, build_runtime
 from gateway.stores.memory import MemoryCounters
@@ -55,7 +57,41 @@ def principal_for(loaded: LoadedConfig, query: ExplainQuery) -> Principal:
     return Principal(key_id="explain", name="explain", team=query.team)
 
 
-async def explain_call(runtime: Runtime, query: ExplainQuery) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ReplicaNow:
+    backend: str
+    model: str
+    circuit: str
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """A step the router would try: a tier, why, and its replicas with their state now."""
+
+    alias: str
+    tier: str
+    why: str
+    strategy: str
+    replicas: tuple[ReplicaNow, ...]
+
+    def public(self) -> dict[str, Any]:
+        replicas = [asdict(r) for r in self.replicas]
+        return {"alias": self.alias, "tier": self.tier, "why": self.why,
+                "strategy": self.strategy, "replicas": replicas}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainReport:
+    explanation: Explanation
+    plan: tuple[PlanStep, ...]
+
+    def public(self) -> dict[str, Any]:
+        """The JSON of `tollgate policy explain --json` and GET /admin/policy/explain."""
+        return {**self.explanation.public(), "plan": [step.public() for step in self.plan]}
+
+
+async def explain_call(runtime: Runtime, query: ExplainQuery) -> ExplainReport:
     """Each rule and condition, then the plan the router would follow."""
     if query.model not in runtime.router:
         raise ValueError(f"unknown model {query.model!r} (models: "
@@ -63,31 +99,31 @@ async def explain_call(runtime: Runtime, query: ExplainQuery) -> dict[str, Any]:
     probe = Probe(query.model, principal_for(runtime.loaded, query), query.headers(),
                   query.prompt_tokens, query.max_tokens, query.stream)  # fmt: skip
     rules = [p for p in runtime.chain.plugins() if isinstance(p, Rules)]
-    result, intent = await explain(rules, probe)
-    result["plan"] = [] if result["denied"] else plan(runtime, query.model, intent)
-    return result
+    explanation, intent = await explain(rules, probe)
+    steps = () if explanation.denied else plan(runtime, query.model, intent)
+    return ExplainReport(explanation, steps)
 
 
-def plan(runtime: Runtime, model: str, intent: Route | None) -> list[dict[str, Any]]:
+def plan(runtime: Runtime, model: str, intent: Route | None) -> tuple[PlanStep, ...]:
     """The steps the router would try, each tier's replicas with their state now (the order
     within a tier is the strategy's, decided per call)."""
     router = runtime.router
     states = {(s.backend, s.model): s for s in router.replica_states()}
-    steps = []
-    for step in router.steps(model, intent):
-        steps.append({
-            "alias": step.alias,
-            "tier": step.tier.name,
-            "why": step.why,
-            "strategy": step.tier.strategy,
-            "replicas": [
-                {"backend": r.backend, "model": r.model,
-                 "circuit": states[(r.backend, r.model)].circuit,
-                 "in_flight": states[(r.backend, r.model)].in_flight}
-                for r in step.tier.replicas
-            ],
-        })  # fmt: skip
-    return steps
+
+    def now(backend: str, model: str) -> ReplicaNow:
+        state = states[(backend, model)]
+        return ReplicaNow(backend, model, state.circuit, state.in_flight)
+
+    return tuple(
+        PlanStep(
+            step.alias,
+            step.tier.name,
+            step.why,
+            step.tier.strategy,
+            tuple(now(r.backend, r.model) for r in step.tier.replicas),
+        )
+        for step in router.steps(model, intent)
+    )
 
 
 def offline_runtime(loaded: LoadedConfig) -> Runtime:
@@ -104,7 +140,31 @@ def offline_runtime(loaded: LoadedConfig) -> Runtime:
     return build_runtime(loaded, deps, env={})
 
 
-def rules_status(runtime: Runtime) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class RuleStatus:
+    """A running rule: its mode, and its quality guard's state (None: it has none)."""
+
+    rule: str
+    mode: str
+    guard: GuardStatus | None
+
+    def public(self) -> dict[str, Any]:
+        return {"rule": self.rule, "mode": self.mode,
+                "guard": self.guard.public() if self.guard else None}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    rule: str
+    was_suspended: bool
+    guard: GuardStatus
+
+    def public(self) -> dict[str, Any]:
+        return {"rule": self.rule, "was_suspended": self.was_suspended,
+                "guard": self.guard.public()}  # fmt: skip
+
+
+def rules_status(runtime: Runtime) -> list[RuleStatus]:
     """Each rule of the running chain: its mode, and its quality guard's state."""
     out = []
     for plugin in runtime.chain.plugins():
@@ -113,19 +173,18 @@ def rules_status(runtime: Runtime) -> list[dict[str, Any]]:
         for compiled in plugin.compiled:
             rule = compiled.rule
             guard = plugin.guards.get(rule.name)
-            out.append({"rule": rule.name, "mode": rule.mode,
-                        "guard": guard.state.public() if guard else None})  # fmt: skip
+            out.append(RuleStatus(rule.name, rule.mode, guard.state.status() if guard else None))
     return out
 
 
-def resume(runtime: Runtime, name: str) -> dict[str, Any]:
+def resume(runtime: Runtime, name: str) -> Resumed:
     """Lifts a quality guard's suspension (ops' decision); LookupError if no guard has it."""
     for plugin in runtime.chain.plugins():
         if isinstance(plugin, Rules) and name in plugin.guards:
             guard = plugin.guards[name]
             was = guard.state.suspended
             guard.resume()
-            return {"rule": name, "was_suspended": was, "guard": guard.state.public()}
+            return Resumed(name, was, guard.state.status())
     raise LookupError(f"no rule named {name!r} has a quality guard")
 
 

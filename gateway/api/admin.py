@@ -30,6 +30,7 @@ from gateway.admin.budgets import (
 from gateway.admin.keys import KeyCreate, KeyRefused, key_ids, list_keys, new_key, revoke_key
 from gateway.admin.policy import ExplainQuery, explain_call, resume, rules_status
 from gateway.admin.spend import SpendQuery, spend_report
+from gateway.api.health import replicas_public
 from gateway.api.replies import M, bearer, error_response, json_response, validated
 from gateway.api.spend_data import RollupQuery, fresh, rollup_report
 from gateway.errors import (
@@ -140,7 +141,10 @@ async def budget_get(request: Request, services: Services) -> Any:
     ids = await asyncio.to_thread(
         key_ids, services.runtime.current.config, services.accounts.engine, os.environ
     )
-    return await _store(budget_report(services.ledger, rule, request.query_params.get("for"), ids))
+    report = await _store(
+        budget_report(services.ledger, rule, request.query_params.get("for"), ids)
+    )
+    return report.public()
 
 
 async def budget_put(request: Request, services: Services) -> Any:
@@ -173,7 +177,8 @@ async def spend_get(request: Request, services: Services) -> Any:
     if _ROLLUP_PARAMS & params.keys():
         return await rollups_get(request, services)
     query = validated(SpendQuery, params)
-    return await _store(spend_report(services.ledger, query))
+    report = await _store(spend_report(services.ledger, query))
+    return report.public()
 
 
 async def rollups_get(request: Request, services: Services) -> Any:
@@ -192,7 +197,7 @@ async def _store(work: Awaitable[Any]) -> Any:
 async def replicas_get(request: Request, services: Services) -> Any:
     """Every alias's tiers and replicas with their live state: circuit, in flight, latency,
     engine load, counters (the same view /readyz gives, behind the admin key)."""
-    return {"replicas": services.runtime.current.router.public()}
+    return {"replicas": replicas_public(services.runtime.current.router.replicas_by_tier())}
 
 
 async def explain_get(request: Request, services: Services) -> Any:
@@ -209,18 +214,18 @@ async def explain_get(request: Request, services: Services) -> Any:
             raw[name] = int(raw[name])
     query = validated(ExplainQuery, raw)
     try:
-        return await explain_call(services.runtime.current, query)
+        return (await explain_call(services.runtime.current, query)).public()
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="model") from exc
 
 
 async def rules_get(request: Request, services: Services) -> Any:
-    return {"rules": rules_status(services.runtime.current)}
+    return {"rules": [r.public() for r in rules_status(services.runtime.current)]}
 
 
 async def rule_resume_post(request: Request, services: Services) -> Any:
     try:
-        return resume(services.runtime.current, request.path_params["name"])
+        return resume(services.runtime.current, request.path_params["name"]).public()
     except LookupError as exc:
         raise InvalidRequest(str(exc), status=404, code="not_found") from exc
 

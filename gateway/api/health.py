@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.routing.state import ReplicaState
 from gateway.services import Services
 from gateway.stores.counters import StoreUnavailable
 
@@ -51,7 +53,15 @@ async def readyz(request: Request) -> Response:
             "database": "unreachable" if services.accounts.failing else "ok",
             "audit": dataclasses.asdict(audit) if audit is not None else None,
             # Each alias's tiers and replicas: circuit, load, latency (docs/routing.md).
-            "replicas": runtime.router.public(),
+            "replicas": replicas_public(runtime.router.replicas_by_tier()),
         }
     )
     return Response(body, 200 if ready and audit_ok else 503, media_type="application/json")
+
+
+def replicas_public(
+    tiers: Mapping[str, Mapping[str, Sequence[ReplicaState]]],
+) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """The replicas' state as /readyz and GET /admin/replicas render it."""
+    return {alias: {tier: [s.public() for s in states] for tier, states in by_tier.items()}
+            for alias, by_tier in tiers.items()}  # fmt: skip

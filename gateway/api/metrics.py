@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.admin.policy import rules_status
+from gateway.admin.policy import RuleStatus, rules_status
 from gateway.api.dashboard import check_dashboard
 from gateway.api.errors import openai_error_body
 from gateway.api.load import IN_FLIGHT, LOOP_LAG, Load, loop_lag
@@ -258,7 +258,7 @@ def _prefix(states: list[ReplicaState]) -> Iterator[Metric]:
     yield from (blocks, size, resets, *counters)
 
 
-def _guards(rules: list[dict[str, Any]]) -> Iterator[Metric]:
+def _guards(rules: list[RuleStatus]) -> Iterator[Metric]:
     """Each quality guard: its rolling agreement, its samples, whether it suspended its rule."""
     labels = ["rule"]
     agreement = GaugeMetricFamily(
@@ -275,13 +275,13 @@ def _guards(rules: list[dict[str, Any]]) -> Iterator[Metric]:
         labels=labels,
     )
     for rule in rules:
-        guard = rule["guard"]
+        guard = rule.guard
         if guard is None:
             continue
-        if guard["agreement"] is not None:
-            agreement.add_metric([rule["rule"]], guard["agreement"])
-        samples.add_metric([rule["rule"]], guard["samples"])
-        suspended.add_metric([rule["rule"]], 1 if guard["suspended"] else 0)
+        if guard.agreement is not None:
+            agreement.add_metric([rule.rule], guard.agreement)
+        samples.add_metric([rule.rule], guard.samples)
+        suspended.add_metric([rule.rule], 1 if guard.suspended else 0)
     yield agreement
     yield samples
     yield suspended

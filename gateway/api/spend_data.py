@@ -131,8 +131,8 @@ def _rules(services: Services, shadow: list[dict[str, Any]]) -> list[dict[str, A
     saved = {row["rule"]: row for row in shadow}
     out = []
     for rule in rules_status(services.runtime.current):
-        row = saved.pop(rule["rule"], None)
-        out.append({**rule, "shadow": row})
+        row = saved.pop(rule.rule, None)
+        out.append({**rule.public(), "shadow": row})
     out += [{"rule": name, "mode": "removed", "guard": None, "shadow": row}
             for name, row in saved.items()]  # fmt: skip
     return out
@@ -171,13 +171,12 @@ async def budget_burn(
     on, and when it runs out at the current rate. A window that does not start on an hour (a
     zone with a half-hour offset) includes the part of its first hour before it."""
     try:
-        report = await budget_report(ledger, rule, None, key_id)
+        usage = (await budget_report(ledger, rule, None, key_id)).usage
     except (StoreUnavailable, StoreDown):
-        report = {"usage": None}
-    usage = report.get("usage") or {}
-    window = usage.get("window") or {}
-    start = int(window["start"]) if window.get("start") else int(now) - 86400  # total: a day
-    end = int(window.get("end") or now)
+        usage = None
+    window = usage.window if usage is not None else None
+    start = window.start if window and window.start else int(now) - 86400  # total: a day
+    end = window.end if window and window.end else int(now)
     granularity = "minute" if end - start <= 6 * 3600 else "hour"
     r = Range.since(start, now, granularity)
     filters: dict[str, str] = {}
@@ -186,7 +185,8 @@ async def budget_burn(
     burn = await asyncio.to_thread(queries.cumulative, engine, r, **filters)
     assert rule.usd_nanos is not None
     limit = rule.usd_nanos * _NANO
-    spent = float(usage["usd"]) if usage.get("usd") is not None else (burn[-1][1] * _NANO)
+    live = usage.used_usd_nanos if usage is not None else None
+    spent = live * _NANO if live is not None else burn[-1][1] * _NANO
     exhaustion = projected_exhaustion(spent, limit, start, end, now)
     return {
         "name": rule.name,
@@ -199,7 +199,7 @@ async def budget_burn(
         "projected_exhaustion": exhaustion,
         "enforcement": rule.enforcement,
         # Calls it refused this window: a budget with money left still refuses what does not fit.
-        "refused": int(usage.get("refused") or 0),
+        "refused": usage.refused if usage is not None else 0,
     }
 
 

@@ -91,7 +91,7 @@ def budgets_show(config_path: str | None, as_json: bool, name: str, value: str |
     async def report() -> dict[str, Any]:
         ledger = await admin.ledger()
         try:
-            return await budget_report(ledger, rule, value, ids)
+            return (await budget_report(ledger, rule, value, ids)).public()
         finally:
             await ledger.aclose()
 
@@ -147,7 +147,7 @@ def spend(config_path: str | None, as_json: bool, group_by: str, window: str) ->
     async def report() -> dict[str, Any]:
         ledger = await admin.ledger()
         try:
-            return await spend_report(ledger, query)
+            return (await spend_report(ledger, query)).public()
         finally:
             await ledger.aclose()
 

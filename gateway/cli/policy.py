@@ -79,7 +79,7 @@ def policy_explain(
             max_tokens=max_tokens,
             stream=stream,
         )
-        result = asyncio.run(explain_call(offline_runtime(loaded), query))
+        result = asyncio.run(explain_call(offline_runtime(loaded), query)).public()
     except (ValidationError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

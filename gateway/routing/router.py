@@ -139,11 +139,11 @@ class Router:
         """Every replica's live state once (for /readyz, the admin API, metrics, checks)."""
         return list(self._states.values())
 
-    def public(self) -> dict[str, dict[str, list[dict[str, object]]]]:
-        """Each alias's tiers and their replicas' state, as /readyz and the admin API show it."""
+    def replicas_by_tier(self) -> dict[str, dict[str, list[ReplicaState]]]:
+        """Each alias's tiers and their replicas' live state (/readyz and the admin API)."""
         return {
             alias: {
-                tier.name: [self._states[r.key].public() for r in tier.replicas]
+                tier.name: [self._states[r.key] for r in tier.replicas]
                 for tier in route.tiers.values()
             }
             for alias, route in sorted(self.table.items())

@@ -115,6 +115,11 @@ def test_a_call_that_fell_back_is_served_and_audited_with_every_attempt(
 
 
 def test_readyz_and_the_admin_api_show_each_replica(gateway: GatewayProcess) -> None:
+    # Its own call first (the fp16 replica is down: a failure it records), in any test order.
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
+    client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
+                                   max_tokens=3)  # fmt: skip
+    client.close()
     ready = httpx.get(gateway.url + "/readyz").json()
     chat = ready["replicas"]["chat"]
     assert set(chat) == {"fp16", "int4"}

@@ -5,11 +5,12 @@ explain` and GET /admin/policy/explain; nothing is sent anywhere and nothing is 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.call import Call, Principal, Route
 from gateway.policies.rules.engine import Rules, describe_actions, describe_route
+from gateway.policies.rules.guard import GuardStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +35,70 @@ class Probe:
                     False, principal=self.principal, raw_headers=raw)  # fmt: skip
 
 
-async def explain(rules: list[Rules], probe: Probe) -> tuple[dict[str, Any], Route | None]:
+@dataclass(frozen=True, slots=True)
+class ConditionSeen:
+    condition: str
+    holds: bool | None  # None: it cannot tell (a budget the explainer cannot read)
+    seen: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSeen:
+    """One rule as the call would meet it; `evaluated` False when an earlier one ended it."""
+
+    rule: str
+    mode: str
+    actions: str
+    evaluated: bool
+    matched: bool = False
+    conditions: tuple[ConditionSeen, ...] = ()
+    guard: GuardStatus | None = None
+    route: str | None = None  # why its route would not apply
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "mode": self.mode, "actions": self.actions,
+                               "evaluated": self.evaluated}  # fmt: skip
+        if not self.evaluated:
+            return out
+        out["matched"] = self.matched
+        out["conditions"] = [{"condition": c.condition, "holds": c.holds, "seen": c.seen}
+                             for c in self.conditions]  # fmt: skip
+        if self.guard is not None:
+            out["guard"] = self.guard.public()
+        if self.route is not None:
+            out["route"] = self.route
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What the rules would do with a call: each rule, then the refusal, route and cap."""
+
+    rules: tuple[RuleSeen, ...]
+    denied: tuple[str, int, str] | None  # (rule, status, message)
+    route: str | None
+    max_tokens: tuple[str, int, bool] | None  # (rule, value, set rather than capped)
+
+    def public(self) -> dict[str, Any]:
+        denied, cap = self.denied, self.max_tokens
+        return {
+            "rules": [r.public() for r in self.rules],
+            "denied": None if denied is None
+            else {"rule": denied[0], "status": denied[1], "message": denied[2]},
+            "route": self.route,
+            "max_tokens": None if cap is None
+            else {"rule": cap[0], "set" if cap[2] else "cap": cap[1]},
+        }  # fmt: skip
+
+
+async def explain(rules: list[Rules], probe: Probe) -> tuple[Explanation, Route | None]:
     """Every rule of every `rules` entry, in evaluation order, and the outcome; and the route
     the call would take (None: its alias's default tier)."""
     call = probe.call()
-    out: list[dict[str, Any]] = []
+    out: list[RuleSeen] = []
     route: Route | None = None
     cap: tuple[str, int, bool] | None = None
-    denied: dict[str, Any] | None = None
+    denied: tuple[str, int, str] | None = None
     stopped = False
     for plugin in rules:
         budgets = await plugin.budget_fractions(call)
@@ -50,41 +107,33 @@ async def explain(rules: list[Rules], probe: Probe) -> tuple[dict[str, Any], Rou
             facts._prompt = probe.prompt_tokens
         for compiled in plugin.compiled:
             rule = compiled.rule
-            entry: dict[str, Any] = {"rule": rule.name, "mode": rule.mode,
-                                     "actions": describe_actions(rule)}  # fmt: skip
+            seen = RuleSeen(rule.name, rule.mode, describe_actions(rule), evaluated=False)
             if stopped or denied is not None:
-                entry["evaluated"] = False
-                out.append(entry)
+                out.append(seen)
                 continue
-            conditions = []
-            for condition in compiled.conditions:
-                holds = condition.test(facts)
-                conditions.append({"condition": condition.name, "holds": holds,
-                                   "seen": condition.describe(facts)})  # fmt: skip
-            matched = all(c["holds"] is True for c in conditions)
-            entry.update(evaluated=True, matched=matched, conditions=conditions)
-            out.append(entry)
+            conditions = tuple(ConditionSeen(c.name, c.test(facts), c.describe(facts))
+                               for c in compiled.conditions)  # fmt: skip
+            matched = all(c.holds is True for c in conditions)
+            seen = replace(seen, evaluated=True, matched=matched, conditions=conditions)
             if not matched or rule.mode == "shadow":
+                out.append(seen)
                 continue
             actions = rule.actions
             if actions.deny is not None:
-                denied = {"rule": rule.name, "status": actions.deny.status,
-                          "message": actions.deny.message}  # fmt: skip
+                denied = (rule.name, actions.deny.status, actions.deny.message)
             guard = plugin.guards.get(rule.name)
             if guard is not None:
-                entry["guard"] = guard.state.public()
+                seen = replace(seen, guard=guard.state.status())
             if actions.route is not None and route is None:
                 wanted = Route(actions.route.tier, actions.route.alias, f"rule {rule.name}")
                 if guard is not None and guard.state.suspended:
-                    entry["route"] = "suspended by its quality guard"
+                    seen = replace(seen, route="suspended by its quality guard")
                 elif plugin.routable(call, wanted):
                     route = wanted
+            out.append(seen)
             if actions.max_tokens is not None and cap is None:
                 m = actions.max_tokens
                 cap = (rule.name, m.set or m.cap or 0, m.set is not None)
             stopped = rule.stop
-    result: dict[str, Any] = {"rules": out, "denied": denied,
-              "route": describe_route(route).removeprefix("route to ") if route else None,
-              "max_tokens": None if cap is None else {
-                  "rule": cap[0], "set" if cap[2] else "cap": cap[1]}}  # fmt: skip
-    return result, route
+    shown = describe_route(route).removeprefix("route to ") if route else None
+    return Explanation(tuple(out), denied, shown, cap), route

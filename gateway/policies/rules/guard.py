@@ -52,10 +52,24 @@ class GuardState:
     def agreement(self) -> float | None:
         return sum(self.results) / len(self.results) if self.results else None
 
+    def status(self) -> GuardStatus:
+        return GuardStatus(self.samples, len(self.results), self.agreement, self.suspended,
+                           self.errors)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class GuardStatus:
+    """A guard's state at one moment, for the admin API, the dashboard and /metrics."""
+
+    samples: int
+    window: int  # comparisons in the rolling window now
+    agreement: float | None
+    suspended: bool
+    errors: int
+
     def public(self) -> dict[str, Any]:
-        return {"samples": self.samples, "window": len(self.results),
-                "agreement": self.agreement, "suspended": self.suspended,
-                "errors": self.errors}  # fmt: skip
+        return {"samples": self.samples, "window": self.window, "agreement": self.agreement,
+                "suspended": self.suspended, "errors": self.errors}  # fmt: skip
 
 
 class Guard:
