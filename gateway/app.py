@@ -41,8 +41,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await Services.start(settings, loaded, tokens)
         # Start-up objects move out of the collector's way, and young-generation collections
-        # run every 20,000 net allocations instead of 700: measured under load, GC time fell
-        # from ~46 us to ~4 us per request (almost everything a call allocates is freed by
+        # run every 20,000 net allocations instead of 700: under load GC time fell from ~46 us
+        # to ~4 us per request (docs/benchmarks.md "Where the time goes") (almost everything a call allocates is freed by
         # reference counting long before a collection).
         gc.collect()
         gc.freeze()
@@ -80,7 +80,8 @@ def create_app(
 
 class HotPaths:
     """Sends the proxied POST endpoints straight to their handler, past Starlette's middleware
-    and router (measured ~10% of a fast call); everything else goes through Starlette.
+    and router (~10% of a fast call: docs/benchmarks.md "Where the time goes"); everything else
+    goes through Starlette.
     The handlers render every error themselves, so nothing is lost by the shortcut."""
 
     def __init__(self, app: Starlette, hot: dict[str, Any], load: Load) -> None:

@@ -162,7 +162,11 @@ class Decision:
 
 @dataclass(slots=True)
 class Call:
-    """One normalized request. Policies may edit `body` (and must record a Decision)."""
+    """One request as every stage sees it, whichever dialect and endpoint it came in on: who
+    sent it (`principal`), what it asks (`body`, in its dialect's shape), and the decisions
+    made about it. Policies may edit `body` and must record a Decision when they do, so the
+    audit log can say why a call was changed. Mutable on purpose: it is filled in along one
+    path, by one task."""
 
     request_id: str
     dialect: Dialect
@@ -267,7 +271,9 @@ NO_MONEY = Money()
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened upstream; filled in as the response is relayed."""
+    """What happened to a call: where it went, what the upstream answered and used, what it
+    cost and saved, whether the cache answered. Filled in as the response is relayed (a
+    stream's usage arrives last) and read once, when the call is recorded."""
 
     status: int = 0
     target: Target | None = None
@@ -299,8 +305,9 @@ class Outcome:
 
 
 class CallRecord(NamedTuple):
-    """The immutable account of one finished call, fanned out to every sink. A NamedTuple: a
-    frozen dataclass's __init__ cost ~8 us for these 28 fields against ~2 us here."""
+    """The immutable account of one finished call, fanned out to every sink. A NamedTuple:
+    built once per call on the hot path, where a frozen dataclass's __init__ (a setattr per
+    field) costs several times more."""
 
     request_id: str
     dialect: str

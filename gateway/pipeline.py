@@ -177,6 +177,12 @@ class _Finisher:
 
 
 class Pipeline:
+    """One call end to end, the same for every endpoint and both dialects: policies decide,
+    the cache may answer, the router picks a replica and the executor tries it (and the next),
+    and the finisher settles the budget, stores the answer and records the call exactly once,
+    whatever happened. Long-lived (one per process); what a config decides comes in with each
+    call's `Runtime`, so a reload never changes a call half-way."""
+
     def __init__(self, recorder: Recorder, tracing: TraceStarter | None = None) -> None:
         self.recorder = recorder
         self._tokens = recorder.tokens

@@ -86,6 +86,11 @@ class RuntimeDeps:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
+    """Everything one loaded config decides, built once by `build_runtime` and swapped whole by
+    the reloader: a call holds the Runtime it started with until it is recorded, and the old
+    one is closed once its calls are done. What must survive a reload (replica state, guard
+    state, the cache's store) comes in through RuntimeDeps instead."""
+
     loaded: LoadedConfig
     backends: Mapping[str, Backend]
     backend_configs: Mapping[str, object]

@@ -50,6 +50,11 @@ log = logging.getLogger("gateway.services")
 
 @dataclass(frozen=True)
 class Services:
+    """What a running gateway process holds for its whole life, built in the app's lifespan
+    and closed in reverse order: the upstream connection pool, the counters and ledger, the
+    accounts refreshed from SQL, the audit log, telemetry and sinks, and the current Runtime
+    (behind the reloader). Passed to handlers explicitly; nothing here is global."""
+
     settings: Settings
     transport: httpx.AsyncBaseTransport
     tokens: TokenCounter
@@ -189,7 +194,7 @@ class Peers:
 
 class RequestIds:
     """32-hex-digit ids, unique across processes and restarts: a random per-process prefix
-    plus a counter (uuid4 per call costs more than the rest of the id handling together)."""
+    plus a counter (no uuid4 per call: it costs more than the rest of the id handling)."""
 
     __slots__ = ("_counter", "_prefix")
 
@@ -269,7 +274,9 @@ def response_cache(config: Config) -> ResponseCache:
 
 def counter_store(limits: LimitsConfig) -> CounterStore:
     if limits.store == "redis":
-        from gateway.stores.redis_counters import RedisCounters  # redis-py: ~20 MB, only if used
+        from gateway.stores.redis_counters import (
+            RedisCounters,
+        )  # redis-py: MBs of RSS, only if used
 
         return RedisCounters(
             limits.redis_url,
@@ -301,9 +308,10 @@ def upstream_transport(max_connections: int, kind: str = "aiohttp") -> httpx.Asy
     """The one pooled transport every network backend shares (keep-alive, connection limit).
 
     Adapters call it with plain httpx Requests, without AsyncClient.send's auth, redirect,
-    cookie and hook layers, which a proxy never uses: measured ~0.1-0.25 ms CPU per request.
-    aiohttp's transport under the httpx API is the default: httpx's own costs ~8x the CPU per
-    proxied request here (docs/benchmarks.md)."""
+    cookie and hook layers, which a proxy never uses (~0.1-0.25 ms CPU per request).
+    aiohttp's transport under the httpx API is the default: httpx's own costs several times
+    the CPU per proxied request (docs/benchmarks.md "Upstream transport", "Where the time
+    goes")."""
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,

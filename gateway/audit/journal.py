@@ -5,8 +5,8 @@ is a memory copy into the page cache, no system call. Once copied, the line belo
 kernel and survives a kill -9 of the gateway. The audit worker (worker.py, its own process),
 nudged after an append (nudge.py), fdatasyncs the segment every `fsync_interval` while calls
 arrive (group commit), so a power cut loses at most that interval; the request path never
-waits for a disk flush. (A write() per call measured ~8 us of CPU in the running gateway: ext4
-takes a journal handle to update the file's times and size on most of them.) The worker's
+waits for a disk flush. (A write() per call costs CPU in the running gateway: ext4 takes a
+journal handle to update the file's times and size on most of them; bench/audit.py.) The worker's
 shipper reads segments from its position and deletes them once they are in SQL.
 
 Each process owns one slot directory (an flock held for its lifetime), which is its own hash

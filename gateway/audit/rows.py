@@ -2,9 +2,9 @@
 
 PostgreSQL: the canonical lines themselves are COPYed into a temporary staging table and
 PostgreSQL turns them into rows (`INSERT ... SELECT` over jsonb), so the worker does no
-per-field work at all: it hashes bytes and streams them. Measured worker CPU per event on the
-development machine: SQLAlchemy Core executemany ~70 us; binary COPY of Python rows ~25 us
-(parse, convert, copy); staged lines ~5 us. The worker may share a core with its gateway, so
+per-field work at all: it hashes bytes and streams them. Worker CPU per event (bench/audit.py,
+docs/benchmarks.md "Audit log"): SQLAlchemy Core executemany ~70 us; binary COPY of Python rows
+~25 us (parse, convert, copy); staged lines ~5 us. The worker may share a core with its gateway, so
 this is most of the difference between auditing costing a third of the gateway's throughput
 and a few percent. SQLite (the embedded default, one process) gets Python rows and the
 driver's executemany.

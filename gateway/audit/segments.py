@@ -52,7 +52,8 @@ def read_position(directory: Path) -> Position | None:
 def write_position(directory: Path, position: Position) -> None:
     """Atomically, not durably: it only saves re-reading. The database's signed chain head is
     what makes replay exact, so a position a power cut rolls back just means skipping, by
-    sequence number, events the database already has (an fsync here cost ~1 ms a batch)."""
+    sequence number, events the database already has (an fsync per batch would cost a disk
+    flush each)."""
     tmp = directory / "shipped.json.tmp"
     tmp.write_bytes(orjson.dumps(_pos(position)))
     os.replace(tmp, directory / "shipped.json")

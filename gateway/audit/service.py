@@ -38,8 +38,9 @@ def journal_dir(config: AuditConfig, data_dir: Path) -> Path:
 
 def worker_cpus(config: AuditConfig) -> list[int] | None:
     """Where the worker runs: as configured; else, when this gateway process is pinned to some
-    CPUs of the machine, on the others (a pinned core is there to serve requests; measured: the
-    worker on the gateway's own core cost -14% max req/s, beside it -3.5%); else anywhere."""
+    CPUs of the machine, on the others (a pinned core is there to serve requests: the worker on
+    the gateway's own core cost -14% max req/s, beside it -3.5%, bench/audit.py); else
+    anywhere."""
     if config.worker_cpus:
         return list(config.worker_cpus)
     mine = os.sched_getaffinity(0)

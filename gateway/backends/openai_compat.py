@@ -126,7 +126,7 @@ class OpenAICompatBackend:
 
     def _headers_for(self, request: UpstreamRequest) -> httpx.Headers:
         """Ours plus the call's (trace context; they win on a clash), built from raw pairs:
-        Headers.copy() + update() measured ~4x the cost, on every traced call."""
+        Headers.copy() + update() re-parses both, on every traced call."""
         if not request.headers:
             return self._headers
         extra = [

@@ -44,8 +44,8 @@ return value
 # Stream entries kept for indexes catching up (approximate trimming, as Redis recommends).
 _STREAM_MAX = 1_000_000
 _L1_SECONDS = 30.0
-# Stream entries read at once: indexing one can take ~0.5 ms (a large bucket's graph), so a
-# gateway catching up at start yields to calls between batches.
+# Stream entries read at once: indexing one can take a fraction of a millisecond (a large
+# bucket's graph: bench/cache_work.py), so a gateway catching up yields to calls between batches.
 _BATCH = 256
 
 

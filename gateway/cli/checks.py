@@ -15,7 +15,7 @@ def check_state(config: Config, workers: int, config_path: str | None) -> None:
     the workers asked for. Any problem exits 2 with the reason, before a socket is opened.
 
     A schema that needs migrating is migrated by a child `tollgate db upgrade`, so Alembic
-    (~10 MB) is never loaded into the serving process."""
+    (~10 MB: docs/benchmarks.md, peak RSS) is never loaded into the serving process."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from gateway.stores.migrate import SCHEMA_HEAD, SchemaOutOfDate, check_current

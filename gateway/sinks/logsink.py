@@ -1,8 +1,8 @@
 """One access-log line per finished call: no key secrets, no prompt text.
 
 Lines are formatted here and written once per batch. Going through `logging` per call (record
-object, filters, formatter, a flush each) measured ~0.18 ms CPU per request, a quarter of
-the gateway's whole budget.
+object, filters, formatter, a flush each) cost up to ~0.18 ms CPU per request, a quarter of
+the gateway's whole budget (docs/benchmarks.md "Where the time goes").
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A lean, pipelined Redis connection for the two scripts every budgeted call runs.
 
-redis-py costs ~170 us of CPU per script call here (command packing, its connection pool and
-RESP3 parsing in Python); the budget check runs on every call, so it gets this instead: one
+redis-py costs ~170 us of CPU per script call (command packing, its connection pool and
+RESP3 parsing in Python; bench/budgets.py, docs/benchmarks.md "Budgets and rate limits"); the
+budget check runs on every call, so it gets this instead: one
 TCP connection per process, requests written as they come, replies matched in order (Redis
 answers in order on a connection), so concurrent calls share the socket and its syscalls.
 Everything else (admin reads, health checks) still goes through redis-py.

@@ -2,7 +2,8 @@
 (as the Collector's spanmetrics would), exported by OTLP and on Prometheus /metrics.
 
 Aggregated here rather than through the SDK's instruments: a synchronous instrument's
-`record()` measured ~17 us per call on this machine (attribute set hashing, locks, per reader),
+`record()` costs ~17 us per call (attribute set hashing, locks, per reader; docs/benchmarks.md
+"Telemetry"),
 six of them per call more than all the rest of tracing. This book does the same cumulative
 aggregation with a tuple key and a bisect (~2 us per call), and hands the SDK's own data model
 (`MetricsData`) to the OTLP exporter.
