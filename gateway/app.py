@@ -42,8 +42,8 @@ def create_app(
         services = await Services.start(settings, loaded, tokens)
         # Start-up objects move out of the collector's way, and young-generation collections
         # run every 20,000 net allocations instead of 700: under load GC time fell from ~46 us
-        # to ~4 us per request (docs/benchmarks.md "Where the time goes") (almost everything a call allocates is freed by
-        # reference counting long before a collection).
+        # to ~4 us per request (docs/benchmarks.md "Where the time goes"; almost everything a
+        # call allocates is freed by reference counting long before a collection).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 10, 10)

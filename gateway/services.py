@@ -274,9 +274,8 @@ def response_cache(config: Config) -> ResponseCache:
 
 def counter_store(limits: LimitsConfig) -> CounterStore:
     if limits.store == "redis":
-        from gateway.stores.redis_counters import (
-            RedisCounters,
-        )  # redis-py: MBs of RSS, only if used
+        # redis-py costs MBs of RSS: imported only if used.
+        from gateway.stores.redis_counters import RedisCounters
 
         return RedisCounters(
             limits.redis_url,

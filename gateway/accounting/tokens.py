@@ -132,10 +132,10 @@ def shipped_ranks() -> dict[bytes, int]:
 
 @functools.cache
 def _lean_encoding(name: str) -> _Encoding:
-    """tiktoken's `Encoding` keeps a Python copy of its merge ranks (100k byte strings, ~16 MB of
-    a gateway's peak RSS: docs/benchmarks.md) that only pickling reads; the Rust core that encodes holds its
-    own. Built here rather than taken from tiktoken's shared registry, so that copy can be
-    emptied without changing an object other code in the process may use."""
+    """tiktoken's `Encoding` keeps a Python copy of its merge ranks (100k byte strings, ~16 MB
+    of a gateway's peak RSS: docs/benchmarks.md) that only pickling reads; the Rust core that
+    encodes holds its own. Built here rather than taken from tiktoken's shared registry, so
+    that copy can be emptied without changing an object other code in the process may use."""
     import tiktoken
 
     if name == _SHIPPED:

@@ -2,8 +2,9 @@
 auditing. It fsyncs the journal every `fsync_interval_ms` (group commit) and ships it to SQL
 (shipper.py), so the gateway's event loop never waits on a disk flush or a database, and never
 shares its GIL with a thread doing either (an in-process shipper thread cost the gateway
-~25% of its max req/s through GIL hand-offs alone: bench/audit.py, docs/benchmarks.md). It sleeps while nothing is
-appended: the gateway nudges it down a pipe (nudge.py) when calls arrive.
+~25% of its max req/s through GIL hand-offs alone: bench/audit.py, docs/benchmarks.md). It
+sleeps while nothing is appended: the gateway nudges it down a pipe (nudge.py) when calls
+arrive.
 
 Started by the gateway with its settings as the first line on stdin (the signing key never
 appears in argv). Stops, draining, when the gateway closes that pipe (or on SIGTERM): a pipe

@@ -1,7 +1,8 @@
 """`tollgate db upgrade`: run the Alembic migrations in migrations/ against an engine.
 
 Alembic is imported only when a migration has to run: a gateway starting on an up-to-date
-schema reads one row and moves on (Alembic and Mako would add ~10 MB to every process: docs/benchmarks.md, peak RSS).
+schema reads one row and moves on (Alembic and Mako would add ~10 MB to every process:
+docs/benchmarks.md, peak RSS).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """OTLP/HTTP with JSON encoding (`protocol: http/json`) for spans: what the OpenTelemetry
 Python SDK does not ship. The SDK's protobuf encoder builds one upb message per attribute
 (~110-150 us per span); this one, reusing repeating attribute pairs, about a sixth of that
-(bench/telemetry.py, docs/benchmarks.md "Telemetry"). The export thread shares the event loop's interpreter lock, so at full export
-that difference is most of telemetry's cost. The Collector's OTLP receiver accepts JSON on its
-HTTP port. (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding)
+(bench/telemetry.py, docs/benchmarks.md "Telemetry"). The export thread shares the event
+loop's interpreter lock, so at full export that difference is most of telemetry's cost. The
+Collector's OTLP receiver accepts JSON on its HTTP port. (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding)
 """
 
 from __future__ import annotations
