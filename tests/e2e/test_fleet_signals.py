@@ -89,3 +89,39 @@ def test_a_config_map_update_is_reloaded_without_a_restart(tmp_path: Path) -> No
         edited = "  chat: {backend: gpu, model: m}\n  chat-v2: {backend: gpu, model: m}"
         publish(tmp_path, {"tollgate.yaml": CONFIG.format(models=edited)})
         assert polled(models, lambda ids: "chat-v2" in ids) == {"chat", "chat-v2"}
+
+
+def test_probes_open_no_database_connection(tmp_path: Path) -> None:
+    """Kubernetes probes every few seconds per pod: /readyz and /healthz answer from what the
+    process already holds, so a fleet's probes never add PostgreSQL connections."""
+    from sqlalchemy import create_engine, text
+
+    from tests.support.services import PG_ADMIN_URL, postgres_database
+
+    config = tmp_path / "tollgate.yaml"
+    # Nothing else in the background that uses the database while the probes run: no audit
+    # worker, no key refresh within the test (what the probes do is the question here).
+    quiet = (
+        "database: {auto_upgrade: true}\naudit: {enabled: false}\nkeys: {refresh_seconds: 3600}\n"
+    )
+    config.write_text(CONFIG.format(models="  chat: {backend: gpu, model: m}") + quiet)
+    admin = create_engine(PG_ADMIN_URL)
+
+    def backends(database: str) -> set[int]:
+        with admin.connect() as conn:
+            query = text("SELECT pid FROM pg_stat_activity WHERE datname = :d")
+            return {int(pid) for (pid,) in conn.execute(query, {"d": database})}
+
+    try:
+        with postgres_database() as url:
+            env = {"TG_KEY": "k", "TOLLGATE_DATABASE_URL": url}
+            with GatewayProcess(config, env=env) as gw:
+                database = url.rsplit("/", 1)[1]
+                before = backends(database)
+                assert before, "the gateway holds its pooled connections"
+                for _ in range(50):
+                    assert httpx.get(gw.url + "/readyz").status_code == 200
+                    assert httpx.get(gw.url + "/healthz").status_code == 200
+                assert backends(database) <= before
+    finally:
+        admin.dispose()
