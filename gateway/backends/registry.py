@@ -3,7 +3,7 @@ do (its dialect and capabilities) and builds its adapter from its own typed sett
 composition root (gateway/runtime.py) asks here; nothing else looks at a backend's class.
 
 A new backend type is one entry in KINDS: its settings model (settings.py), its adapter, and
-its capabilities; the conformance suite (tests/unit/test_backend_conformance.py) runs against
+its capabilities; the conformance suite (tests/unit/backends/test_conformance.py) runs against
 every entry.
 """
 

@@ -26,7 +26,7 @@ from gateway.telemetry.spans import Peer, root_attributes
 from tests.support.dockerfile import final_stage
 from tests.support.telemetry import sample_record
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def collector() -> dict[str, Any]:

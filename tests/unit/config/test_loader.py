@@ -226,7 +226,7 @@ def test_shipped_configs_are_valid(tmp_path: Path) -> None:
     to its fp16 and int4 tiers and read the example budgets)."""
     from gateway.settings import Settings
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     embedded = Settings().resolved_config_path()
     load_config(embedded, env={})
     probe = tmp_path / "tollgate.yaml"

@@ -19,7 +19,7 @@ from gateway.api.load import IN_FLIGHT
 from gateway.config.loader import load_config
 from tests.support.dockerfile import final_stage
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 POSTGRES_MAX_CONNECTIONS = 100  # PostgreSQL's default; docs/deploy.md "Connection budget"
 

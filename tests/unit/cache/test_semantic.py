@@ -16,7 +16,7 @@ from gateway.cache.vectors import VectorIndex, unit
 from gateway.config.loader import load_config
 from gateway.sim.text import lexical_embedding
 
-PAIRS = Path(__file__).parent.parent / "data" / "semantic_pairs.jsonl"
+PAIRS = Path(__file__).resolve().parents[2] / "data" / "semantic_pairs.jsonl"
 
 
 def vec(seed: int, dims: int = 64) -> np.ndarray:
