@@ -162,49 +162,6 @@ def test_passthrough_fields_reach_upstream_untouched(
     assert upstream[0].headers[-1]["authorization"] == "Bearer sk-upstream-secret"
 
 
-def test_400_malformed_json_and_invalid_field(gateway_proc: GatewayProcess) -> None:
-    r = httpx.post(
-        gateway_proc.url + "/v1/chat/completions",
-        content=b"{not json",
-        headers={"authorization": f"Bearer {KEY}"},
-    )
-    assert r.status_code == 400
-    assert r.json()["error"]["type"] == "invalid_request_error"
-    with pytest.raises(openai.BadRequestError) as info:
-        client(gateway_proc).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=-3
-        )
-    assert info.value.body["param"] == "max_tokens"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError) as info:
-        client(gateway_proc).chat.completions.create(model="chat", messages="nope")  # type: ignore[arg-type]
-    assert "messages" in info.value.message
-
-
-def test_401_missing_and_invalid_key(gateway_proc: GatewayProcess) -> None:
-    with pytest.raises(openai.AuthenticationError):
-        client(gateway_proc, "wrong-key").chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}]
-        )
-    r = httpx.post(gateway_proc.url + "/v1/chat/completions", json={"model": "chat"})
-    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
-
-
-def test_404_unknown_model_lists_what_the_caller_may_use(gateway_proc: GatewayProcess) -> None:
-    with pytest.raises(openai.NotFoundError) as info:
-        client(gateway_proc, NARROW_KEY).chat.completions.create(
-            model="emb", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert "Available models: chat." in info.value.message
-
-
-def test_413_body_over_limit(gateway_proc: GatewayProcess) -> None:
-    with pytest.raises(openai.APIStatusError) as info:
-        client(gateway_proc).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "x" * 10_000}]
-        )
-    assert info.value.status_code == 413
-
-
 def test_an_unreachable_upstream_is_retried_then_a_503_naming_nothing_internal(
     gateway_proc: GatewayProcess,
 ) -> None:
@@ -237,15 +194,6 @@ def test_an_upstream_429_keeps_its_status_and_retry_after(gateway_proc: GatewayP
     body = info.value.body
     assert isinstance(body, dict) and body["code"] == "upstream_rate_limited"
     assert "retry after 7 s" in body["message"]
-
-
-def test_unknown_route_is_json_not_html(gateway_proc: GatewayProcess) -> None:
-    r = httpx.get(gateway_proc.url + "/v1/nothing-here")
-    assert r.status_code == 404 and r.json()["error"]["message"]
-    assert len(r.headers["x-tollgate-request-id"]) == 32
-    assert len(httpx.get(gateway_proc.url + "/healthz").headers["x-tollgate-request-id"]) == 32
-    r = httpx.get(gateway_proc.url + "/v1/chat/completions")
-    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_client_disconnect_cancels_upstream(
