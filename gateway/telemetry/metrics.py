@@ -1,12 +1,12 @@
-"""The GenAI client metrics and Tollgate's money counters, derived from finished gateway spans
-(as the Collector's spanmetrics would), exported by OTLP and on Prometheus /metrics.
+"""The GenAI client metrics and Tollgate's money counters, derived from every finished call's
+facts (facts.py; the series the Collector's spanmetrics would derive from its spans), exported
+by OTLP and on Prometheus /metrics.
 
 Aggregated here rather than through the SDK's instruments: a synchronous instrument's
 `record()` costs ~17 us per call (attribute set hashing, locks, per reader; docs/benchmarks.md
-"Telemetry"),
-six of them per call more than all the rest of tracing. This book does the same cumulative
-aggregation with a tuple key and a bisect (~2 us per call), and hands the SDK's own data model
-(`MetricsData`) to the OTLP exporter.
+"Telemetry"), six of them per call more than all the rest of tracing. This book does the same
+cumulative aggregation with a tuple key and a bisect (~2 us per call), and hands the SDK's own
+data model (`MetricsData`) to the OTLP exporter.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import bisect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -30,13 +28,11 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric as PromMetric
 
-from gateway.call import SAVINGS_KINDS
+from gateway.telemetry.facts import CallFacts
 
 # Bucket boundaries the GenAI conventions recommend.
 TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
@@ -50,7 +46,6 @@ BASE = (
     "tollgate.team",
     "tollgate.tier",
 )
-_SAVINGS = tuple((f"tollgate.savings.{kind}", kind) for kind in SAVINGS_KINDS)
 Key = tuple[str, ...]
 
 
@@ -127,7 +122,10 @@ SHADOW_OVERSPEND = _Spec(
 )
 
 
-class MetricBook(SpanProcessor):
+class MetricBook:
+    """Cumulative histograms and sums since the process started; money kept in nano-dollars
+    (exact integers) and turned into USD only when exported or scraped."""
+
     def __init__(self) -> None:
         self.started_ns = time.time_ns()
         self.hists: dict[_Spec, dict[Key, Hist]] = {
@@ -135,7 +133,7 @@ class MetricBook(SpanProcessor):
             DURATION: {},
             FIRST_CHUNK: {},
         }
-        self.sums: dict[_Spec, dict[Key, float]] = {
+        self.sums: dict[_Spec, dict[Key, int]] = {
             COST: {},
             SAVINGS: {},
             OVERSPEND: {},
@@ -144,58 +142,30 @@ class MetricBook(SpanProcessor):
             SHADOW_OVERSPEND: {},
         }
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        attrs = span._attributes
-        if span.kind is not SpanKind.SERVER or not attrs or "tollgate.outcome" not in attrs:
-            return
-        get = attrs.get
-        base: Key = (
-            get("gen_ai.operation.name", ""),  # type: ignore[assignment]
-            get("gen_ai.provider.name", ""),
-            get("gen_ai.request.model", ""),
-            get("tollgate.team", ""),
-            get("tollgate.tier", ""),
-        )
-        seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
-        self._hist(DURATION, (*base, str(get("error.type", ""))), seconds)
-        if "gen_ai.usage.input_tokens" in attrs:
-            self._hist(TOKEN_USAGE, (*base, "input"), attrs["gen_ai.usage.input_tokens"])  # type: ignore[arg-type]
-            self._hist(TOKEN_USAGE, (*base, "output"), attrs["gen_ai.usage.output_tokens"])  # type: ignore[arg-type]
-        ttft = attrs.get("tollgate.ttft_ms")
-        if attrs.get("tollgate.stream") and isinstance(ttft, float):
-            self._hist(FIRST_CHUNK, base, ttft / 1000.0)
+    def add(self, facts: CallFacts) -> None:
+        base: Key = (facts.operation, facts.provider, facts.model, facts.team, facts.tier)
+        seconds = (facts.end_ns - facts.start_ns) / 1e9
+        self._hist(DURATION, (*base, facts.error_type), seconds)
+        usage = facts.usage
+        if usage is not None:
+            self._hist(TOKEN_USAGE, (*base, "input"), usage.input_tokens)
+            self._hist(TOKEN_USAGE, (*base, "output"), usage.output_tokens)
+        if facts.stream and facts.ttft_ms is not None:
+            self._hist(FIRST_CHUNK, base, facts.ttft_ms / 1000.0)
         sums = self.sums
-        cost = sums[COST]
-        cost[base] = cost.get(base, 0.0) + attrs["tollgate.cost"]  # type: ignore[operator]
-        requests = sums[REQUESTS]
-        rkey = (*base, str(attrs["tollgate.outcome"]))
-        requests[rkey] = requests.get(rkey, 0) + 1
-        savings, overspend = sums[SAVINGS], sums[OVERSPEND]
-        for name, kind in _SAVINGS:
-            value = attrs.get(name)
-            if value is None:
-                continue
-            skey = (*base, kind)
-            if value >= 0:  # type: ignore[operator]
-                savings[skey] = savings.get(skey, 0.0) + value  # type: ignore[operator]
+        money = facts.money
+        _add(sums[COST], base, money.cost)
+        _add(sums[REQUESTS], (*base, facts.outcome), 1)
+        for kind, nanos in money.savings:
+            if nanos > 0:
+                _add(sums[SAVINGS], (*base, kind), nanos)
+            elif nanos < 0:
+                _add(sums[OVERSPEND], (*base, kind), -nanos)
+        for rule, nanos in money.shadows:
+            if nanos >= 0:
+                _add(sums[SHADOW_SAVINGS], (*base, rule), nanos)
             else:
-                overspend[skey] = overspend.get(skey, 0.0) - value  # type: ignore[operator]
-        rules = attrs.get("tollgate.shadow_rules")
-        if rules:
-            self._shadows(base, attrs, rules)  # type: ignore[arg-type]
-
-    def _shadows(self, base: Key, attrs: Any, rules: tuple[str, ...]) -> None:
-        gained, lost = self.sums[SHADOW_SAVINGS], self.sums[SHADOW_OVERSPEND]
-        for rule in rules:
-            value = attrs.get(f"tollgate.shadow.{rule}", 0.0)
-            key = (*base, rule)
-            if value >= 0:
-                gained[key] = gained.get(key, 0.0) + value
-            else:
-                lost[key] = lost.get(key, 0.0) - value
+                _add(sums[SHADOW_OVERSPEND], (*base, rule), -nanos)
 
     def _hist(self, spec: _Spec, key: Key, value: float) -> None:
         table = self.hists[spec]
@@ -204,12 +174,6 @@ class MetricBook(SpanProcessor):
             bounds = TOKEN_BOUNDS if spec is TOKEN_USAGE else SECONDS_BOUNDS
             hist = table[key] = Hist(tuple(float(b) for b in bounds))
         hist.add(value)
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
     def metrics_data(self, resource: Resource, scope: InstrumentationScope) -> MetricsData:
         """Everything so far, cumulative, in the SDK's data model (for the OTLP exporter)."""
@@ -236,7 +200,7 @@ class MetricBook(SpanProcessor):
                 metrics.append(Metric(spec.name, spec.description, spec.unit, data))
         for spec, sums in self.sums.items():
             number_points = [
-                NumberDataPoint(_attributes(spec, key), start, now, value)
+                NumberDataPoint(_attributes(spec, key), start, now, _shown(spec, value))
                 for key, value in sums.items()
             ]
             if number_points:
@@ -263,8 +227,17 @@ class MetricBook(SpanProcessor):
                 prom_name(spec), spec.description, labels=prom_labels(spec)
             )
             for key, value in sums.items():
-                counter.add_metric(list(key), value)
+                counter.add_metric(list(key), _shown(spec, value))
             yield counter
+
+
+def _add(table: dict[Key, int], key: Key, value: int) -> None:
+    table[key] = table.get(key, 0) + value
+
+
+def _shown(spec: _Spec, value: int) -> float:
+    """A sum as exported: USD from nano-dollars, counts as they are."""
+    return value / 1e9 if spec.unit == "USD" else float(value)
 
 
 def _attributes(spec: _Spec, key: Key) -> dict[str, str]:

@@ -86,7 +86,7 @@ def _span(span: ReadableSpan, pairs: EncodedPairs) -> dict[str, Any]:
         "kind": span.kind.value + 1,  # the API's enum starts at INTERNAL = 0; OTLP's at 1
         "startTimeUnixNano": str(span.start_time),
         "endTimeUnixNano": str(span.end_time),
-        "attributes": pairs(span._attributes),
+        "attributes": pairs(span.attributes),
     }
     if span.parent is not None:
         out["parentSpanId"] = format(span.parent.span_id, "016x")

@@ -1,10 +1,10 @@
-"""Spend rollups fed by the traces: a span processor sums every finished gateway span into
-minute buckets in memory; a writer adds them into SQL at minute, hour and day granularity.
+"""Spend rollups: every finished call's facts (facts.py) summed into minute buckets in memory;
+a writer adds them into SQL at minute, hour and day granularity.
 
 Every process adds its own deltas with `INSERT .. ON CONFLICT DO UPDATE SET x = x + excluded.x`,
 so a fleet needs no coordination and a failed flush is simply retried (its deltas are merged
 back, never lost or counted twice within a process). The dashboard and /admin/spend/rollups read
-these tables: they show exactly what the traces said.
+these tables: the same calls, and the same figures, as the traces carry.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.call import SAVINGS_KINDS
 from gateway.stores.sql import rejected_value
+from gateway.telemetry.facts import CallFacts
 from gateway.telemetry.tables import (
     DIMENSIONS,
     GRANULARITIES,
@@ -37,14 +35,13 @@ log = logging.getLogger("gateway.telemetry")
 
 _N = len(SUMS)
 _REQ, _ERR, _DEN, _HIT, _IN, _OUT, _CACHED, _COST, _CF = range(9)
-_SAVINGS_AT = {f"tollgate.savings.{kind}": 9 + i for i, kind in enumerate(SAVINGS_KINDS)}
+_SAVINGS_AT = {kind: 9 + i for i, kind in enumerate(SAVINGS_KINDS)}
 _LAT, _TTFT, _TTFT_N = _N - 3, _N - 2, _N - 1
 _NOT_ERRORS = ("served", "cache_hit", "denied", "client_disconnected")
 _ANSWERED = ("served", "cache_hit")  # what latency percentiles describe
 SpendKey = tuple[int, str, str, str, str, str]  # minute, then DIMENSIONS
 LatencyKey = tuple[int, str, str, int]  # minute, model, metric, bin
 ShadowKey = tuple[int, str]  # minute, rule
-_SHADOW = "tollgate.shadow."
 
 
 @dataclass
@@ -74,11 +71,6 @@ class Pending:
             mine = self.shadow.setdefault(skey, [0, 0])
             mine[0] += calls
             mine[1] += nanos
-
-
-def nano(usd: object) -> int:
-    """A `tollgate.*` USD attribute back to the nano-dollars it was made from (exact)."""
-    return round(usd * 1e9) if isinstance(usd, float | int) else 0
 
 
 MAX_PENDING = 100_000
@@ -113,36 +105,24 @@ def latency_bin(ms: float) -> int:
     return bisect.bisect_left(LATENCY_BINS_MS, ms)
 
 
-class RollupProcessor(SpanProcessor):
-    """Sums the gateway's SERVER spans (one per call); other spans pass by."""
+class RollupProcessor:
+    """Sums every finished call into minute buckets in memory, until the writer takes them."""
 
     def __init__(self) -> None:
         self._pending = Pending()
         self.calls = 0
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        attrs = span._attributes  # the dict itself: .attributes wraps it in a proxy per read
-        if span.kind is not SpanKind.SERVER or not attrs or "tollgate.outcome" not in attrs:
-            return
+    def add(self, facts: CallFacts) -> None:
         self.calls += 1
-        minute = (span.start_time or 0) // 60_000_000_000 * 60
-        model = _dim(attrs.get("gen_ai.request.model", ""))
-        key: SpendKey = (
-            minute,
-            _dim(attrs.get("tollgate.team", "")),
-            _dim(attrs.get("tollgate.key.id", "")),
-            model,
-            _dim(attrs.get("tollgate.tier", "")),
-            _dim(attrs.get("tollgate.cache", "")),
-        )
+        minute = facts.minute
+        model = _dim(facts.model)
+        key: SpendKey = (minute, _dim(facts.team), _dim(facts.key_id), model,
+                         _dim(facts.tier), _dim(facts.cache))  # fmt: skip
         sums = self._pending.spend.get(key)
         if sums is None:
             sums = self._pending.spend[key] = [0] * _N
-            self._pending.key_names[key[2]] = _dim(attrs.get("tollgate.key.name", ""))
-        outcome = attrs["tollgate.outcome"]
+            self._pending.key_names[key[2]] = _dim(facts.key_name)
+        outcome = facts.outcome
         sums[_REQ] += 1
         if outcome not in _NOT_ERRORS:
             sums[_ERR] += 1
@@ -150,32 +130,31 @@ class RollupProcessor(SpanProcessor):
             sums[_DEN] += 1
         elif outcome == "cache_hit":
             sums[_HIT] += 1
-        sums[_IN] += _int(attrs.get("gen_ai.usage.input_tokens"))
-        sums[_OUT] += _int(attrs.get("gen_ai.usage.output_tokens"))
-        sums[_CACHED] += _int(attrs.get("gen_ai.usage.cache_read.input_tokens"))
-        sums[_COST] += nano(attrs["tollgate.cost"])
-        sums[_CF] += nano(attrs["tollgate.counterfactual_cost"])
-        for name, at in _SAVINGS_AT.items():
-            if name in attrs:
-                sums[at] += nano(attrs[name])
-        latency_us = ((span.end_time or 0) - (span.start_time or 0)) // 1000
+        usage = facts.usage
+        if usage is not None:
+            sums[_IN] += usage.input_tokens
+            sums[_OUT] += usage.output_tokens
+            sums[_CACHED] += usage.cached_tokens
+        money = facts.money
+        sums[_COST] += money.cost
+        sums[_CF] += money.counterfactual
+        for kind, nanos in money.savings:
+            at = _SAVINGS_AT.get(kind)
+            if at is not None:
+                sums[at] += nanos
+        latency_us = (facts.end_ns - facts.start_ns) // 1000
         sums[_LAT] += latency_us
         if outcome in _ANSWERED:  # a refusal in 1 ms says nothing of how fast calls are served
             self._count(minute, model, "latency", latency_us / 1000)
-        ttft = attrs.get("tollgate.ttft_ms")
-        if isinstance(ttft, float):
+        ttft = facts.ttft_ms
+        if ttft is not None:
             sums[_TTFT] += round(ttft * 1000)
             sums[_TTFT_N] += 1
             self._count(minute, model, "ttft", ttft)
-        if "tollgate.shadow_rules" in attrs:
-            self._shadows(minute, attrs)
-
-    def _shadows(self, minute: int, attrs: Any) -> None:
-        for name, value in attrs.items():
-            if name.startswith(_SHADOW):
-                row = self._pending.shadow.setdefault((minute, _dim(name[len(_SHADOW) :])), [0, 0])
-                row[0] += 1
-                row[1] += nano(value)
+        for rule, nanos in money.shadows:
+            row = self._pending.shadow.setdefault((minute, _dim(rule)), [0, 0])
+            row[0] += 1
+            row[1] += nanos
 
     def _count(self, minute: int, model: str, metric: str, ms: float) -> None:
         key = (minute, model, metric, latency_bin(ms))
@@ -202,12 +181,6 @@ class RollupProcessor(SpanProcessor):
 
     def peek(self) -> Pending:
         return self._pending
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 Rows = list[dict[str, Any]]

@@ -80,19 +80,17 @@ class Telemetry:
 
     # The Sink protocol: called by the fan-out's drain task with batches of finished calls.
     async def write(self, records: Sequence[CallRecord]) -> None:
-        """Rollups and metrics read each call's root span; the exporter gets the whole tree
-        of sampled traces (only those are built in full: span creation is the cost here)."""
-        spans = self.builder.spans
-        rollup, metric = self.rollups.on_end, self.metrics.on_end
+        """Rollups and metrics count each call's facts; spans are built only for an exporter,
+        the whole tree of sampled traces (span creation is the cost here)."""
+        builder = self.builder
+        rollup, metric = self.rollups.add, self.metrics.add
         export = self.export
-        tree = export is not None
         for record in records:
-            built = spans(record, tree)
-            root = built[-1]
-            rollup(root)
-            metric(root)
+            facts = builder.facts(record)
+            rollup(facts)
+            metric(facts)
             if export is not None:
-                for span in built:
+                for span in builder.spans(record, True):
                     export.on_end(span)
 
     def start(self) -> None:

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from gateway.call import AttemptRecord, CallRecord, TraceIds
 from gateway.telemetry.context import TraceStarter
+from gateway.telemetry.facts import CallFacts, facts_of, model_label
 
 OPERATIONS = {
     "chat.completions": "chat",
@@ -93,10 +94,16 @@ class SpanBuilder:
         self._peers = peers
         self._starter = starter
 
+    def facts(self, record: CallRecord) -> CallFacts:
+        """What the rollups and metrics count of the call (no span is built for them)."""
+        peer = self._peers(record.backend) if record.backend else None
+        operation = OPERATIONS.get(record.endpoint, "chat")
+        return facts_of(record, operation, peer.provider if peer else record.dialect)
+
     def spans(self, record: CallRecord, tree: bool = True) -> list[ReadableSpan]:
         """The call's spans, children first and the root last (the order they end in). With
-        `tree` false, or for a trace that is not sampled, only the root: the rollups and
-        metrics read nothing else, and no exporter would see the children."""
+        `tree` false, or for a trace that is not sampled, only the root (no exporter would see
+        the children)."""
         # A call refused before it was traced (bad key, bad JSON) gets its ids here.
         trace = record.trace or self._starter.start(record.traceparent)
         flags = _SAMPLED if trace.sampled else _UNSAMPLED
@@ -253,18 +260,6 @@ def _client_attributes(
         attrs["server.address"] = peer.address
         attrs["server.port"] = peer.port
     return attrs
-
-
-UNKNOWN_MODEL = "(unknown)"
-
-
-def model_label(record: CallRecord) -> str:
-    """The model as metrics, rollups and the dashboard group by it: an alias the config serves,
-    never whatever name a client sent (each one would be a new series, row and legend entry).
-    A call refused before it reached a model (404 model not found) has no alias."""
-    if record.kind == "rejected" and record.model:
-        return UNKNOWN_MODEL
-    return record.model
 
 
 def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def test_a_row_the_database_refuses_is_dropped_and_the_rest_are_written(
     one = [1] + [0] * (len(SUMS) - 1)
     good = Pending({(60, "ml", "k1", "chat", "", "miss"): one})
     processor = RollupProcessor()
-    processor.on_end(_root_span(model="bad\x00name" + "m" * 300))
+    processor.add(_facts(model="bad\x00name" + "m" * 300))
     cleaned = processor.take()
     ((_, _, _, model, *_),) = cleaned.spend
     assert "\x00" not in model and len(model) == 200
@@ -184,13 +184,12 @@ def test_a_row_the_database_refuses_is_dropped_and_the_rest_are_written(
         assert (written, writer.dropped_rows) == (2, 0)
 
 
-def _root_span(model: str) -> Any:
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+def _facts(model: str) -> Any:
+    from gateway.call import NO_MONEY
+    from gateway.telemetry.facts import CallFacts
 
-    attrs = {"gen_ai.request.model": model, "tollgate.outcome": "served", "tollgate.cost": 0.0,
-             "tollgate.counterfactual_cost": 0.0}  # fmt: skip
-    return ReadableSpan(
-        "chat", SpanContext(1, 2, False, TraceFlags(1)), kind=SpanKind.SERVER,
-        attributes=attrs, start_time=60 * 10**9, end_time=61 * 10**9,
+    return CallFacts(
+        operation="chat", provider="openai", model=model, team="ml", tier="", key_id="k1",
+        key_name="alice", cache="miss", outcome="served", stream=False, error_type="",
+        start_ns=60 * 10**9, end_ns=61 * 10**9, ttft_ms=None, usage=None, money=NO_MONEY,
     )  # fmt: skip

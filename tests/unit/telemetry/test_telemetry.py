@@ -4,7 +4,9 @@ histogram, and the `telemetry:` config's errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
@@ -15,9 +17,11 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
+from gateway.call import Money, Usage
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.telemetry.context import TraceStarter, parse_traceparent, traceparent
+from gateway.telemetry.facts import CallFacts
 from gateway.telemetry.metrics import MetricBook
 from gateway.telemetry.queries import Range
 from gateway.telemetry.rollups import Pending, RollupProcessor, latency_bin, rows_of
@@ -87,6 +91,19 @@ def test_backend_peers() -> None:
     assert peer_of(_Backend("sim")) == Peer("tollgate.sim")
 
 
+def _facts(minute: int, *, savings: tuple[tuple[str, int], ...] = (), **changes: Any) -> CallFacts:
+    """A served chat call that started in epoch minute `minute`, as the rollups and metrics see
+    it: $0.000123456 against $0.0002, 10 tokens in and 4 out, 250 ms."""
+    start = minute * 60 * 10**9
+    facts = CallFacts(
+        operation="chat", provider="openai", model="chat", team="ml", tier="", key_id="k1",
+        key_name="alice", cache="miss", outcome="served", stream=False, error_type="",
+        start_ns=start, end_ns=start + 250 * 10**6, ttft_ms=None, usage=Usage(10, 4),
+        money=Money(123_456, 200_000, savings),
+    )  # fmt: skip
+    return replace(facts, **changes)
+
+
 def _root(minute: int, **attrs: object) -> ReadableSpan:
     base: dict[str, object] = {
         "gen_ai.operation.name": "chat",
@@ -116,12 +133,9 @@ def _root(minute: int, **attrs: object) -> ReadableSpan:
 
 def test_metric_book_exports_otlp_and_prometheus() -> None:
     book = MetricBook()
-    book.on_end(_root(1))
-    book.on_end(_root(1, **{"tollgate.stream": True, "tollgate.ttft_ms": 40.0}))
-    book.on_end(_root(1, **{"tollgate.team": "web", "tollgate.savings.tier_routing": 0.00005}))
-    not_root = _root(1)
-    not_root._kind = SpanKind.CLIENT
-    book.on_end(not_root)  # only gateway spans count
+    book.add(_facts(1))
+    book.add(_facts(1, stream=True, ttft_ms=40.0))
+    book.add(_facts(1, team="web", savings=(("tier_routing", 50_000),)))
     data = book.metrics_data(Resource.create({"service.name": "t"}), InstrumentationScope("t"))
     metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
     assert set(metrics) == {
@@ -161,8 +175,8 @@ def test_metric_book_exports_otlp_and_prometheus() -> None:
 def test_rollup_rows_add_up_across_granularities() -> None:
     processor = RollupProcessor()
     for minute in (28_000_000, 28_000_001, 28_000_061):  # two in one hour, one in the next
-        processor.on_end(_root(minute))
-    processor.on_end(_root(28_000_000, **{"tollgate.outcome": "denied"}))
+        processor.add(_facts(minute))
+    processor.add(_facts(28_000_000, outcome="denied"))
     spend_rows, latency_rows, _ = rows_of(processor.take())
     by = {(r["granularity"], r["bucket_start"]): r for r in spend_rows}
     hour = 28_000_000 * 60 // 3600 * 3600
@@ -178,9 +192,9 @@ def test_rollup_rows_add_up_across_granularities() -> None:
 
 def test_pending_merge_keeps_everything() -> None:
     one, two = RollupProcessor(), RollupProcessor()
-    one.on_end(_root(5))
-    two.on_end(_root(5))
-    two.on_end(_root(6))
+    one.add(_facts(5))
+    two.add(_facts(5))
+    two.add(_facts(6))
     merged = one.take()
     merged.merge(two.take())
     assert sum(sums[0] for sums in merged.spend.values()) == 3
@@ -259,7 +273,7 @@ def test_a_long_outage_folds_minutes_into_hours_keeping_totals(
     monkeypatch.setattr(rollups, "MAX_PENDING", 10)
     processor = RollupProcessor()
     for minute in range(28_000_000, 28_000_030):  # 30 minute buckets, within one hour or two
-        processor.on_end(_root(minute))
+        processor.add(_facts(minute))
     pending = processor.take()
     processor.restore(pending)  # as after a failed flush
     kept = processor.peek()
@@ -284,8 +298,8 @@ def test_json_exporter_gives_up_within_its_timeout_and_counts() -> None:
 
 def test_a_negative_saving_goes_to_its_own_counter_so_savings_never_decrease() -> None:
     book = MetricBook()
-    book.on_end(_root(1, **{"tollgate.savings.tier_routing": 0.00005}))
-    book.on_end(_root(1, **{"tollgate.savings.tier_routing": -0.00002}))  # served dearer
+    book.add(_facts(1, savings=(("tier_routing", 50_000),)))
+    book.add(_facts(1, savings=(("tier_routing", -20_000),)))  # served dearer
     data = book.metrics_data(Resource.create({"service.name": "t"}), InstrumentationScope("t"))
     metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
     (saved,) = metrics["tollgate.savings"].data.data_points
@@ -296,7 +310,7 @@ def test_a_negative_saving_goes_to_its_own_counter_so_savings_never_decrease() -
 
 def test_a_model_name_a_client_made_up_is_one_label() -> None:
     from gateway.call import Call, CallRecord, Outcome
-    from gateway.telemetry.spans import UNKNOWN_MODEL, model_label
+    from gateway.telemetry.facts import UNKNOWN_MODEL, model_label
 
     records = []
     for name in ("gpt-" + "x" * 50, "nope-1", "nope-2"):
@@ -311,8 +325,8 @@ def test_a_model_name_a_client_made_up_is_one_label() -> None:
 
 def test_latency_percentiles_describe_answered_calls_only() -> None:
     processor = RollupProcessor()
-    processor.on_end(_root(1))
-    processor.on_end(_root(1, **{"tollgate.outcome": "denied"}))
-    processor.on_end(_root(1, **{"tollgate.outcome": "rejected"}))
+    processor.add(_facts(1))
+    processor.add(_facts(1, outcome="denied"))
+    processor.add(_facts(1, outcome="rejected"))
     latency = processor.take().latency
     assert sum(latency.values()) == 1  # the served call; refusals in 1 ms would drag it down
