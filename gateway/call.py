@@ -21,13 +21,9 @@ OutcomeKind = Literal[
 ]
 # The optimisations whose savings are accounted separately (DESIGN.md, "Money").
 OPTIMISATIONS = (
-    "exact_cache",
-    "semantic_cache",
-    "tier_routing",
-    "prefix_reuse",
-    "provider_prompt_cache",
+    "exact_cache", "semantic_cache", "tier_routing", "prefix_reuse", "provider_prompt_cache",
     "batch",
-)
+)  # fmt: skip
 # The savings ledger's lines: the optimisations, and what resilience cost (tokens failed
 # attempts consumed; never positive).
 SAVINGS_KINDS = (*OPTIMISATIONS, "resilience")
@@ -162,11 +158,9 @@ class Decision:
 
 @dataclass(slots=True)
 class Call:
-    """One request as every stage sees it, whichever dialect and endpoint it came in on: who
-    sent it (`principal`), what it asks (`body`, in its dialect's shape), and the decisions
-    made about it. Policies may edit `body` and must record a Decision when they do, so the
-    audit log can say why a call was changed. Mutable on purpose: it is filled in along one
-    path, by one task."""
+    """One request as every stage sees it, in either dialect: who sent it, what it asks (`body`)
+    and the decisions made about it. Policies may edit `body` and must record a Decision, so
+    the audit log says why; mutable on purpose, filled in along one path by one task."""
 
     request_id: str
     dialect: Dialect
@@ -271,9 +265,8 @@ NO_MONEY = Money()
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened to a call: where it went, what the upstream answered and used, what it
-    cost and saved, whether the cache answered. Filled in as the response is relayed (a
-    stream's usage arrives last) and read once, when the call is recorded."""
+    """What happened to a call (where it went, the answer's usage, cost and savings, the cache's
+    verdict): filled in as the response is relayed, read once when the call is recorded."""
 
     status: int = 0
     target: Target | None = None
@@ -305,9 +298,8 @@ class Outcome:
 
 
 class CallRecord(NamedTuple):
-    """The immutable account of one finished call, fanned out to every sink. A NamedTuple:
-    built once per call on the hot path, where a frozen dataclass's __init__ (a setattr per
-    field) costs several times more."""
+    """The immutable account of one finished call, fanned out to every sink. A NamedTuple: on
+    the hot path a frozen dataclass's __init__ (a setattr per field) costs several times more."""
 
     request_id: str
     dialect: str
