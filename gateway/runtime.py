@@ -40,6 +40,7 @@ from gateway.backends.registry import (
     secrets_of,
 )
 from gateway.backends.scrub import Scrubber
+from gateway.budget_rules import BudgetRule
 from gateway.cache.stage import CacheStage, ResponseCache
 from gateway.cache.stores import MemoryEntries
 from gateway.call import Principal, Target
@@ -59,7 +60,6 @@ from gateway.routing.state import CircuitSettings, ReplicaStates
 from gateway.routing.strategies import Strategy, resolve
 from gateway.routing.table import AliasRoute, Replica, RetryPolicy, Tier
 from gateway.routing.watch import Watched
-from gateway.stores.budgets import BudgetRule
 
 log = logging.getLogger("gateway.runtime")
 

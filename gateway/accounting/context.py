@@ -10,8 +10,8 @@ from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
 from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.pricing import PriceTable
+from gateway.budget_rules import BudgetRule
 from gateway.call import Route, Target
-from gateway.stores.budgets import BudgetRule
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.accounting.pricing import usd
 from gateway.accounting.windows import Window, WindowCache, window_at
+from gateway.budget_rules import BudgetRule
 from gateway.call import Principal
-from gateway.stores.budgets import BudgetRule
 from gateway.stores.counters import Charge
 
 Unit = Literal["usd", "tokens", "requests"]

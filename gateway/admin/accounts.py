@@ -14,8 +14,9 @@ import logging
 from sqlalchemy import Engine, select
 
 from gateway.auth import KeyRing
+from gateway.budget_rules import BudgetRule
 from gateway.stores import persist
-from gateway.stores.budgets import BudgetRule, list_budgets
+from gateway.stores.budgets import list_budgets
 from gateway.stores.keys import list_keys
 from gateway.stores.memory import MemoryCounters
 from gateway.stores.sql import revisions

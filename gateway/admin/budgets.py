@@ -13,15 +13,10 @@ from gateway.accounting.limits import budget_counter, subject_label
 from gateway.accounting.pricing import usd
 from gateway.accounting.windows import Window
 from gateway.admin.spend import window_public
+from gateway.budget_rules import BUDGET_WINDOWS, BudgetRule
 from gateway.config.accounting_schema import BudgetConfig
 from gateway.config.schema import Config
-from gateway.stores.budgets import (
-    BUDGET_WINDOWS,
-    BudgetRule,
-    delete_budget,
-    list_budgets,
-    set_budget,
-)
+from gateway.stores.budgets import delete_budget, list_budgets, set_budget
 
 
 class BudgetSet(BudgetConfig):

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.accounting.pricing import nanos_of_usd
-from gateway.stores.budgets import BudgetRule, BudgetWindow, Scope
+from gateway.budget_rules import BudgetRule, BudgetWindow, Scope
 
 
 class _Strict(BaseModel):

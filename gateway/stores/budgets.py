@@ -1,53 +1,19 @@
 """Budgets set at run time (`tollgate budgets set`, /admin/budgets), kept in SQL.
 
-Budgets declared in YAML are the same `BudgetRule`; the two sets are merged when loaded, a
-YAML budget winning over a SQL one of the same name (the file is what ops review).
+Budgets declared in YAML are the same `BudgetRule` (gateway/budget_rules.py); the two sets are
+merged when loaded, a YAML budget winning over a SQL one of the same name (the file is what ops
+review).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 
+from gateway.budget_rules import BudgetRule
 from gateway.stores.keys import bump
 from gateway.stores.sql import budgets
-
-Scope = Literal["global", "org", "team", "user", "key"]
-SCOPES: tuple[Scope, ...] = ("global", "org", "team", "user", "key")
-BudgetWindow = Literal["hour", "day", "week", "month", "total"]
-BUDGET_WINDOWS: tuple[BudgetWindow, ...] = ("hour", "day", "week", "month", "total")
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetRule:
-    """A spending limit on one principal level. `subject` names the org/team/user/key it
-    applies to, or "*" for each of them separately; None for `global`."""
-
-    name: str
-    scope: Scope
-    subject: str | None
-    usd_nanos: int | None
-    tokens: int | None
-    window: BudgetWindow
-    enforcement: Literal["hard", "soft"]
-    source: str = "sql"
-
-    def public(self) -> dict[str, object]:
-        from decimal import Decimal
-
-        return {
-            "name": self.name,
-            "scope": self.scope,
-            "subject": self.subject,
-            "usd": str(Decimal(self.usd_nanos) / 10**9) if self.usd_nanos is not None else None,
-            "tokens": self.tokens,
-            "window": self.window,
-            "enforcement": self.enforcement,
-            "source": self.source,
-        }
 
 
 def set_budget(engine: Engine, rule: BudgetRule) -> None:

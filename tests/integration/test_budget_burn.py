@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger
 from gateway.api.spend_data import budget_burn
-from gateway.stores.budgets import BudgetRule
+from gateway.budget_rules import BudgetRule
 from gateway.stores.memory import MemoryCounters
 from gateway.telemetry.rollups import Pending, RollupWriter
 from gateway.telemetry.tables import SUMS

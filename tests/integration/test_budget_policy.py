@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from gateway.accounting.tokens import TokenCounter
+from gateway.budget_rules import BudgetRule
 from gateway.call import Call, CallRecord, Principal, Usage
 from gateway.errors import PolicyDenied, UpstreamUnavailable
 from gateway.pipeline import Pipeline
 from gateway.pipeline import Recorder as CallRecorder
 from gateway.runtime import Runtime
-from gateway.stores.budgets import BudgetRule
 from tests.integration.conftest import Clock, StoreFactory
 from tests.support.runtime import make_deps, runtime_from
 

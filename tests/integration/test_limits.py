@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from gateway.accounting.ledger import Denial, Hold, Ledger
 from gateway.accounting.limits import Ask, Planner, RateRule
 from gateway.accounting.spend import Spent
+from gateway.budget_rules import BudgetRule
 from gateway.call import Principal
-from gateway.stores.budgets import BudgetRule
 from tests.integration.conftest import Clock, StoreFactory
 
 ALICE = Principal(key_id="k1", name="alice", team="ml", org="acme")

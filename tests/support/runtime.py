@@ -12,10 +12,10 @@ import httpx
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
 from gateway.auth import KeyRing
+from gateway.budget_rules import BudgetRule
 from gateway.config.loader import load_config
 from gateway.routing.state import ReplicaStates
 from gateway.runtime import Runtime, RuntimeDeps, build_runtime
-from gateway.stores.budgets import BudgetRule
 from gateway.stores.counters import CounterStore
 from gateway.stores.memory import MemoryCounters
 

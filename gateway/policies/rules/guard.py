@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
+from gateway.budget_rules import BudgetRule
 from gateway.call import Call, Decision, Principal, Route
 from gateway.policies.base import SideCalls
 from gateway.policies.rules.compare import Answer, Comparator, Context, answer_of, resolve
 from gateway.policies.rules.schema import QualityGuard
-from gateway.stores.budgets import BudgetRule
 
 log = logging.getLogger("gateway.rules")
 GUARD_LABEL = "guard"  # on a guard call: the rule it samples for (the rules skip such calls)
