@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.services import Services
 from gateway.stores.counters import StoreUnavailable
 from gateway.telemetry import queries
-from gateway.telemetry.queries import Range
+from gateway.telemetry.queries import Group, Range, ShadowSaving
 from gateway.telemetry.tables import GRANULARITIES
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -86,7 +86,9 @@ async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any
         "refresh_seconds": services.runtime.current.config.telemetry.dashboard.refresh_seconds,
         "series": {
             "buckets": series.buckets,
-            "stacks": series.stacks,
+            "stacks": [
+                {"name": st.name, "usd": [n * _NANO for n in st.nanos]} for st in series.stacks
+            ],
             "requests": series.requests,
             "errors": series.errors,
         },
@@ -106,15 +108,17 @@ async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any
             if sums["input_tokens"]
             else None,
         },
-        "savings": queries.savings_of(sums),
+        "savings": [
+            {"kind": kind, "usd": nanos * _NANO} for kind, nanos in queries.savings_of(sums)
+        ],
         "top_keys": [
             {
-                "key_id": row["key_id"] or "(none)",
-                "name": row["key_name"] or row["key_id"] or "(none)",
-                "team": row["team"] or None,
-                "usd": row["cost_nanousd"] * _NANO,
-                "requests": row["requests"],
-                "tokens": row["input_tokens"] + row["output_tokens"],
+                "key_id": row.value or "(none)",
+                "name": row.key_name or row.value or "(none)",
+                "team": row.team or None,
+                "usd": row.sums["cost_nanousd"] * _NANO,
+                "requests": row.sums["requests"],
+                "tokens": row.sums["input_tokens"] + row.sums["output_tokens"],
             }
             for row in keys
         ],
@@ -125,10 +129,11 @@ async def summary_data(services: Services, query: SummaryQuery) -> dict[str, Any
     }
 
 
-def _rules(services: Services, shadow: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rules(services: Services, shadow: list[ShadowSaving]) -> list[dict[str, Any]]:
     """The running rules with their guard's state, and what each shadow rule would have saved
     over the range (rules since removed from the config included, from the rollups)."""
-    saved = {row["rule"]: row for row in shadow}
+    saved = {row.rule: {"rule": row.rule, "calls": row.calls, "would_save_usd": row.nanos * _NANO}
+             for row in shadow}  # fmt: skip
     out = []
     for rule in rules_status(services.runtime.current):
         row = saved.pop(rule.rule, None)
@@ -238,16 +243,21 @@ def rollup_report(services: Services, query: RollupQuery, now: float) -> dict[st
         "to": r.end,
         "granularity": r.granularity,
         "group_by": by,
-        "rows": [_usd_row(row) for row in rows],
+        "rows": [_usd_row(_row_of(by, row)) for row in rows],
         "total": _usd_row(total),
     }
 
 
-def _usd_row(row: dict[str, Any]) -> dict[str, Any]:
+def _row_of(by: str, group: Group) -> dict[str, object]:
+    named = {"key_name": group.key_name, "team": group.team} if by == "key_id" else {}
+    return {by: group.value, **group.sums, **named}
+
+
+def _usd_row(row: Mapping[str, object]) -> dict[str, Any]:
     """Money as exact decimal strings (nano-dollar integers underneath), as /admin/spend does."""
     out: dict[str, Any] = {}
     for name, value in row.items():
-        if name.endswith("_nanousd"):
+        if name.endswith("_nanousd") and isinstance(value, int):
             out[name[: -len("_nanousd")] + "_usd"] = str(Decimal(value) / 10**9)
         else:
             out[name] = value

@@ -4,7 +4,7 @@ series. Blocking (run in a thread); every query is bounded by a time range and a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +21,6 @@ from gateway.telemetry.tables import (
 )
 
 Stack = Literal["team", "model", "tier", "key_id", "cache"]
-_NANO = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +70,39 @@ def totals(engine: Engine, r: Range, **filters: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class StackedCost:
+    """One series of the stacked spend chart: a dimension's value and its cost per bucket."""
+
+    name: str
+    nanos: list[int]  # nano-dollars
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     buckets: list[int]
-    stacks: list[dict[str, Any]]  # {"name", "usd": [per bucket]}
+    stacks: list[StackedCost]
     requests: list[int]
     errors: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Totals (the SUMS columns, integers; money in nano-dollars) for one value of a dimension;
+    grouped by key, also the key's name and team as last seen."""
+
+    value: str | None
+    sums: Mapping[str, int]
+    key_name: str | None = None
+    team: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSaving:
+    """What a shadow rule would have saved over a range (negative: cost more)."""
+
+    rule: str
+    calls: int
+    nanos: int
 
 
 def series(engine: Engine, r: Range, stack: Stack, limit: int = 8) -> Series:
@@ -108,15 +135,15 @@ def series(engine: Engine, r: Range, stack: Stack, limit: int = 8) -> Series:
         requests[i] += int(reqs)
         errors[i] += int(errs)
     ranked = sorted(by_value, key=lambda v: -sum(by_value[v]))
-    out = [{"name": v or "(none)", "usd": [c * _NANO for c in by_value[v]]} for v in ranked[:limit]]
+    out = [StackedCost(v or "(none)", by_value[v]) for v in ranked[:limit]]
     rest = ranked[limit:]
     if rest:
         other = [sum(by_value[v][i] for v in rest) for i in range(len(buckets))]
-        out.append({"name": "other", "usd": [c * _NANO for c in other]})
+        out.append(StackedCost("other", other))
     return Series(buckets, out, requests, errors)
 
 
-def grouped(engine: Engine, r: Range, by: Stack, limit: int = 10) -> list[dict[str, Any]]:
+def grouped(engine: Engine, r: Range, by: Stack, limit: int = 10) -> list[Group]:
     """Totals per value of one dimension, most expensive first (by key: with its name and
     team as last seen)."""
     dim = spend.c[by]
@@ -133,11 +160,8 @@ def grouped(engine: Engine, r: Range, by: Stack, limit: int = 10) -> list[dict[s
         rows = conn.execute(query).all()
     out = []
     for row in rows:
-        sums = row[1 : 1 + len(SUMS)]
-        item = {by: row[0], **{name: int(v) for name, v in zip(SUMS, sums, strict=True)}}
-        if named:
-            item["key_name"], item["team"] = row[-2], row[-1]
-        out.append(item)
+        sums = {name: int(v) for name, v in zip(SUMS, row[1 : 1 + len(SUMS)], strict=True)}
+        out.append(Group(row[0], sums, *(row[-2:] if named else ())))
     return out
 
 
@@ -192,15 +216,14 @@ def cumulative(engine: Engine, r: Range, **filters: str) -> list[tuple[int, int]
     return out
 
 
-def savings_of(sums: dict[str, int]) -> list[dict[str, Any]]:
-    return [
-        {"kind": kind, "usd": sums[f"savings_{kind}_nanousd"] * _NANO} for kind in SAVINGS_KINDS
-    ]
+def savings_of(sums: Mapping[str, int]) -> list[tuple[str, int]]:
+    """(optimisation, nano-dollars saved) from a row of totals, every kind in order."""
+    return [(kind, sums[f"savings_{kind}_nanousd"]) for kind in SAVINGS_KINDS]
 
 
-def shadow_savings(engine: Engine, r: Range) -> list[dict[str, Any]]:
+def shadow_savings(engine: Engine, r: Range) -> list[ShadowSaving]:
     """Per shadow rule over the range: calls it matched, and what enforcing it would have
-    saved (USD; negative: it would have cost more)."""
+    saved (negative: it would have cost more)."""
     query = (
         select(shadows.c.rule, func.sum(shadows.c.calls), func.sum(shadows.c.savings_nanousd))
         .where(*_where(r, shadows))
@@ -209,5 +232,4 @@ def shadow_savings(engine: Engine, r: Range) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return [{"rule": rule, "calls": int(calls), "would_save_usd": int(nanos) * _NANO}
-            for rule, calls, nanos in rows]  # fmt: skip
+    return [ShadowSaving(rule, int(calls), int(nanos)) for rule, calls, nanos in rows]

@@ -312,5 +312,5 @@ async def test_what_shadow_rules_would_save_is_summed_in_the_rollups(
         await traced.telemetry.flush()
         await traced.aclose()
         rows = shadow_savings(engine, Range.last(3600, time.time()))
-    assert [(r["rule"], r["calls"]) for r in rows] == [("try-int4", 5)]
-    assert rows[0]["would_save_usd"] > 0
+    assert [(r.rule, r.calls) for r in rows] == [("try-int4", 5)]
+    assert rows[0].nanos > 0
