@@ -156,6 +156,22 @@ class Journal:
         self._check_alarm()
         self._release_written()
 
+    @property
+    def written(self) -> int:
+        """Bytes written to the current segment."""
+        return self._size
+
+    @property
+    def released(self) -> int:
+        """Bytes of the current segment no longer mapped in this process (refresh())."""
+        return self._released
+
+    def flush(self) -> None:
+        """Writes the mapped segment's dirty pages to its file now (the kernel does so on its
+        own, a kill -9 included; fsync stays the worker's)."""
+        if self._map is not None:
+            self._map.flush()
+
     def _release_written(self) -> None:
         """Unmaps the written pages from this process (they stay in the page cache, dirty until
         the worker syncs them): a segment filling up must not grow the gateway's RSS."""

@@ -114,6 +114,11 @@ class Syncer:
         self._number = 0
         self._fd = -1
 
+    @property
+    def segment(self) -> int:
+        """The number of the segment being followed."""
+        return self._number
+
     def sync(self) -> None:
         if self._fd < 0 and not self._follow_newest():
             return

@@ -73,6 +73,14 @@ class MemoryEntries:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def namespaces(self) -> list[str]:
+        """The namespaces holding entries now (each tenant's is its own)."""
+        return list(self._spaces)
+
+    def digests(self, namespace: str) -> list[str]:
+        """The keys of a namespace's entries, least recently used first."""
+        return list(self._spaces.get(namespace, ()))
+
     def __len__(self) -> int:
         return len(self._all)
 

@@ -40,6 +40,10 @@ class PolicyChain:
         """The plugins in chain order (for tools that look at their configuration)."""
         return [entry.plugin for entry in self._entries]
 
+    def entries(self) -> tuple[ChainEntry, ...]:
+        """The chain as configured: each plugin with its label and mode."""
+        return self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -53,6 +53,10 @@ class SinkFanout:
                 log.exception("sink %s failed to write %d records", sink.name, len(batch))
         self.written += len(batch)
 
+    async def drained(self) -> None:
+        """Until every record handed in so far has been written to every sink."""
+        await self._queue.join()
+
     async def aclose(self, flush_seconds: float = 10.0) -> None:
         """Flushes what is queued (for at most `flush_seconds`), then closes every sink."""
         if self._task is not None:

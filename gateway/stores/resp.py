@@ -220,6 +220,11 @@ class RespPipe:
                 self._move(proto, moved)
         raise StoreUnavailable(f"redis: still redirected after {_REDIRECTS} tries")
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where calls go now: the URL's node, or the cluster node a MOVED named."""
+        return self._host, self._port
+
     def _move(self, proto: _Protocol, address: tuple[str, int]) -> None:
         """Later calls go to `address`; the old connection closes once its pipelined calls
         have their (redirect) replies."""

@@ -61,7 +61,7 @@ class Telemetry:
         self.builder = SpanBuilder(self.resource, self.scope, peers, self.starter)
         self.rollups = RollupProcessor()
         self.metrics = MetricBook()
-        self._writer = (
+        self.writer = (
             RollupWriter(engine) if engine is not None and config.rollups.enabled else None
         )
         otlp = config.otlp
@@ -94,7 +94,7 @@ class Telemetry:
                     export.on_end(span)
 
     def start(self) -> None:
-        if self._writer is not None:
+        if self.writer is not None:
             self._tasks.append(asyncio.create_task(self._flush_loop(), name="tollgate-rollups"))
         if self._metric_exporter is not None:
             self._tasks.append(asyncio.create_task(self._metrics_loop(), name="tollgate-metrics"))
@@ -102,14 +102,14 @@ class Telemetry:
     async def flush(self) -> None:
         """Adds the rollups' pending deltas into SQL now (the dashboard asks before reading, so
         it shows this process's calls to the last one). Failed deltas stay pending."""
-        if self._writer is None:
+        if self.writer is None:
             return
         async with self._flush_lock:
             pending = self.rollups.take()
             if not pending:
                 return
             try:
-                await asyncio.to_thread(self._writer.write, pending)
+                await asyncio.to_thread(self.writer.write, pending)
             except Exception:
                 self.rollups.restore(pending)
                 self.flush_failures += 1

@@ -69,10 +69,10 @@ def test_a_torn_last_line_is_cut_and_the_chain_goes_on(engine: Engine, tmp_path:
     for n in range(3):
         journal.append(record(n))
     segment = segment_path(journal.directory, segments(journal.directory)[-1])
-    end = journal._size
+    end = journal.written
     # A kill -9 (not close()): the mapped segment stays full length, zeros after the data;
     # and a power cut tore the last write.
-    journal._map.flush()  # type: ignore[union-attr]
+    journal.flush()
     with open(segment, "r+b") as f:
         f.seek(end)
         f.write(b'["torn')
@@ -160,11 +160,11 @@ def test_the_syncer_follows_the_segment_being_written(tmp_path: Path) -> None:
     syncer = Syncer(journal.directory)
     journal.append(record(1))
     syncer.sync()
-    first = syncer._number
+    first = syncer.segment
     for n in range(2, 8):
         journal.append(record(n))
     syncer.sync()  # the first segment is complete: synced a last time, then let go
-    assert syncer._number == segments(journal.directory)[-1] > first
+    assert syncer.segment == segments(journal.directory)[-1] > first
     syncer.close()
     close(journal)
 
@@ -191,7 +191,7 @@ def test_written_pages_leave_the_gateway_but_not_the_journal(
     for n in range(40):
         journal.append(record(n))
     journal.refresh()
-    assert journal._released > 0
+    assert journal.released > 0
     for n in range(40, 45):
         journal.append(record(n))
     close(journal, ship(journal, engine))

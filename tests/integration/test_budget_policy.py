@@ -62,7 +62,7 @@ class Harness:
         self.runtime = runtime
         self.sink = Recorder()
         self.pipeline = Pipeline(CallRecorder(self.sink, TokenCounter()))  # type: ignore[arg-type]
-        self.ledger = runtime.chain._entries[-1].plugin.limits.ledger  # type: ignore[attr-defined]
+        self.ledger = runtime.chain.plugins()[-1].limits.ledger
 
     async def call(self, principal: Principal = ML, **body: Any) -> Call:
         c = make_call(principal, **body)

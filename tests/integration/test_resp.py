@@ -127,11 +127,11 @@ async def test_on_a_cluster_the_pipe_follows_its_slot_to_the_node_that_owns_it(
     try:
         results = await asyncio.gather(*(pipe.call("INCR", key) for _ in range(50)))
         assert sorted(results) == list(range(1, 51))
-        owner = pipe._port
-        assert await pipe.call("GET", key) == b"50" and pipe._port == owner
+        owner = pipe.address
+        assert await pipe.call("GET", key) == b"50" and pipe.address == owner
     finally:
         await pipe.aclose()
-        owner_client = redis.Redis(port=owner)
+        owner_client = redis.Redis(port=owner[1])
         owner_client.delete(key)
         owner_client.close()
 

@@ -130,8 +130,8 @@ async def test_a_poisoned_entry_cannot_cross_namespaces(
 ) -> None:
     h = Harness(tmp_path, transport)
     await h.ask(BOB, "What is the capital of France?")
-    ((space, entries),) = h.cache.store._spaces.items()
-    digest = next(iter(entries))
+    (space,) = h.cache.store.namespaces()
+    (digest,) = h.cache.store.digests(space)
     # Whatever lands under bob's namespace (his entry, a forged one) is never alice's.
     await h.cache.store.put(
         space, digest, b'{"v":1,"body":{"choices":[]},"u":[0,0,0,0],"created":1}', 60, 10
@@ -266,8 +266,9 @@ async def test_an_entry_that_fails_to_decode_is_dropped_for_a_fresh_answer(
 ) -> None:
     h = Harness(tmp_path, transport)
     await h.ask(ALICE, "What is the capital of France?")
-    ((space, entries),) = h.cache.store._spaces.items()
-    await h.cache.store.put(space, next(iter(entries)), b"\x00garbage", 60, 10)
+    (space,) = h.cache.store.namespaces()
+    (digest,) = h.cache.store.digests(space)
+    await h.cache.store.put(space, digest, b"\x00garbage", 60, 10)
     reply, record = await h.reply(ALICE, "What is the capital of France?")
     assert reply.status == 200 and record.cache == "miss" and record.backend == "gpu"
     assert h.cache.counts["decode_failures"] >= 1

@@ -381,6 +381,6 @@ async def test_budgets_reserve_at_the_dearest_tier_the_plan_may_reach(
     assert await h.call(cheap) == "small"
     (record,) = [r for r in h.sink.records if r.status == 200]
     # Settled at what was used: the team's spend is the served call's cost, not its hold.
-    ledger = h.runtime.chain._entries[-1].plugin.limits.ledger  # type: ignore[attr-defined]
+    ledger = h.runtime.chain.plugins()[-1].limits.ledger
     spend = await ledger.spend("team", "day")
     assert spend["t"]["usd"] == record.money.cost > 0

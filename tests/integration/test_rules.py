@@ -171,7 +171,7 @@ async def test_a_team_at_80_percent_of_its_budget_is_downgraded_below_it_it_is_n
     h = harness(tmp_path, text, transport)
     headers, _ = await h.run(call())
     assert headers["x-tollgate-tier"] == "fp16"  # no counter yet: cannot tell, no match
-    limits = h.runtime.chain._entries[0].plugin._limits  # type: ignore[attr-defined]
+    limits = h.runtime.chain.plugins()[0].limits
     rule = limits.budgets[0]
     subject = budget_subject(rule, ML, "chat")
     _, stem = budget_counter(rule, subject, h.clock(), limits.zone)

@@ -84,7 +84,7 @@ class Harness:
         return dict(reply.headers)["x-tollgate-tier"]
 
     async def settled(self) -> None:
-        await eventually(lambda: not self.guard._tasks)
+        await eventually(lambda: not self.guard.comparing)
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ async def test_guard_calls_never_delay_the_client_and_are_charged_to_the_ops_bud
     h = Harness(tmp_path, transport, fidelity=1.0, ref_scale=1.0)  # the reference is slow
     assert await h.call(1) == "int4"
     # The client has its whole answer; the reference call (~120 ms at fp16) is still running.
-    assert h.guard._tasks and not any(t.done() for t in h.guard._tasks)
+    assert h.guard.comparing
     assert [r.request_id for r in h.sink.records] == ["r1"]
     await h.settled()
     guard_call = h.sink.records[-1]
@@ -139,7 +139,7 @@ async def test_guard_calls_never_delay_the_client_and_are_charged_to_the_ops_bud
     assert guard_call.principal.team == "ops"
     assert any(d.action == "note" and "quality guard call for rule 'downgrade'" in d.reason
                for d in guard_call.decisions)  # fmt: skip
-    ledger = h.rules._limits.ledger  # type: ignore[union-attr]
+    ledger = h.rules.limits.ledger  # type: ignore[union-attr]
     spend = await ledger.spend("team", "month")
     assert spend["ops"]["usd"] == guard_call.money.cost > 0
     assert "ml" not in spend or spend["ml"]["usd"] == h.sink.records[0].money.cost

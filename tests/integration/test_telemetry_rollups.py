@@ -129,12 +129,12 @@ async def test_a_failed_flush_keeps_its_deltas(engine: Engine) -> None:
         def write(self, pending: Pending) -> None:
             raise ConnectionError("database down")
 
-    writer = traced.telemetry._writer
-    traced.telemetry._writer = Down(engine)
+    writer = traced.telemetry.writer
+    traced.telemetry.writer = Down(engine)
     with pytest.raises(ConnectionError):
         await traced.telemetry.flush()
     assert traced.telemetry.flush_failures == 1
-    traced.telemetry._writer = writer
+    traced.telemetry.writer = writer
     await traced.telemetry.flush()
     assert rollup_totals(engine, "day")["cost_nanousd"] == 1_234
     assert rollup_totals(engine, "minute")["requests"] == 3

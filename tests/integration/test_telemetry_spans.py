@@ -85,7 +85,7 @@ async def runtime(
     transport = httpx.AsyncHTTPTransport()
     deps = make_deps(transport, TokenCounter())
     built = runtime_from(tmp_path / "t.yaml", CONFIG % upstream[1].url, deps)
-    entries = [ChainEntry(LookupCache(None, None), "cache", False), *built.chain._entries]  # type: ignore[arg-type]
+    entries = [ChainEntry(LookupCache(None, None), "cache", False), *built.chain.entries()]  # type: ignore[arg-type]
     yield dataclasses.replace(built, chain=PolicyChain(entries))
     for backend in built.backends.values():
         await backend.aclose()

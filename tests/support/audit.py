@@ -75,7 +75,7 @@ def with_cache(runtime: Runtime) -> Runtime:
     entries = [
         ChainEntry(CannedAnswer(None, None), "cache", False),  # type: ignore[arg-type]
         ChainEntry(TierRoute(None, None), "route", False),  # type: ignore[arg-type]
-        *runtime.chain._entries,
+        *runtime.chain.entries(),
     ]
     return dataclasses.replace(runtime, chain=PolicyChain(entries))
 

@@ -48,7 +48,7 @@ class TracedPipeline:
 
     async def settle(self) -> None:
         """Every call so far through the sink and its spans exported."""
-        await self.sinks._queue.join()
+        await self.sinks.drained()
         assert self.telemetry.export is not None
         self.telemetry.export.force_flush()
 

@@ -81,7 +81,7 @@ class Rules(PolicyPlugin):
             {c.budget for rule in self.compiled for c in rule.conditions
              if isinstance(c, BudgetUsed)}
         )  # fmt: skip
-        self._limits = context.limits
+        self.limits = context.limits
         self._fractions: dict[str, tuple[float, float | None]] = {}  # counter -> (read at, value)
         self.guards = self._guards(options, context)
 
@@ -93,7 +93,7 @@ class Rules(PolicyPlugin):
         return reference_problems(options, view)
 
     def facts(self, call: Call, budgets: Mapping[str, float | None]) -> Facts:
-        limits = self._limits
+        limits = self.limits
         zone = limits.zone if limits is not None else _UTC
         clock = limits.ledger.clock if limits is not None else time.time
         return Facts(call, self.context.tokens, zone, clock, budgets)
@@ -254,7 +254,7 @@ class Rules(PolicyPlugin):
 
     async def budget_fractions(self, call: Call) -> dict[str, float | None]:
         """Each budget the rules read: the caller's counter's used fraction of its limit."""
-        limits = self._limits
+        limits = self.limits
         if limits is None:
             return {}
         rules = {b.name: b for b in (*limits.budgets, *limits.sql_budgets())}

@@ -160,6 +160,11 @@ class Guard:
                 self.rule, rate * 100, len(state.results), s.min_agreement * 100, self.rule,
             )  # fmt: skip
 
+    @property
+    def comparing(self) -> int:
+        """Reference calls and comparisons under way (off the request path)."""
+        return len(self._tasks)
+
     def resume(self) -> None:
         """Ops' decision: route again, judged afresh."""
         self.state.suspended = False

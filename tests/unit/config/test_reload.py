@@ -149,7 +149,7 @@ async def test_an_exception_while_building_keeps_the_config_and_the_watcher(env:
 async def test_a_replaced_runtime_is_closed_once_its_calls_are_done(env: Env) -> None:
     closed: list[str] = []
     old = env.ref.current
-    for entry in old.chain._entries:
+    for entry in old.chain.entries():
         plugin = entry.plugin
 
         async def record(name: str = entry.label) -> None:
