@@ -32,6 +32,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric as PromMetric
 
+from gateway.telemetry import attributes as attr
 from gateway.telemetry.facts import CallFacts
 
 # Bucket boundaries the GenAI conventions recommend.
@@ -40,11 +41,11 @@ TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 41
 SECONDS_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                   40.96, 81.92)  # fmt: skip
 BASE = (
-    "gen_ai.operation.name",
-    "gen_ai.provider.name",
-    "gen_ai.request.model",
-    "tollgate.team",
-    "tollgate.tier",
+    attr.OPERATION,
+    attr.PROVIDER,
+    attr.REQUEST_MODEL,
+    attr.TEAM,
+    attr.TIER,
 )
 Key = tuple[str, ...]
 
@@ -82,10 +83,10 @@ TOKEN_USAGE = _Spec(
     "gen_ai.client.token.usage",
     "Number of input and output tokens used.",
     "{token}",
-    (*BASE, "gen_ai.token.type"),
+    (*BASE, attr.TOKEN_TYPE),
 )
 DURATION = _Spec(
-    "gen_ai.client.operation.duration", "GenAI operation duration.", "s", (*BASE, "error.type")
+    "gen_ai.client.operation.duration", "GenAI operation duration.", "s", (*BASE, attr.ERROR_TYPE)
 )
 FIRST_CHUNK = _Spec(
     "gen_ai.client.operation.time_to_first_chunk",
@@ -98,27 +99,27 @@ SAVINGS = _Spec(
     "tollgate.savings",
     "What optimisations saved against the counterfactual cost (USD).",
     "USD",
-    (*BASE, "tollgate.optimisation"),
+    (*BASE, attr.OPTIMISATION),
 )
 OVERSPEND = _Spec(
     "tollgate.overspend",
     "What calls cost above their counterfactual, by cause (USD): a call served dearer than its "
     "reference. Kept apart from tollgate.savings so that counter never decreases.",
     "USD",
-    (*BASE, "tollgate.optimisation"),
+    (*BASE, attr.OPTIMISATION),
 )
-REQUESTS = _Spec("tollgate.requests", "Calls by outcome.", "{request}", (*BASE, "tollgate.outcome"))
+REQUESTS = _Spec("tollgate.requests", "Calls by outcome.", "{request}", (*BASE, attr.OUTCOME))
 SHADOW_SAVINGS = _Spec(
     "tollgate.shadow.savings",
     "What shadow rules would have saved had they been enforced (USD), by rule.",
     "USD",
-    (*BASE, "tollgate.rule"),
+    (*BASE, attr.RULE),
 )
 SHADOW_OVERSPEND = _Spec(
     "tollgate.shadow.overspend",
     "What shadow rules would have cost above what calls did cost (USD), by rule.",
     "USD",
-    (*BASE, "tollgate.rule"),
+    (*BASE, attr.RULE),
 )
 
 

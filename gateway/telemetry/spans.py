@@ -22,6 +22,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from gateway.call import AttemptRecord, CallRecord, TraceIds
+from gateway.telemetry import attributes as attr
 from gateway.telemetry.context import TraceStarter
 from gateway.telemetry.facts import CallFacts, facts_of, model_label
 
@@ -121,7 +122,7 @@ class SpanBuilder:
             else []
         )
         attrs = root_attributes(record, operation, peer)
-        model = attrs["gen_ai.request.model"]
+        model = attrs[attr.REQUEST_MODEL]
         name = f"{operation} {model}" if model else operation
         start, end = _ns(record.received_at), _ns(record.completed_at)
         out.append(
@@ -228,9 +229,9 @@ class SpanBuilder:
         record: CallRecord, operation: str, peer: Peer | None
     ) -> dict[str, Any]:
         attrs = _client_attributes(operation, peer, record.upstream_model, record.backend)
-        attrs["http.response.status_code"] = record.status
+        attrs[attr.STATUS_CODE] = record.status
         if record.tier:
-            attrs["tollgate.tier"] = record.tier
+            attrs[attr.TIER] = record.tier
         _response(attrs, record)
         return attrs
 
@@ -239,10 +240,10 @@ def _attempt_attributes(
     attempt: AttemptRecord, operation: str, peer: Peer | None
 ) -> dict[str, Any]:
     attrs = _client_attributes(operation, peer, attempt.model, attempt.backend)
-    attrs["tollgate.tier"] = attempt.tier
-    attrs["error.type"] = attempt.error or "http_error"
+    attrs[attr.TIER] = attempt.tier
+    attrs[attr.ERROR_TYPE] = attempt.error or "http_error"
     if attempt.status:
-        attrs["http.response.status_code"] = attempt.status
+        attrs[attr.STATUS_CODE] = attempt.status
     return attrs
 
 
@@ -251,9 +252,9 @@ def _client_attributes(
 ) -> dict[str, Any]:
     """What every upstream CLIENT span says: the operation, who was called, which model."""
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": peer.provider if peer else "openai",
-        "gen_ai.request.model": model,
+        attr.OPERATION: operation,
+        attr.PROVIDER: peer.provider if peer else "openai",
+        attr.REQUEST_MODEL: model,
         "tollgate.backend": backend,
     }
     if peer is not None and peer.address:
@@ -267,12 +268,12 @@ def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> di
     p = record.principal
     money = record.money
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": peer.provider if peer else record.dialect,
-        "gen_ai.request.model": model_label(record),
-        "http.response.status_code": record.status,
+        attr.OPERATION: operation,
+        attr.PROVIDER: peer.provider if peer else record.dialect,
+        attr.REQUEST_MODEL: model_label(record),
+        attr.STATUS_CODE: record.status,
         "tollgate.request_id": record.request_id,
-        "tollgate.outcome": record.kind,
+        attr.OUTCOME: record.kind,
         "tollgate.cache": record.cache,
         "tollgate.dialect": record.dialect,
         "tollgate.stream": record.stream,
@@ -283,12 +284,12 @@ def root_attributes(record: CallRecord, operation: str, peer: Peer | None) -> di
         "tollgate.savings": usd(money.counterfactual - money.cost),
     }
     for name, text in (
-        ("tollgate.team", p.team),
+        (attr.TEAM, p.team),
         ("tollgate.org", p.org),
         ("tollgate.user", p.user),
         ("tollgate.backend", record.backend),
         ("tollgate.upstream_model", record.upstream_model),
-        ("tollgate.tier", record.tier),
+        (attr.TIER, record.tier),
     ):
         if text:
             attrs[name] = text
@@ -328,7 +329,7 @@ def decision_texts(record: CallRecord) -> tuple[str, ...]:
 
 def _response(attrs: dict[str, Any], record: CallRecord) -> None:
     if record.error_type:
-        attrs["error.type"] = record.error_type
+        attrs[attr.ERROR_TYPE] = record.error_type
     meta = record.meta
     if meta is not None:
         for name, value in (
