@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -88,14 +87,7 @@ def budgets_show(config_path: str | None, as_json: bool, name: str, value: str |
 
     ids = key_ids(admin.config, admin.engine(), os.environ)
 
-    async def report() -> dict[str, Any]:
-        ledger = await admin.ledger()
-        try:
-            return (await budget_report(ledger, rule, value, ids)).public()
-        finally:
-            await ledger.aclose()
-
-    data = asyncio.run(report())
+    data = admin.with_ledger(lambda ledger: budget_report(ledger, rule, value, ids)).public()
     show(data, as_json, lambda: orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -144,14 +136,7 @@ def spend(config_path: str | None, as_json: bool, group_by: str, window: str) ->
     admin = Admin.load(config_path)
     query = validated(SpendQuery, group_by=group_by, window=window)
 
-    async def report() -> dict[str, Any]:
-        ledger = await admin.ledger()
-        try:
-            return (await spend_report(ledger, query)).public()
-        finally:
-            await ledger.aclose()
-
-    data = asyncio.run(report())
+    data = admin.with_ledger(lambda ledger: spend_report(ledger, query)).public()
 
     def text() -> str:
         lines = [f"{group_by.upper():24} {'USD':>14} {'IN':>10} {'OUT':>10} {'REQ':>8}"]

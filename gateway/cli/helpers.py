@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from gateway.accounting.ledger import Ledger
-from gateway.config.fleet import shared_state
+from gateway.config.fleet import missing_secret
 from gateway.config.loader import load_config
 from gateway.config.schema import Config
 from gateway.errors import ConfigError
@@ -26,6 +26,7 @@ from gateway.stores.memory import MemoryCounters
 from gateway.stores.secret import data_dir_of, server_secret
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 config_option = click.option(
     "--config",
     "config_path",
@@ -70,11 +71,21 @@ class Admin:
         """On shared state, the fleet's secret must be set here: a key made with a secret of
         this machine's own would be refused by every gateway, and rows they signed would look
         forged."""
-        name = self.config.keys.secret_env
-        shared = shared_state(self.config, os.environ)
-        if shared and not os.environ.get(name):
-            fail(f"{name} is not set, and this config shares {', '.join(shared)} with a "
-                 f"fleet: set {name} to the secret the gateways use")  # fmt: skip
+        why = missing_secret(self.config, os.environ)
+        if why is not None:
+            fail(why)
+
+    def with_ledger(self, work: Callable[[Ledger], Awaitable[T]]) -> T:
+        """Runs `work` against the counters the gateways use, then closes them."""
+
+        async def run() -> T:
+            ledger = await self.ledger()
+            try:
+                return await work(ledger)
+            finally:
+                await ledger.aclose()
+
+        return asyncio.run(run())
 
     async def ledger(self) -> Ledger:
         from gateway.services import counter_store

@@ -31,19 +31,27 @@ def shared_state(config: Config, env: Mapping[str, str]) -> list[str]:
     return shared
 
 
+def missing_secret(config: Config, env: Mapping[str, str]) -> str | None:
+    """Why this process needs the fleet's server secret and lacks it; None if all is well."""
+    shared = shared_state(config, env)
+    secret = config.keys.secret_env
+    if not shared or env.get(secret):
+        return None
+    return (
+        f"environment variable {secret} is not set, and this gateway shares "
+        f"{_listed(shared)} with a fleet: every gateway needs the same server secret (without "
+        "it each would make its own, so keys created through one would be refused by another "
+        "and audit signatures would not verify)"
+    )
+
+
 def fleet_secrets(main: Located, config: Config, env: Mapping[str, str]) -> list[str]:
     """The server secret is set when state is shared; a named audit signing key is always set."""
     problems = []
-    shared = shared_state(config, env)
-    secret = config.keys.secret_env
-    if shared and not env.get(secret):
+    why = missing_secret(config, env)
+    if why is not None:
         loc = ("keys", "secret_env")
-        problems.append(
-            f"{main.where(loc)}: {dotted(loc)}: environment variable {secret} is not set, and "
-            f"this gateway shares {_listed(shared)} with a fleet: every gateway needs the "
-            "same server secret (without it each would make its own, so keys created through "
-            "one would be refused by another and audit signatures would not verify)"
-        )
+        problems.append(f"{main.where(loc)}: {dotted(loc)}: {why}")
     signing = config.audit.signing_key_env
     if config.audit.enabled and signing is not None and not env.get(signing):
         loc = ("audit", "signing_key_env")
