@@ -44,7 +44,8 @@ import redis
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.routing.prefix_feed import PrefixFeed
 from gateway.routing.state import ReplicaStates
 from gateway.routing.watch import Watcher

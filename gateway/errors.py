@@ -68,7 +68,7 @@ class TollgateError(Exception):
             self.code = code
         if status is not None:
             self.status = status
-        self.headers: Mapping[str, str] = headers or {}
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class InvalidRequest(TollgateError):

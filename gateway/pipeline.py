@@ -7,7 +7,6 @@ HTTP. Every call, whatever its outcome, ends in exactly one CallRecord.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,20 +14,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.accounting.pricing import usd
-from gateway.accounting.request_size import output_cap
-from gateway.accounting.tokens import TokenCounter, anthropic_prompt_tokens, prompt_tokens
-from gateway.accounting.usage_guard import plausible
+from gateway.accounting.tokens import anthropic_prompt_tokens
 from gateway.backends.base import UpstreamResponse
 from gateway.cache import replay
 from gateway.cache.entry import Entry
 from gateway.cache.replay import ReplayStream
 from gateway.call import (
-    NO_MONEY,
     NOTICE,
     Answer,
     Call,
-    CallRecord,
     Decision,
     Deny,
     Dialect,
@@ -36,7 +30,6 @@ from gateway.call import (
     Outcome,
     Principal,
     Target,
-    Usage,
 )
 from gateway.errors import (
     ModelNotFound,
@@ -44,12 +37,11 @@ from gateway.errors import (
     ServiceUnavailable,
     TollgateError,
 )
+from gateway.policies.limit_headers import cost_headers, limit_headers
+from gateway.recorder import Recorder
 from gateway.relay import StreamReply
 from gateway.routing.executor import Executor
-from gateway.routing.prefix import PrefixPrediction
 from gateway.runtime import Runtime
-from gateway.sinks.base import DurableSink
-from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter
 
 log = logging.getLogger("gateway.pipeline")
@@ -64,13 +56,18 @@ def _nothing_now() -> None:
     return None
 
 
+def _no_headers() -> list[tuple[str, str]]:
+    return []
+
+
 @dataclass(slots=True)
 class Reply:
     """A response ready for the wire: a whole body, or a stream the API must `close()`.
 
     For a whole body the API calls `seal()` just before sending it (the call's record is then
-    in the audit journal before the client has its answer) and awaits `done()` once it has been
-    sent: policy response hooks (settling budgets) run after the client is answered.
+    in the audit journal before the client has its answer), adds `sealed_headers()` (what the
+    call cost, what its budgets have left: known once recorded) and awaits `done()` once it has
+    been sent: policy response hooks (settling budgets) run after the client is answered.
     """
 
     status: int
@@ -79,73 +76,7 @@ class Reply:
     stream: StreamReply | None = None
     seal: Callable[[], None] = field(default=_nothing_now)
     done: Callable[[], Awaitable[None]] = field(default=_nothing)
-
-
-@dataclass(slots=True)
-class Recorder:
-    """Where a finished call's record goes: the durable journal first (synchronously, before
-    the response completes), then the sinks' queue."""
-
-    sinks: SinkFanout
-    tokens: TokenCounter
-    journal: DurableSink | None = None
-
-    def record(self, call: Call, outcome: Outcome, runtime: Runtime) -> None:
-        """Total: whatever went wrong before, the call gets exactly one record."""
-        outcome.completed_at = time.time()
-        try:
-            self._account(call, outcome, runtime)
-        except Exception:  # never let a bug in accounting leave a call unrecorded
-            log.exception(
-                "accounting for call %s failed; recorded without its cost", call.request_id
-            )
-            outcome.money = NO_MONEY
-            call.decide(Decision("accounting", "note", "cost could not be computed"))
-        record = CallRecord.of(call, outcome)
-        if self.journal is not None:
-            self.journal.append(record)
-        self.sinks.submit(record)
-
-    def _account(self, call: Call, outcome: Outcome, runtime: Runtime) -> None:
-        if outcome.usage is None and outcome.disconnected and outcome.target is not None:
-            # Abandoned before any usage came back: the prompt was (at least) processed.
-            count = prompt_tokens(call.endpoint, call.body, self.tokens)
-            outcome.usage = Usage(input_tokens=count, estimated=True)
-        if outcome.usage is not None:
-            usage = plausible(outcome.usage, output_cap(call.endpoint, call.body))
-            if usage.anomaly is not None:
-                call.decide(Decision("upstream", "note", f"usage anomaly: {usage.anomaly}"))
-            outcome.usage = usage
-        outcome.money = runtime.costing.money(call.model, outcome)
-        prefix, target = call.prefix, outcome.target
-        if (
-            isinstance(prefix, PrefixPrediction)
-            and target is not None
-            and outcome.usage is not None
-            and prefix.observe((target.backend, target.model), outcome.usage)
-        ):
-            outcome.prefix_predicted = prefix.predicted_tokens
-        if call.shadows and outcome.usage is not None and outcome.target is not None:
-            self._price_shadows(call, outcome, runtime)
-
-    @staticmethod
-    def _price_shadows(call: Call, outcome: Outcome, runtime: Runtime) -> None:
-        """What each shadow rule's route would have cost with this call's usage."""
-        assert outcome.usage is not None
-        shadows = []
-        for rule, intent in call.shadows or ():
-            step = runtime.router.steps(call.model, intent)[0]
-            targets = tuple(r.target for r in step.tier.replicas)
-            would = runtime.costing.would_cost(targets, outcome.usage)
-            saved = outcome.money.cost - would
-            shadows.append((rule, saved))
-            call.decide(Decision(
-                "rules", "shadow",
-                f"rule '{rule}' would have served from tier {step.tier.name} of {step.alias}: "
-                f"${usd(would)} instead of ${usd(outcome.money.cost)} (would save ${usd(saved)})",
-                enforced=False,
-            ))  # fmt: skip
-        outcome.money = dataclasses.replace(outcome.money, shadows=tuple(shadows))
+    sealed_headers: Callable[[], list[tuple[str, str]]] = field(default=_no_headers)
 
 
 @dataclass(slots=True)
@@ -163,6 +94,11 @@ class _Finisher:
         if not self.sealed:
             self.sealed = True
             self.recorder.record(self.call, self.outcome, self.runtime)
+
+    def told(self) -> list[tuple[str, str]]:
+        """A whole body's cost and limit headers, from its record (call after `seal`)."""
+        money = self.outcome.money
+        return cost_headers(money) + limit_headers(self.call, money.cost)
 
     async def __call__(self) -> None:
         if self.done:
@@ -228,6 +164,7 @@ class Pipeline:
             outcome.status = err.status
             # An upstream's failure is recorded by what it was (upstream_timeout, ...).
             outcome.error_type = (err.code or err.error_type) if outcome.target else err.error_type
+            err.headers.update(limit_headers(call))
             if err.detail is not None:
                 call.decide(Decision("gateway", "note", runtime.scrub(err.detail)))
                 log.warning("call failed: %s", runtime.scrub(err.detail))
@@ -248,6 +185,9 @@ class Pipeline:
         if reply.stream is None:
             reply.seal = finish.seal
             reply.done = finish
+            reply.sealed_headers = finish.told
+        else:
+            reply.headers.extend(limit_headers(call))
         return reply
 
     async def _run(

@@ -17,6 +17,7 @@ from typing import Protocol
 from gateway.backends.base import UpstreamStream
 from gateway.call import Call, Decision, Outcome
 from gateway.errors import TollgateError, UpstreamBadResponse
+from gateway.policies.limit_headers import cost_comment
 
 # The event that ends a stream in each dialect: the call is recorded just before it is sent.
 _OPENAI_END = b"data: [DONE]\n\n"
@@ -63,12 +64,15 @@ class StreamReply:
         async for chunk in self._upstream:
             if kept is not None:
                 kept.append(chunk)
-            if (
-                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512)) >= 0
+            end = (
+                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512))
                 if anthropic
-                else chunk.endswith(_OPENAI_END)
-            ):
+                else (len(chunk) - len(_OPENAI_END) if chunk.endswith(_OPENAI_END) else -1)
+            )
+            if end >= 0:
                 self._seal()
+                # What the call cost, just before its final event: the app can log it.
+                chunk = chunk[:end] + cost_comment(self._outcome.money) + chunk[end:]
             self._relayed = True
             yield chunk
         if not self._finish.sealed:

@@ -26,7 +26,8 @@ from gateway.config.accounting_schema import DatabaseConfig, LimitsConfig
 from gateway.config.loader import LoadedConfig
 from gateway.config.reload import Reloader
 from gateway.config.schema import Config
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.routing.state import ReplicaStates
 from gateway.routing.watch import Watcher
 from gateway.runtime import Runtime, RuntimeDeps, RuntimeRef, build_runtime

@@ -57,6 +57,7 @@ class Hold:
     values: list[int]
     degraded: bool = False
     tag: HoldTag | None = None
+    at: float = 0.0  # when it was made (what the rate and budget headers count from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class Ledger:
         degraded = store is self.local and self.shared
         if degraded:
             self.stats.degraded_calls += 1
-        return Hold(list(lines), store, result, degraded, tag)
+        return Hold(list(lines), store, result, degraded, tag, self.clock())
 
     async def _seed(self, lines: Sequence[Line]) -> None:
         """Budget counters this process has not used yet in this window: each that does not

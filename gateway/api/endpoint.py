@@ -105,6 +105,7 @@ class DialectEndpoint:
             else:
                 watch.stop()
                 reply.seal()
+                out.extend(raw_headers(reply.sealed_headers()))
                 try:
                     await send_whole(send, reply.status, out, reply.body)
                 finally:

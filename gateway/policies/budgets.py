@@ -20,6 +20,7 @@ from gateway.accounting.tokens import prompt_tokens
 from gateway.call import Call, Decision, Deny, Outcome, Usage, Verdict
 from gateway.errors import InternalError, ServiceUnavailable
 from gateway.policies.base import PluginContext, PolicyPlugin
+from gateway.policies.limit_headers import rate_headers
 from gateway.stores.counters import StoreRejected
 
 _NAME = "budgets"
@@ -74,7 +75,7 @@ class BudgetGuard(PolicyPlugin):
                 "This call's budget reservation could not be made.", code="budget_error"
             ) from exc
         if isinstance(result, Denial):
-            return self._deny(result)
+            return self._deny(result, call)
         call.state[_NAME] = (result, ask.prompt)
         if result.degraded:
             call.decide(Decision(_NAME, "modify", "budget store down: limits enforced locally"))
@@ -140,17 +141,18 @@ class BudgetGuard(PolicyPlugin):
             org=call.principal.org,
         )
 
-    def _deny(self, denial: Denial) -> Deny:
+    def _deny(self, denial: Denial, call: Call) -> Deny:
         line = denial.line
-        clock = self.limits.ledger.clock
-        message = line.describe(self.limits.zone, denial.current, clock())
+        now = self.limits.ledger.clock()
+        message = line.describe(self.limits.zone, denial.current, now)
         if line.kind == "rate":
-            retry = str(line.window.seconds_left(clock()))
+            retry = str(line.window.seconds_left(now))
+            told = rate_headers(call.dialect, [(line, denial.current)], now)
             return Deny(
                 message,
                 status=429,
                 code="rate_limit_exceeded",
-                headers={"retry-after": retry},
+                headers={"retry-after": retry, **dict(told)},
                 error_type="requests" if line.unit == "requests" else "tokens",
             )
         self.limits.ledger.book.refused(line.window.tag, line.rule, line.subject)

@@ -244,3 +244,37 @@ def test_a_budget_refusing_calls_with_money_left_says_so(
         summary = admin(gw.url, "/dashboard/api/summary?range=1h")
         (row,) = [b for b in summary["budgets"] if b["name"] == "ml-daily"]
         assert row["refused"] == 1 and row["spent_usd"] < row["limit_usd"]
+
+
+def test_both_sdks_read_what_is_left_and_what_a_call_cost(
+    upstream: tuple[FakeUpstream, str], tmp_path: Path, tokens: TokenCounter
+) -> None:
+    """Budget headers from counters on Redis, through served processes and the official SDKs
+    (the Anthropic one too, translated onto an OpenAI-compatible upstream)."""
+    import anthropic
+
+    with (
+        redis_prefix() as prefix,
+        gateways(1, config(upstream[1], prefix, Decimal(1)), tmp_path) as (gw,),
+    ):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat",
+            messages=MESSAGES,
+            max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
+        )
+        cost = Decimal(raw.headers["x-tollgate-cost-usd"])
+        assert cost > 0 and raw.parse().choices
+        assert Decimal(raw.headers["x-tollgate-budget-remaining-usd"]) <= 1 - cost
+        claude = anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0)
+        reply = claude.messages.with_raw_response.create(
+            model="chat",
+            max_tokens=MAX_TOKENS,
+            messages=MESSAGES,  # type: ignore[arg-type]
+        )
+        assert Decimal(reply.headers["x-tollgate-cost-usd"]) > 0
+        assert Decimal(reply.headers["x-tollgate-budget-remaining-usd"]) < 1 - cost
+        with claude.messages.stream(model="chat", max_tokens=5, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+            assert "".join(stream.text_stream)  # the cost comment is invisible to the SDK
+        client.close()
+        claude.close()

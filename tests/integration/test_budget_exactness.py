@@ -17,7 +17,8 @@ from gateway.accounting.overhead import PromptOverhead
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal, Target
 from gateway.errors import PolicyDenied
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.runtime import Runtime
 from gateway.stores.counters import Charge, StoreRejected
 from gateway.stores.redis_counters import RedisCounters

@@ -14,7 +14,7 @@ from gateway.budget_rules import BudgetRule
 from gateway.call import Call, CallRecord, Principal, Usage
 from gateway.errors import PolicyDenied, UpstreamUnavailable
 from gateway.pipeline import Pipeline
-from gateway.pipeline import Recorder as CallRecorder
+from gateway.recorder import Recorder as CallRecorder
 from gateway.runtime import Runtime
 from tests.integration.conftest import Clock, StoreFactory
 from tests.support.runtime import make_deps, runtime_from

@@ -14,7 +14,8 @@ import pytest
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.routing.prefix import PrefixPrediction
 from gateway.routing.prefix_feed import PrefixFeed
 from gateway.routing.state import ReplicaStates

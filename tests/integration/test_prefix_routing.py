@@ -17,7 +17,8 @@ import pytest
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.sim import SimBackend
 from gateway.call import Call, CallRecord, Principal
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.routing.state import ReplicaStates
 from gateway.runtime import Runtime
 from gateway.sim.server import SimServer

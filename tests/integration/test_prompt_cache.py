@@ -9,7 +9,8 @@ from typing import Any
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.asgi import StreamingASGITransport
 from gateway.call import Call, CallRecord, Principal
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.tenancy import tenant_key
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_upstream import FakeUpstream

@@ -19,7 +19,8 @@ from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError, TollgateError
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.runtime import Runtime
 from gateway.stores.counters import Charge
 from tests.support.runtime import make_deps, runtime_from

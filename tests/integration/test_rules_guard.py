@@ -15,8 +15,9 @@ import pytest
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import Call, CallRecord, Principal
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
 from gateway.policies.rules.engine import Rules
+from gateway.recorder import Recorder
 from gateway.runtime import Runtime
 from gateway.side_calls import SideCaller
 from tests.support.runtime import make_deps, runtime_from
