@@ -59,6 +59,7 @@ class KeyRing:
         self._secret = server_secret
         self._clock = clock
         self._by_digest: dict[str, tuple[KeyRow, Principal]] = {}
+        self._grace: dict[str, float] = {}  # a rotated-out secret's digest -> when it stops
 
     @property
     def secret(self) -> bytes:
@@ -66,7 +67,16 @@ class KeyRing:
         return self._secret
 
     def replace(self, rows: Iterable[KeyRow]) -> None:
-        self._by_digest = {row.secret_hash: (row, _principal(row)) for row in rows}
+        by_digest: dict[str, tuple[KeyRow, Principal]] = {}
+        grace: dict[str, float] = {}
+        for row in rows:
+            entry = (row, _principal(row))
+            by_digest[row.secret_hash] = entry
+            if row.previous_hash is not None and row.previous_expires_at is not None:
+                # A rotated key's old secret: the same key (id, budgets) until its grace ends.
+                by_digest[row.previous_hash] = entry
+                grace[row.previous_hash] = row.previous_expires_at
+        self._by_digest, self._grace = by_digest, grace
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -75,10 +85,17 @@ class KeyRing:
         """The key's principal; None if it is not a virtual key; 401 if revoked or expired."""
         if not token.startswith(SECRET_PREFIX):
             return None
-        found = self._by_digest.get(digest(self._secret, token))
+        hashed = digest(self._secret, token)
+        found = self._by_digest.get(hashed)
         if found is None:
             return None
         row, principal = found
+        ends = self._grace.get(hashed)
+        if ends is not None and ends <= self._clock():
+            raise AuthenticationFailed(
+                "This API key was rotated and its grace period has ended; use the new secret.",
+                code="rotated_api_key",
+            )
         if row.revoked_at is not None:
             raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
         if row.expires_at is not None and row.expires_at <= self._clock():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import Field, field_validator
 from sqlalchemy import Engine
@@ -14,7 +14,15 @@ from sqlalchemy import Engine
 from gateway.admin.inputs import Input
 from gateway.auth import key_digest
 from gateway.config.schema import Config
-from gateway.stores.keys import KeyRefused, KeyRow, create_key, list_keys, revoke_key
+from gateway.stores.keys import (
+    KeyNotFound,
+    KeyRefused,
+    KeyRow,
+    create_key,
+    list_keys,
+    revoke_key,
+    rotate_key,
+)
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -38,6 +46,35 @@ class KeyCreate(Input):
         if value is not None:
             parse_expiry(value, 0.0)
         return value
+
+
+class KeyRotate(Input):
+    # How long the current secret keeps working beside the new one: 24h, 30m, 0s (at once).
+    grace: str = "24h"
+
+    @field_validator("grace")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if _DURATION.match(value) is None:
+            raise ValueError(f"{value!r} is not a duration like 24h, 30m or 0s")
+        return value
+
+    def grace_seconds(self) -> int:
+        found = _DURATION.match(self.grace)
+        assert found is not None
+        return int(found.group(1)) * _SECONDS[found.group(2)]
+
+
+def rotate(engine: Engine, secret: bytes, key: str, spec: KeyRotate) -> tuple[KeyRow, str]:
+    """A new secret for KEY (id or name); the old one works for the grace period, then stops."""
+    return rotate_key(engine, secret, key, spec.grace_seconds(), time.time())
+
+
+def iso(epoch: float | None) -> str | None:
+    """A time as `keys list` shows it: ISO 8601 in UTC, to the second."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_expiry(value: str, now: float) -> float:
@@ -87,5 +124,5 @@ def new_key(
     )
 
 
-__all__ = ["KeyCreate", "KeyRefused", "KeyRow", "key_ids", "list_keys", "new_key", "parse_expiry",
-           "revoke_key"]  # fmt: skip
+__all__ = ["KeyCreate", "KeyNotFound", "KeyRefused", "KeyRotate", "KeyRow", "iso", "key_ids",
+           "list_keys", "new_key", "parse_expiry", "revoke_key", "rotate"]  # fmt: skip

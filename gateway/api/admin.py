@@ -27,7 +27,17 @@ from gateway.admin.budgets import (
     list_budgets,
     set_budget,
 )
-from gateway.admin.keys import KeyCreate, KeyRefused, key_ids, list_keys, new_key, revoke_key
+from gateway.admin.keys import (
+    KeyCreate,
+    KeyNotFound,
+    KeyRefused,
+    KeyRotate,
+    key_ids,
+    list_keys,
+    new_key,
+    revoke_key,
+    rotate,
+)
 from gateway.admin.policy import ExplainQuery, explain_call, resume, rules_status
 from gateway.admin.spend import SpendQuery, spend_report
 from gateway.api.health import replicas_public
@@ -120,6 +130,23 @@ async def key_delete(request: Request, services: Services) -> Any:
         raise InvalidRequest(str(exc.args[0]), status=404, code="not_found") from exc
     await services.accounts.refresh()
     return row.public()
+
+
+async def key_rotate(request: Request, services: Services) -> Any:
+    spec = await _body(request, KeyRotate) if await request.body() else KeyRotate()
+    try:
+        row, secret = await asyncio.to_thread(
+            rotate,
+            services.accounts.engine,
+            services.accounts.ring.secret,
+            request.path_params["key"],
+            spec,
+        )
+    except KeyRefused as exc:
+        status, code = (404, "not_found") if isinstance(exc, KeyNotFound) else (409, "conflict")
+        raise InvalidRequest(str(exc.args[0]), status=status, code=code) from exc
+    await services.accounts.refresh()
+    return {**row.public(), "key": secret}
 
 
 async def budgets_get(request: Request, services: Services) -> Any:
@@ -235,6 +262,7 @@ def admin_routes() -> list[Route]:
         admin_route("/admin/keys", keys_get, ["GET"]),
         admin_route("/admin/keys", keys_post, ["POST"]),
         admin_route("/admin/keys/{key}", key_delete, ["DELETE"]),
+        admin_route("/admin/keys/{key}/rotate", key_rotate, ["POST"]),
         admin_route("/admin/budgets", budgets_get, ["GET"]),
         admin_route("/admin/budgets/{name}", budget_get, ["GET"]),
         admin_route("/admin/budgets/{name}", budget_put, ["PUT"]),

@@ -6,7 +6,17 @@ import time
 
 import click
 
-from gateway.admin.keys import KeyCreate, KeyRefused, list_keys, new_key, revoke_key
+from gateway.admin.keys import (
+    KeyCreate,
+    KeyRefused,
+    KeyRotate,
+    KeyRow,
+    iso,
+    list_keys,
+    new_key,
+    revoke_key,
+    rotate,
+)
 from gateway.cli.helpers import Admin, config_option, csv_list, fail, json_option, show, validated
 
 
@@ -72,22 +82,53 @@ def keys_list(config_path: str | None, as_json: bool, active: bool) -> None:
     now = time.time()
 
     def text() -> str:
-        lines = [f"{'ID':22} {'NAME':20} {'TEAM':12} {'USER':12} {'PREFIX':11} STATUS"]
-        for r in rows:
-            status = (
-                "revoked"
-                if r.revoked_at
-                else "expired"
-                if r.expires_at and r.expires_at <= now
-                else "active"
-            )
-            lines.append(
-                f"{r.id:22} {r.name:20} {r.team or '-':12} {r.user or '-':12} "
-                f"{r.prefix:11} {status}"
-            )
-        return "\n".join(lines)
+        head = ("ID", "NAME", "ORG", "TEAM", "USER", "PREFIX", "STATUS", "EXPIRES", "CREATED",
+                "TAGS", "MODELS")  # fmt: skip
+        table = [head] + [_listed(r, now) for r in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in table
+        )
 
-    show([r.public() for r in rows], as_json, text)
+    show([_iso_times(r) for r in rows], as_json, text)
+
+
+_TIMES = ("created_at", "expires_at", "revoked_at", "rotated_at", "previous_expires_at")
+
+
+def _iso_times(row: KeyRow) -> dict[str, object]:
+    public = row.public()
+    for name in _TIMES:
+        value = public[name]
+        public[name] = iso(value) if isinstance(value, float | int) else None
+    return public
+
+
+def _status(row: KeyRow, now: float) -> str:
+    if row.revoked_at:
+        return "revoked"
+    if row.expires_at and row.expires_at <= now:
+        return "expired"
+    if row.previous_expires_at and row.previous_expires_at > now:
+        return f"rotated (old secret {row.previous_prefix}... until {iso(row.previous_expires_at)})"
+    return "active"
+
+
+def _listed(row: KeyRow, now: float) -> tuple[str, ...]:
+    return (
+        row.id,
+        row.name,
+        row.org or "-",
+        row.team or "-",
+        row.user or "-",
+        row.prefix,
+        _status(row, now),
+        iso(row.expires_at) or "never",
+        iso(row.created_at) or "-",
+        ",".join(row.tags) or "-",
+        ",".join(row.models) if row.models is not None else "all",
+    )
 
 
 @keys.command("revoke")
@@ -100,3 +141,38 @@ def keys_revoke(config_path: str | None, key: str) -> None:
     except KeyRefused as exc:
         fail(str(exc.args[0]))
     click.echo(f"revoked {row.id} '{row.name}'")
+
+
+@keys.command("rotate")
+@config_option
+@json_option
+@click.argument("key")
+@click.option(
+    "--grace",
+    default="24h",
+    show_default=True,
+    help="How long the current secret keeps working beside the new one (e.g. 24h, 30m, 0s).",
+)
+def keys_rotate(config_path: str | None, as_json: bool, key: str, grace: str) -> None:
+    """Issue a new secret for KEY (id or name): same key id, so its budgets, limits and history
+    carry over; the old secret stops after the grace period."""
+    admin = Admin.load(config_path)
+    spec = validated(KeyRotate, grace=grace)
+    try:
+        row, secret = rotate(admin.engine(), admin.secret(), key, spec)
+    except KeyRefused as exc:
+        fail(str(exc.args[0]))
+    until = iso(row.previous_expires_at)
+    show(
+        {**_iso_times(row), "key": secret},
+        as_json,
+        lambda: (
+            f"{secret}\n(key {row.id} '{row.name}' rotated: store the secret now, it is "
+            "not kept; "
+            + (
+                f"the old secret works until {until})"
+                if until
+                else "the old secret no longer works)"
+            )
+        ),
+    )

@@ -36,6 +36,10 @@ class KeyRow:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    previous_hash: str | None = None
+    previous_prefix: str | None = None
+    previous_expires_at: float | None = None
+    rotated_at: float | None = None
 
     def public(self) -> dict[str, object]:
         """What `keys list` and /admin/keys show: everything but the digest."""
@@ -51,11 +55,18 @@ class KeyRow:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
+            "rotated_at": self.rotated_at,
+            "previous_prefix": self.previous_prefix,
+            "previous_expires_at": self.previous_expires_at,
         }
 
 
 class KeyRefused(Fault, LookupError):
     """A key operation named a key that does not exist, or a name already taken."""
+
+
+class KeyNotFound(KeyRefused):
+    """No key has that id or name."""
 
 
 def digest(server_secret: bytes, key: str) -> str:
@@ -141,12 +152,44 @@ def revoke_key(engine: Engine, id_or_name: str) -> KeyRow:
         match = or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
         found = conn.execute(select(api_keys).where(match)).mappings().first()
         if found is None:
-            raise KeyRefused(f"no key with id or name {id_or_name!r}")
+            raise KeyNotFound(f"no key with id or name {id_or_name!r}")
         if found["revoked_at"] is None:
             conn.execute(update(api_keys).where(match).values(revoked_at=time.time()))
             bump(conn, "keys")
         row = conn.execute(select(api_keys).where(match)).mappings().one()
     return _row(row)
+
+
+def rotate_key(
+    engine: Engine, server_secret: bytes, id_or_name: str, grace_s: float, now: float
+) -> tuple[KeyRow, str]:
+    """A new secret for the same key id (its budgets, limits and history are the id's, so they
+    carry over); the current secret stays valid for `grace_s` seconds (0: stops at once). One
+    previous secret is kept: rotating again ends the older one's grace."""
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        match = or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
+        found = conn.execute(select(api_keys).where(match)).mappings().first()
+        if found is None:
+            raise KeyNotFound(f"no key with id or name {id_or_name!r}")
+        if found["revoked_at"] is not None:
+            raise KeyRefused(f"key {found['name']!r} is revoked; create a new one instead")
+        keep = grace_s > 0
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == found["id"])
+            .values(
+                secret_hash=digest(server_secret, secret),
+                prefix=secret[:10],
+                previous_hash=found["secret_hash"] if keep else None,
+                previous_prefix=found["prefix"] if keep else None,
+                previous_expires_at=now + grace_s if keep else None,
+                rotated_at=now,
+            )
+        )
+        bump(conn, "keys")
+        row = conn.execute(select(api_keys).where(api_keys.c.id == found["id"])).mappings().one()
+    return _row(row), secret
 
 
 def _row(m: RowMapping) -> KeyRow:
@@ -164,4 +207,8 @@ def _row(m: RowMapping) -> KeyRow:
         created_at=m["created_at"],
         expires_at=m["expires_at"],
         revoked_at=m["revoked_at"],
+        previous_hash=m["previous_hash"],
+        previous_prefix=m["previous_prefix"],
+        previous_expires_at=m["previous_expires_at"],
+        rotated_at=m["rotated_at"],
     )

@@ -39,6 +39,25 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
     Column("revoked_at", Float),
+    # Rotation: the secret before the last rotation keeps working until `previous_expires_at`.
+    Column("previous_hash", String(64)),
+    Column("previous_prefix", String(16)),
+    Column("previous_expires_at", Float),
+    Column("rotated_at", Float),
+)
+
+# A budget alert threshold (percent) that fired in a window: the primary key makes it once per
+# budget, subject and window across the fleet.
+budget_alerts = Table(
+    "tollgate_budget_alerts",
+    metadata,
+    Column("budget", String(200), primary_key=True),
+    Column("subject", String(300), primary_key=True),
+    Column("window_tag", String(40), primary_key=True),
+    Column("threshold", Integer, primary_key=True),
+    Column("fired_at", Float, nullable=False),
+    Column("used_nanousd", BigInteger, nullable=False),
+    Column("limit_nanousd", BigInteger, nullable=False),
 )
 
 budgets = Table(

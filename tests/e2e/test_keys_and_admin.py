@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -109,6 +111,60 @@ def test_key_lifecycle_across_a_fleet(
                 pending = [gw for gw in pending if _status(gw, secret) != 401]
             error = _post(fleet[1], secret).json()["error"]
             assert error["code"] == "revoked_api_key"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_key_rotation_keeps_the_key_and_ends_the_old_secret(
+    kind: str, upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    """Rotated by the CLI (grace 1h: both secrets work) and again by the admin API (grace 2s:
+    the previous secret stops when it ends, the one before at once); one key throughout, so
+    its spend stays one row."""
+    path = tmp_path / "tollgate.yaml"
+    path.write_text(config(upstream[1]))
+    with database(kind, tmp_path) as url:
+        env = {"TOLLGATE_DATABASE_URL": url, "TOLLGATE_SECRET": "fleet-secret"}
+        cfg = ["--config", str(path)]
+        if kind == "postgresql":
+            assert tollgate(env, "db", "upgrade", *cfg).returncode == 0
+        made = tollgate(env, "keys", "create", *cfg, "--name", "svc", "--org", "acme",
+                        "--tags", "a,b", "--expires", "30d")  # fmt: skip
+        first = made.stdout.split()[0]
+        with GatewayProcess(path, env={**env, "TOLLGATE_ADMIN_KEY": ADMIN}) as gw:
+            assert _status(gw, first) == 200
+            rotated = tollgate(env, "keys", "rotate", *cfg, "svc", "--grace", "1h", "--json")
+            assert rotated.returncode == 0, rotated.stderr
+            shown = json.loads(rotated.stdout)
+            second = shown["key"]
+            assert second != first and shown["id"].startswith("key_")
+            assert shown["previous_expires_at"].endswith("Z")  # ISO 8601
+            deadline = time.monotonic() + REFRESH_S + 5
+            while _status(gw, second) != 200:
+                assert time.monotonic() < deadline, "the new secret never worked"
+            assert _status(gw, first) == 200, "the old secret works through its grace period"
+            spend = _admin(gw, "GET", "/admin/spend?group_by=key").json()["rows"]
+            assert [(r["key"], r["requests"]) for r in spend] == [("svc", 3)]
+
+            reply = _admin(gw, "POST", "/admin/keys/svc/rotate", json={"grace": "2s"})
+            assert reply.status_code == 200, reply.text
+            third = reply.json()["key"]
+            assert _status(gw, third) == 200  # the admin API refreshes its own gateway at once
+            assert _status(gw, first) == 401, "only the last secret before a rotation is kept"
+            assert _status(gw, second) == 200
+            deadline = time.monotonic() + 10
+            while _status(gw, second) != 401:
+                assert time.monotonic() < deadline, "the grace period never ended"
+            assert _post(gw, second).json()["error"]["code"] == "rotated_api_key"
+            missing = _admin(gw, "POST", "/admin/keys/nope/rotate", json={"grace": "1h"})
+            assert missing.status_code == 404
+            bad = _admin(gw, "POST", "/admin/keys/svc/rotate", json={"grace": "soon"})
+            assert bad.status_code == 400 and "grace" in bad.json()["error"]["message"]
+        listed = tollgate(env, "keys", "list", *cfg)
+        header, line = listed.stdout.splitlines()[:2]
+        for column in ("ORG", "EXPIRES", "CREATED", "TAGS", "MODELS"):
+            assert column in header
+        assert "acme" in line and "a,b" in line and "all" in line
+        assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line)
 
 
 def _post(gw: GatewayProcess, key: str) -> httpx.Response:

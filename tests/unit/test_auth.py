@@ -65,3 +65,21 @@ def test_virtual_keys_then_static_keys() -> None:
     assert auth.authenticate("tg-static").name == "static"
     with pytest.raises(AuthenticationFailed):
         auth.authenticate("tg-neither")
+
+
+def test_a_rotated_keys_old_secret_works_until_its_grace_ends() -> None:
+    now = [100.0]
+    ring = KeyRing(SECRET, clock=lambda: now[0])
+    rotated = row(
+        "tg-new", previous_hash=digest(SECRET, "tg-old"), previous_prefix="tg-old",
+        previous_expires_at=200.0, rotated_at=100.0,
+    )  # fmt: skip
+    ring.replace([rotated])
+    new, old = ring.lookup("tg-new"), ring.lookup("tg-old")
+    assert new is not None and old is not None
+    assert new.key_id == old.key_id == "key_1"  # one key: its budgets and history are the id's
+    now[0] = 200.0
+    with pytest.raises(AuthenticationFailed, match="rotated") as info:
+        ring.lookup("tg-old")
+    assert info.value.code == "rotated_api_key"
+    assert ring.lookup("tg-new") is not None
