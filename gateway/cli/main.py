@@ -19,6 +19,7 @@ from gateway.cli.db import db
 from gateway.cli.helpers import fail, load_or_exit
 from gateway.cli.keys import keys
 from gateway.cli.policy import policy
+from gateway.cli.prices import prices
 from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -268,5 +269,5 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-for _command in (db, keys, budgets, spend, audit, policy):
+for _command in (db, keys, budgets, spend, audit, policy, prices):
     main.add_command(_command)

@@ -1,8 +1,10 @@
-"""The price table a config describes: `pricing:` rules, then each simulated model's own prices.
+"""The price table a config describes: `pricing:` rules, then each simulated model's own prices
+and the built-in catalog's list prices for vendor targets (catalog.py).
 
 Simulated backends declare their price in their model entries (that is how the simulator shows
-what a tier costs), so they need no `pricing:` rule; every other target must match one, or
-be marked free, or the config is rejected.
+what a tier costs), and vendor models the catalog lists have theirs, so neither needs a
+`pricing:` rule; every other target must match one, or be marked free, or the config is
+rejected.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from gateway.accounting.pricing import Price, PriceRule, PriceTable
 from gateway.call import Target
 from gateway.config.accounting_schema import PriceConfig
+from gateway.config.catalog import Catalog, CatalogPrice, builtin_catalog, vendor_of
 from gateway.config.models_schema import ReferenceConfig
 from gateway.config.schema import Config, SimBackend
 
@@ -42,6 +45,21 @@ def all_targets(config: Config) -> list[Target]:
     return out
 
 
+def catalog_prices(
+    config: Config, catalog: Catalog | None = None
+) -> dict[tuple[str, str], CatalogPrice]:
+    """(backend, model) -> the catalog's entry, for every vendor target the catalog lists."""
+    catalog = catalog if catalog is not None else builtin_catalog()
+    out: dict[tuple[str, str], CatalogPrice] = {}
+    for target in all_targets(config):
+        backend = config.backends.get(target.backend)
+        vendor = vendor_of(backend) if backend is not None else None
+        found = catalog.lookup(vendor, target.model) if vendor is not None else None
+        if found is not None:
+            out[(target.backend, target.model)] = found
+    return out
+
+
 def price_table(config: Config) -> PriceTable:
     rules = [price_of(r, f"pricing[{i}]") for i, r in enumerate(config.pricing)]
     table = [
@@ -54,4 +72,6 @@ def price_table(config: Config) -> PriceTable:
                 sim = Price.flat(m.input_price_per_mtok, m.output_price_per_mtok, "simulator")
                 # Lowest precedence: any matching pricing rule still wins.
                 table.append(PriceRule(name, m.name, sim, fallback=True))
+    for (vendor_backend, model), listed in catalog_prices(config).items():
+        table.append(PriceRule(vendor_backend, model, listed.price, fallback=True))
     return PriceTable(table, all_targets(config))
