@@ -17,9 +17,10 @@ from gateway.audit.service import AuditLog
 from gateway.audit.signing import Signer
 from gateway.call import Answer, Call, Route, Usage, Verdict
 from gateway.config.audit_schema import AuditConfig
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
 from gateway.policies.base import PolicyPlugin
 from gateway.policies.chain import ChainEntry, PolicyChain
+from gateway.recorder import Recorder
 from gateway.runtime import Runtime
 from gateway.sinks.fanout import SinkFanout
 from gateway.stores.migrate import upgrade

@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 from gateway.accounting.tokens import TokenCounter
 from gateway.call import AttemptRecord, CallRecord, Money, Principal, ResponseMeta, Timings, Usage
 from gateway.config.telemetry_schema import TelemetryConfig
-from gateway.pipeline import Pipeline, Recorder
+from gateway.pipeline import Pipeline
+from gateway.recorder import Recorder
 from gateway.sinks.base import DurableSink
 from gateway.sinks.fanout import SinkFanout
 from gateway.telemetry.context import TraceStarter

@@ -12,7 +12,7 @@ from gateway.call import Call, CallRecord, Principal
 from gateway.config.loader import load_config
 from gateway.errors import ModelNotFound, PolicyDenied, ServiceUnavailable
 from gateway.pipeline import Pipeline
-from gateway.pipeline import Recorder as CallRecorder
+from gateway.recorder import Recorder as CallRecorder
 from gateway.runtime import Runtime, build_runtime
 from tests.support.runtime import make_deps
 
