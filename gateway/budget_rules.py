@@ -26,6 +26,10 @@ class BudgetRule:
     window: BudgetWindow
     enforcement: Literal["hard", "soft"]
     source: str = "sql"
+    # Percentages of the limit that alert once per window (None: the configured default), and
+    # the webhooks they go to (None: every webhook).
+    alert_at: tuple[int, ...] | None = None
+    notify: tuple[str, ...] | None = None
 
     def public(self) -> dict[str, object]:
         from decimal import Decimal
@@ -39,4 +43,5 @@ class BudgetRule:
             "window": self.window,
             "enforcement": self.enforcement,
             "source": self.source,
+            "alert_at": list(self.alert_at) if self.alert_at is not None else None,
         }

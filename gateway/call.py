@@ -15,10 +15,12 @@ Dialect = Literal["openai", "anthropic"]
 # (miss), or was not asked (bypass: no cache on the alias, a rule or the client said so, ...).
 CacheOutcome = Literal["miss", "exact", "semantic", "bypass"]
 Capture = Literal["none", "hash", "redacted", "full"]
-# What became of a call, for auditors: one word per outcome type.
+# What became of a call, for auditors: one word per outcome type (`alert`: not a call but a
+# budget alert, recorded in the audit log only: alerting.py).
 OutcomeKind = Literal[
-    "served", "cache_hit", "denied", "rejected", "upstream_error", "client_disconnected", "error"
-]
+    "served", "cache_hit", "denied", "rejected", "upstream_error", "client_disconnected", "error",
+    "alert",
+]  # fmt: skip
 # The optimisations whose savings are accounted separately (DESIGN.md, "Money").
 OPTIMISATIONS = (
     "exact_cache", "semantic_cache", "tier_routing", "prefix_reuse", "provider_prompt_cache",

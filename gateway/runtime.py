@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from gateway.accounting.alerts import AlertWatch
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
@@ -82,6 +83,8 @@ class RuntimeDeps:
     keep: dict[str, Any] = field(default_factory=dict)
     # The response cache's store, vector index and verdicts (its settings are the config's).
     cache: ResponseCache = field(default_factory=lambda: ResponseCache(MemoryEntries()))
+    # Budget alerts: which thresholds this process has reported, and where they go.
+    alerts: AlertWatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +309,8 @@ def _limits(
         prompt_margin=limits.prompt_margin,
         overhead=deps.overhead,
         overhead_prior=limits.prompt_overhead_tokens,
+        default_alert_at=limits.alerts.default_alert_at,
+        alerts=deps.alerts,
     )
 
 

@@ -13,9 +13,11 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import Engine
 
+from gateway.accounting.alerts import AlertWatch
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.tokens import TokenCounter
 from gateway.admin.accounts import Accounts
+from gateway.alerting import Alerter
 from gateway.audit.service import AuditLog
 from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing
@@ -72,6 +74,7 @@ class Services:
     request_ids: RequestIds = field(default_factory=lambda: RequestIds())
     watcher: Watcher | None = None
     prefix_feed: PrefixFeed | None = None
+    alerter: Alerter | None = None
 
     @classmethod
     async def start(
@@ -86,6 +89,11 @@ class Services:
         cache = response_cache(config)
         replicas = ReplicaStates()
         feed = prefix_feed(config, replicas)
+        alerter = Alerter(
+            accounts.engine,
+            lambda: ref.current.config.limits.alerts,
+            audit.journal if audit else None,
+        )
         deps = RuntimeDeps(
             transport=transport,
             tokens=tokens,
@@ -95,6 +103,7 @@ class Services:
             side_calls=side_calls,
             cache=cache,
             replicas=replicas,
+            alerts=AlertWatch(alerter),
         )
         ref = RuntimeRef(build_runtime(loaded, deps))
         telemetry = (
@@ -142,8 +151,10 @@ class Services:
             _env(config.telemetry.dashboard.key_env),
             watcher=watcher,
             prefix_feed=feed,
+            alerter=alerter,
         )
         watcher.start()
+        alerter.start()
         cache.start()
         if feed is not None:
             feed.start()
@@ -156,6 +167,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.reloader.aclose()
+        if self.alerter is not None:
+            await self.alerter.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
         await self.sinks.aclose()

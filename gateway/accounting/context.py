@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from gateway.accounting.alerts import AlertWatch
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.limits import RateRule
 from gateway.accounting.overhead import PromptOverhead
@@ -30,3 +31,6 @@ class LimitsContext:
     prompt_margin: float = 0.0
     overhead: PromptOverhead = field(default_factory=PromptOverhead)
     overhead_prior: int = 0
+    # Budget alerts: thresholds for budgets without their own, and what watches for them.
+    default_alert_at: tuple[int, ...] = ()
+    alerts: AlertWatch | None = None

@@ -50,6 +50,9 @@ class Line:
     # The spend tally that says what this budget's subject spent in the window before the
     # budget existed: (dimension, value), for a counter seen for the first time.
     seed: tuple[str, str] | None = None
+    # A budget's alert thresholds (percent of `limit`) and the webhooks they go to.
+    alert_at: tuple[int, ...] = ()
+    notify: tuple[str, ...] | None = None
 
     def describe(self, zone: ZoneInfo, current: int, now: float) -> str:
         what = f"{self.kind} '{self.rule}' ({self.subject})"
@@ -114,7 +117,9 @@ class Planner:
         rates: Sequence[RateRule],
         zone: ZoneInfo,
         clock: Callable[[], float],
+        default_alert_at: tuple[int, ...] = (),
     ) -> None:
+        self.default_alert_at = default_alert_at
         self.budgets = tuple(budgets)
         self.rates = tuple(rates)
         self.zone = zone
@@ -147,6 +152,7 @@ class Planner:
         base = budget_stem(rule, subject, window)
         ttl = _ttl(window, now)
         hard = rule.enforcement == "hard"
+        alert_at = rule.alert_at if rule.alert_at is not None else self.default_alert_at
         out = []
         pairs: tuple[tuple[Unit, int | None, int], ...] = (
             ("usd", rule.usd_nanos, ask.usd_nanos),
@@ -156,7 +162,8 @@ class Planner:
             if limit is not None:
                 # A soft budget counts without refusing: its charge carries no limit.
                 charge = Charge(f"{base}:{unit}", amount, limit if hard else None, ttl)
-                line = Line(charge, unit, "budget", rule.name, subject, window, hard, limit, seed)
+                line = Line(charge, unit, "budget", rule.name, subject, window, hard, limit, seed,
+                            alert_at, rule.notify)  # fmt: skip
                 out.append(line)
         return out
 

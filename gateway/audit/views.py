@@ -17,6 +17,7 @@ VIEWS = (
     "tollgate_audit_policy_overrides",
     "tollgate_audit_cache_savings",
 )
+ALERTS_VIEW = "tollgate_audit_alerts"  # from 0007: budget alerts, apart from calls
 
 
 def money(dialect: str) -> str:
@@ -29,9 +30,11 @@ def money(dialect: str) -> str:
     )
 
 
-def definitions(dialect: str, exact: bool = True) -> list[str]:
+def definitions(dialect: str, exact: bool = True, alerts: bool = True) -> list[str]:
     """Money in USD, durations in ms, days in UTC. `exact`: money as exact decimals (0004);
-    otherwise as float division (0002, kept for its downgrade)."""
+    otherwise as float division (0002, kept for its downgrade). `alerts` (0007): the audit log
+    also holds budget alert events, which the per-day counts leave out and a view of their
+    own lists."""
     if dialect == "postgresql":
         day = "CAST(e.received_at AT TIME ZONE 'UTC' AS DATE)"
     else:
@@ -40,7 +43,8 @@ def definitions(dialect: str, exact: bool = True) -> list[str]:
     savings = ",\n".join(
         f"  {usd.format(f'e.savings_{k}_nanousd')} AS savings_{k}_usd" for k in OPTIMISATIONS
     )
-    return [
+    calls_only = "\nWHERE e.outcome <> 'alert'" if alerts else ""
+    views = [
         f"""CREATE VIEW tollgate_audit_requests AS SELECT
   e.id, e.chain_id, e.seq, e.request_id, e.received_at, e.first_byte_at, e.completed_at,
   e.key_id, e.key_name, e.user_id, e.team, e.org, e.dialect, e.endpoint, e.model, e.stream,
@@ -60,7 +64,7 @@ FROM tollgate_audit_events e""",
   {usd.format("SUM(e.cost_nanousd)")} AS cost_usd,
   {usd.format("SUM(e.counterfactual_nanousd)")} AS counterfactual_usd,
   {usd.format("SUM(e.savings_nanousd)")} AS savings_usd
-FROM tollgate_audit_events e
+FROM tollgate_audit_events e{calls_only}
 GROUP BY {day}, e.team""",
         """CREATE VIEW tollgate_audit_denied AS SELECT
   e.id, e.request_id, e.received_at, e.key_id, e.key_name, e.team, e.model, e.endpoint,
@@ -90,6 +94,15 @@ WHERE d.action <> 'deny' OR NOT d.enforced""",
                 " + e.savings_prefix_reuse_nanousd + e.savings_provider_prompt_cache_nanousd)"
             )
         } AS cache_savings_usd
-FROM tollgate_audit_events e
+FROM tollgate_audit_events e{calls_only}
 GROUP BY {day}""",
     ]
+    if alerts:
+        views.append(f"""CREATE VIEW {ALERTS_VIEW} AS SELECT
+  e.id, e.request_id, e.received_at, e.model AS budget, e.key_name AS subject, e.team, e.org,
+  e.user_id, e.status, e.error_type, d.reason
+FROM tollgate_audit_events e
+LEFT JOIN tollgate_audit_decisions d
+  ON d.chain_id = e.chain_id AND d.seq = e.seq AND d.action = 'note' AND d.position = 0
+WHERE e.outcome = 'alert'""")
+    return views

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.accounting.pricing import nanos_of_usd
 from gateway.budget_rules import BudgetRule, BudgetWindow, Scope
+from gateway.config.alerts_schema import AlertsConfig, Percent, thresholds
 
 
 class _Strict(BaseModel):
@@ -61,8 +62,17 @@ class BudgetConfig(_Strict):
     tokens: int | None = Field(None, ge=0, strict=True)
     window: BudgetWindow = "month"
     enforcement: Literal["hard", "soft"] = "hard"
+    # Percentages of the limit that alert once per window (limits.alerts.webhooks), and to
+    # which webhooks (default: all of them).
+    alert_at: tuple[Percent, ...] | None = None
+    notify: tuple[str, ...] | None = None
 
     model_config = ConfigDict(strict=False, extra="forbid", frozen=True)
+
+    @field_validator("alert_at")
+    @classmethod
+    def _thresholds(cls, value: tuple[Percent, ...] | None) -> tuple[Percent, ...] | None:
+        return thresholds(value) if value is not None else None
 
     @model_validator(mode="after")
     def _consistent(self) -> BudgetConfig:
@@ -83,6 +93,8 @@ class BudgetConfig(_Strict):
             window=self.window,
             enforcement=self.enforcement,
             source=source,
+            alert_at=self.alert_at,
+            notify=self.notify,
         )
 
 
@@ -128,6 +140,7 @@ class LimitsConfig(_Strict):
     hold_seconds: float = Field(900.0, ge=1)
     budgets: tuple[BudgetConfig, ...] = ()
     rate_limits: tuple[RateLimitConfig, ...] = ()
+    alerts: AlertsConfig = AlertsConfig()
 
     def budget_rules(self) -> tuple[BudgetRule, ...]:
         """The budgets declared in YAML, as the ledger uses them."""

@@ -19,7 +19,7 @@ from gateway.config.accounting_schema import BudgetConfig, RateLimitConfig
 from gateway.config.lenient import SetAside, validate_leniently
 from gateway.config.plugins import PluginLoadError, PolicyView
 from gateway.config.plugins import policy as resolve
-from gateway.config.references import check_money, check_references, rate_models
+from gateway.config.references import budget_alerts, check_money, check_references, rate_models
 from gateway.config.schema import Config, PolicyConfig, PolicyFile
 from gateway.config.yamlmarks import Located, YamlProblem, dotted, load_yaml
 from gateway.errors import ConfigError
@@ -205,6 +205,17 @@ class _Limits:
         self.problems += rate_models(
             main, config.limits.rate_limits, self._models, aside, ("limits", "rate_limits")
         )
+        alerts = config.limits.alerts
+        self._webhooks = {w.name for w in alerts.webhooks}
+        self.problems += budget_alerts(
+            main, config.limits.budgets, self._webhooks, aside, ("limits", "budgets")
+        )
+        if alerts.default_alert_at and not self._webhooks:
+            where = main.where(("limits", "alerts", "default_alert_at"))
+            self.problems.append(
+                f"{where}: limits.alerts.default_alert_at: alert thresholds need a receiver: "
+                "add limits.alerts.webhooks"
+            )
 
     def add(self, located: Located, policy_file: PolicyFile, aside: SetAside) -> list[str]:
         problems = []
@@ -217,6 +228,7 @@ class _Limits:
         problems += rate_models(
             located, policy_file.rate_limits, self._models, aside, ("rate_limits",)
         )
+        problems += budget_alerts(located, policy_file.budgets, self._webhooks, aside, ("budgets",))
         self.budgets.extend(policy_file.budgets)
         self.rates.extend(policy_file.rate_limits)
         return problems

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gateway.call import Target
-from gateway.config.accounting_schema import RateLimitConfig
+from gateway.config.accounting_schema import BudgetConfig, RateLimitConfig
 from gateway.config.fleet import fleet_secrets
 from gateway.config.lenient import Loc, SetAside
 from gateway.config.models_schema import SHORT_TIER, ModelConfig, ReferenceConfig, ReplicaConfig
@@ -32,6 +32,7 @@ def check_references(
     problems += _keys(main, config, aside, env)
     if env is not None:
         problems += _backend_secrets(main, config, env)
+        problems += _webhook_urls(main, config, env)
         problems += fleet_secrets(main, config, env)
     problems += _open_access(main, config)
     problems += _caches(main, config, aside)
@@ -196,6 +197,15 @@ def _backend_secrets(main: Located, config: Config, env: Mapping[str, str]) -> l
     return problems
 
 
+def _webhook_urls(main: Located, config: Config, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for i, hook in enumerate(config.limits.alerts.webhooks):
+        if hook.url_env is not None and not env.get(hook.url_env):
+            loc = ("limits", "alerts", "webhooks", i, "url_env")
+            problems.append(_problem(main, loc, f"environment variable {hook.url_env} is not set"))
+    return problems
+
+
 def _open_access(main: Located, config: Config) -> list[str]:
     if config.auth.mode != "open":
         return []
@@ -249,4 +259,27 @@ def rate_models(
             if value not in (None, "*") and value not in models:
                 loc = (*aside.original((*at, i)), field)
                 problems.append(_problem(located, loc, f"unknown model {value!r}"))
+    return problems
+
+
+def budget_alerts(
+    located: Located,
+    budgets: Sequence[BudgetConfig],
+    webhooks: set[str],
+    aside: SetAside,
+    at: Loc,
+) -> list[str]:
+    """A budget's `notify` names webhooks that exist; alerting without any webhook would only
+    log, which is not what someone who set thresholds meant."""
+    problems = []
+    for i, budget in enumerate(budgets):
+        loc = aside.original((*at, i))
+        for name in budget.notify or ():
+            if name not in webhooks:
+                known = ", ".join(sorted(webhooks)) or "none"
+                why = f"unknown webhook {name!r} (limits.alerts.webhooks: {known})"
+                problems.append(_problem(located, (*loc, "notify"), why))
+        if budget.alert_at and not webhooks:
+            why = "alert thresholds need a receiver: add limits.alerts.webhooks"
+            problems.append(_problem(located, (*loc, "alert_at"), why))
     return problems

@@ -48,7 +48,11 @@ class BudgetGuard(PolicyPlugin):
             names = {b.name for b in self.limits.budgets}
             merged = (*self.limits.budgets, *(b for b in sql if b.name not in names))
             self._planner = Planner(
-                merged, self.limits.rates, self.limits.zone, self.limits.ledger.clock
+                merged,
+                self.limits.rates,
+                self.limits.zone,
+                self.limits.ledger.clock,
+                self.limits.default_alert_at,
             )
             self._sql = sql
         return self._planner
@@ -74,8 +78,13 @@ class BudgetGuard(PolicyPlugin):
             raise InternalError(
                 "This call's budget reservation could not be made.", code="budget_error"
             ) from exc
+        alerts = self.limits.alerts
         if isinstance(result, Denial):
+            if alerts is not None:
+                alerts.observe((result.line,), (result.current,), own=False)
             return self._deny(result, call)
+        if alerts is not None:
+            alerts.observe(result.lines, result.values)
         call.state[_NAME] = (result, ask.prompt)
         if result.degraded:
             call.decide(Decision(_NAME, "modify", "budget store down: limits enforced locally"))

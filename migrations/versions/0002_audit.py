@@ -115,7 +115,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_tollgate_audit_checkpoints_chain", "tollgate_audit_checkpoints", ["chain_id", "seq"]
     )
-    for sql in definitions(op.get_bind().dialect.name, exact=False):
+    for sql in definitions(op.get_bind().dialect.name, exact=False, alerts=False):
         op.execute(sql)
 
 

@@ -45,7 +45,7 @@ def upgrade() -> None:
 def _views(exact: bool) -> None:
     for view in reversed(VIEWS):
         op.execute(f"DROP VIEW IF EXISTS {view}")
-    for sql in definitions(op.get_bind().dialect.name, exact=exact):
+    for sql in definitions(op.get_bind().dialect.name, exact=exact, alerts=False):
         op.execute(sql)
 
 

@@ -1,5 +1,7 @@
 """Key rotation (a key's previous secret, valid until its grace period ends) and budget alerts
-(each threshold fires once per budget, subject and window, whichever gateway sees it first).
+(each threshold fires once per budget, subject and window, whichever gateway sees it first; the
+audit log records each as an event, which the per-day views leave out and
+tollgate_audit_alerts lists).
 
 Revision ID: 0007
 Revises: 0006
@@ -7,6 +9,8 @@ Revises: 0006
 
 import sqlalchemy as sa
 from alembic import op
+
+from gateway.audit.views import ALERTS_VIEW, VIEWS, definitions
 
 revision = "0007"
 down_revision = "0006"
@@ -30,9 +34,18 @@ def upgrade() -> None:
         sa.Column("used_nanousd", sa.BigInteger(), nullable=False),
         sa.Column("limit_nanousd", sa.BigInteger(), nullable=False),
     )
+    _views(alerts=True)
+
+
+def _views(alerts: bool) -> None:
+    for view in (ALERTS_VIEW, *reversed(VIEWS)):
+        op.execute(f"DROP VIEW IF EXISTS {view}")
+    for sql in definitions(op.get_bind().dialect.name, exact=True, alerts=alerts):
+        op.execute(sql)
 
 
 def downgrade() -> None:
+    _views(alerts=False)
     op.drop_table("tollgate_budget_alerts")
     with op.batch_alter_table("tollgate_keys") as batch:
         batch.drop_column("rotated_at")

@@ -347,3 +347,31 @@ def test_the_database_pool_is_sized_by_the_config(tmp_path: Path) -> None:
         assert engine.pool._max_overflow == 2  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_budget_alerts_name_webhooks_that_exist_and_need_one(tmp_path: Path) -> None:
+    text = (
+        VALID
+        + """limits:
+  budgets:
+    - {name: b1, scope: team, subject: ml, usd: 5, alert_at: [80, 50], notify: [pager]}
+  alerts:
+    webhooks: [{name: finance, url_env: TG_HOOK}]
+"""
+    )
+    found = problems(tmp_path, text)
+    assert any("notify: unknown webhook 'pager' (limits.alerts.webhooks: finance)" in p
+               for p in found), found  # fmt: skip
+    assert any("url_env: environment variable TG_HOOK is not set" in p for p in found), found
+    budget_line = "limits:\n  budgets:\n    - {name: b2, scope: team, subject: ml, usd: 5, "
+    lonely = VALID + budget_line + "alert_at: [90]}\n"
+    assert any(
+        "alert_at: alert thresholds need a receiver" in p for p in problems(tmp_path, lonely)
+    )
+    bad = VALID + budget_line + "alert_at: [0]}\n"
+    assert any("percentage from 1 to 1000" in p for p in problems(tmp_path, bad))
+    fixed = tmp_path / "ok.yaml"
+    fixed.write_text(text.replace(", notify: [pager]", ""))
+    ok = load_config(fixed, env={"TG_HOOK": "http://127.0.0.1:9/hook"})
+    budget = ok.config.limits.budgets[0]
+    assert budget.alert_at == (50, 80) and budget.rule("yaml").alert_at == (50, 80)
