@@ -24,6 +24,8 @@ from gateway.api.load import Load
 from gateway.api.metrics import metrics
 from gateway.api.models import ModelsEndpoint
 from gateway.api.openai import OpenAIEndpoint
+from gateway.api.responses import ResponsesEndpoint
+from gateway.api.stored_responses import stored_response_routes
 from gateway.config.loader import LoadedConfig
 from gateway.errors import InvalidRequest, TollgateError
 from gateway.services import Services
@@ -59,6 +61,8 @@ def create_app(
         Route("/v1/embeddings", OpenAIEndpoint("embeddings"), methods=["POST"]),
         Route("/v1/messages", MessagesEndpoint(), methods=["POST"]),
         Route("/v1/messages/count_tokens", MessagesEndpoint(count=True), methods=["POST"]),
+        Route("/v1/responses", ResponsesEndpoint(), methods=["POST"]),
+        *stored_response_routes(),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -74,7 +78,7 @@ def create_app(
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     app.add_exception_handler(Exception, _unhandled)
-    hot = {route.path: route.app for route in routes[:5]}
+    hot = {route.path: route.app for route in routes[:6]}
     return HotPaths(app, hot, load)
 
 

@@ -9,7 +9,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from gateway.tenancy import PromptCacheAsk
 
-Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens"]
+Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "count_tokens",
+                   "responses"]  # fmt: skip
 Dialect = Literal["openai", "anthropic"]
 # What the response cache did: answered (exact, semantic), looked and will store the answer
 # (miss), or was not asked (bypass: no cache on the alias, a rule or the client said so, ...).
@@ -17,10 +18,8 @@ CacheOutcome = Literal["miss", "exact", "semantic", "bypass"]
 Capture = Literal["none", "hash", "redacted", "full"]
 # What became of a call, for auditors: one word per outcome type (`alert`: not a call but a
 # budget alert, recorded in the audit log only: alerting.py).
-OutcomeKind = Literal[
-    "served", "cache_hit", "denied", "rejected", "upstream_error", "client_disconnected", "error",
-    "alert",
-]  # fmt: skip
+OutcomeKind = Literal["served", "cache_hit", "denied", "rejected", "upstream_error",
+                      "client_disconnected", "error", "alert"]  # fmt: skip
 # The optimisations whose savings are accounted separately (DESIGN.md, "Money").
 OPTIMISATIONS = (
     "exact_cache", "semantic_cache", "tier_routing", "prefix_reuse", "provider_prompt_cache",

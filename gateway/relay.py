@@ -11,17 +11,36 @@ reported usage): the vendor bills them too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from gateway.backends.base import UpstreamStream
 from gateway.call import Call, Decision, Outcome
+from gateway.dialects.responses_stream import FINAL_EVENTS
 from gateway.errors import TollgateError, UpstreamBadResponse
 from gateway.policies.limit_headers import cost_comment
 
 # The event that ends a stream in each dialect: the call is recorded just before it is sent.
 _OPENAI_END = b"data: [DONE]\n\n"
 _ANTHROPIC_END = b"event: message_stop"
+
+
+def _openai_end(chunk: bytes) -> int:
+    """Where the final event starts in this chunk (-1: not in it)."""
+    return len(chunk) - len(_OPENAI_END) if chunk.endswith(_OPENAI_END) else -1
+
+
+def _anthropic_end(chunk: bytes) -> int:
+    return chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512))
+
+
+def _responses_end(chunk: bytes) -> int:
+    """The Responses API's last event: `response.completed` (or `.incomplete`, `.failed`),
+    which carries the whole response, so it is looked for anywhere in the chunk."""
+    if b"event: response." not in chunk:
+        return -1
+    found = [at for marker in FINAL_EVENTS if (at := chunk.rfind(marker)) >= 0]
+    return max(found) if found else -1
 
 
 class Finish(Protocol):
@@ -54,25 +73,33 @@ class StreamReply:
             [] if call.capture != "none" or call.keep_response else None
         )
         self._relayed = False
+        # Called with the chunk holding the final event, after the call is recorded and
+        # before the client has it (the Responses API stores the response there).
+        self.on_final: Callable[[bytes], Awaitable[None]] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        anthropic = self._finish.call.dialect == "anthropic"
+        call = self._finish.call
+        end_of = (
+            _responses_end
+            if call.endpoint == "responses"
+            else _anthropic_end
+            if call.dialect == "anthropic"
+            else _openai_end
+        )
         kept = self._kept
         async for chunk in self._upstream:
             if kept is not None:
                 kept.append(chunk)
-            end = (
-                chunk.rfind(_ANTHROPIC_END, max(0, len(chunk) - 512))
-                if anthropic
-                else (len(chunk) - len(_OPENAI_END) if chunk.endswith(_OPENAI_END) else -1)
-            )
+            end = end_of(chunk)
             if end >= 0:
                 self._seal()
                 # What the call cost, just before its final event: the app can log it.
                 chunk = chunk[:end] + cost_comment(self._outcome.money) + chunk[end:]
+                if self.on_final is not None:
+                    await self.on_final(chunk)
             self._relayed = True
             yield chunk
         if not self._finish.sealed:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -40,6 +41,7 @@ from gateway.sinks.logsink import LogSink
 from gateway.stores.counters import CounterStore
 from gateway.stores.memory import MemoryCounters
 from gateway.stores.migrate import SCHEMA_HEAD, check_current, current_revision, upgrade
+from gateway.stores.responses import prune
 from gateway.stores.secret import data_dir_of, server_secret
 from gateway.stores.sql import make_engine
 from gateway.telemetry.service import Telemetry
@@ -75,6 +77,7 @@ class Services:
     watcher: Watcher | None = None
     prefix_feed: PrefixFeed | None = None
     alerter: Alerter | None = None
+    housekeeping: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def start(
@@ -155,6 +158,9 @@ class Services:
         )
         watcher.start()
         alerter.start()
+        services.housekeeping.append(
+            asyncio.get_running_loop().create_task(_prune_responses(accounts.engine))
+        )
         cache.start()
         if feed is not None:
             feed.start()
@@ -169,6 +175,9 @@ class Services:
         await self.reloader.aclose()
         if self.alerter is not None:
             await self.alerter.aclose()
+        for task in self.housekeeping:
+            task.cancel()
+        await asyncio.gather(*self.housekeeping, return_exceptions=True)
         if self.watcher is not None:
             await self.watcher.aclose()
         await self.sinks.aclose()
@@ -182,6 +191,20 @@ class Services:
         await self.ledger.flush()  # last settlements and spend in, before counters are persisted
         await self.accounts.aclose()
         await self.ledger.aclose()
+
+
+async def _prune_responses(engine: Engine, every_s: float = 900.0) -> None:
+    """Stored Responses API responses past their retention go (a wake-up every 15 minutes;
+    reads already treat them as gone)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            pruned = await asyncio.to_thread(prune, engine, time.time())
+        except Exception:
+            log.exception("pruning stored responses failed; trying again later")
+            continue
+        if pruned:
+            log.info("%d stored responses past their retention deleted", pruned)
 
 
 def _env(name: str | None) -> str | None:

@@ -35,8 +35,13 @@ def completions(endpoint: str, body: Mapping[str, Any]) -> int:
 
 
 def max_output(body: Mapping[str, Any]) -> int | None:
-    """The request's own output limit per completion, if it sets one."""
-    return _positive(body.get("max_completion_tokens")) or _positive(body.get("max_tokens"))
+    """The request's own output limit per completion, if it sets one (`max_output_tokens`:
+    the Responses API's)."""
+    return (
+        _positive(body.get("max_completion_tokens"))
+        or _positive(body.get("max_tokens"))
+        or _positive(body.get("max_output_tokens"))
+    )
 
 
 def output_cap(endpoint: str, body: Mapping[str, Any], default: int | None = None) -> int | None:
@@ -46,3 +51,15 @@ def output_cap(endpoint: str, body: Mapping[str, Any], default: int | None = Non
         return 0
     each = max_output(body) or default
     return None if each is None else each * count
+
+
+OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def output_field(endpoint: str, body: Mapping[str, Any]) -> str:
+    """The field a policy caps or sets the output limit in: the one the request uses, else
+    what its API calls it (`max_output_tokens` for the Responses API, else `max_tokens`)."""
+    found = next((f for f in OUTPUT_FIELDS if body.get(f) is not None), None)
+    if found is not None:
+        return found
+    return "max_output_tokens" if endpoint == "responses" else "max_tokens"

@@ -182,4 +182,25 @@ def prompt_tokens(endpoint: str, body: Mapping[str, Any], tokens: TokenCounter) 
         return tokens.count_messages(messages if isinstance(messages, list) else ())
     if endpoint in ("messages", "count_tokens"):
         return anthropic_prompt_tokens(body, tokens)
+    if endpoint == "responses":
+        return responses_prompt_tokens(body, tokens)
     return tokens.count_prompt(body.get("prompt", body.get("input")))
+
+
+def responses_prompt_tokens(body: Mapping[str, Any], tokens: TokenCounter) -> int:
+    """A Responses API prompt: its instructions and input items (messages' text, function
+    calls' arguments and outputs), at the per-message overhead chat messages carry."""
+    raw = body.get("input")
+    total = tokens.count(content_text(body.get("instructions")))
+    if isinstance(raw, str):
+        return total + tokens.count_messages([{"role": "user", "content": raw}])
+    items = raw if isinstance(raw, list) else ()
+    messages = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        text = content_text(item.get("content")) + str(item.get("arguments") or "")
+        output = item.get("output")
+        text += output if isinstance(output, str) else content_text(output)
+        messages.append({"role": str(item.get("role") or "tool"), "content": text})
+    return total + tokens.count_messages(messages)

@@ -22,6 +22,7 @@ from gateway.api.asgi import (
 from gateway.call import Call, Dialect, Endpoint, Principal
 from gateway.errors import InternalError, TollgateError
 from gateway.logs import request_id_var
+from gateway.pipeline import Reply
 from gateway.runtime import Runtime
 from gateway.services import Services
 
@@ -52,6 +53,13 @@ class DialectEndpoint:
     ) -> Call:
         """The call to run, from the body the client sent (a TollgateError if it is bad)."""
         raise NotImplementedError
+
+    async def before(self, call: Call, services: Services, runtime: Runtime) -> None:
+        """Work the call needs before the pipeline that may wait on I/O (a stored
+        conversation); a TollgateError here refuses the call, recorded as rejected."""
+
+    async def after(self, reply: Reply, call: Call, services: Services, runtime: Runtime) -> None:
+        """Work on the pipeline's reply before it is sent (storing a response)."""
 
     def _record_rejected(
         self,
@@ -95,9 +103,12 @@ class DialectEndpoint:
             raw = await read_body(
                 receive, server.max_body_bytes, headers.content_length, server.body_timeout_seconds
             )
-            call = self.build(raw, principal, request_id, scope, headers, runtime)
+            built = self.build(raw, principal, request_id, scope, headers, runtime)
+            await self.before(built, services, runtime)
+            call = built
             watch = ClientWatch(receive, DISCONNECT_GRACE_S)
             reply = await services.pipeline.handle(call, runtime)
+            await self.after(reply, call, services, runtime)
             out = raw_headers(reply.headers)
             out.extend(self.id_headers(request_id))
             if reply.stream is not None:

@@ -70,6 +70,7 @@ class Capabilities:
     local: bool = False  # GPUs the organisation runs (cached tokens are prefix reuse)
     cache_salt: bool = False  # takes a per-request KV-cache salt (vLLM's `cache_salt`)
     prompt_cache_key: bool = False  # takes OpenAI's `prompt_cache_key`
+    responses: bool = False  # serves the Responses API itself (else it is translated to chat)
 
 
 class Backend(Protocol):

@@ -2,7 +2,9 @@
 
 An Anthropic-dialect call to an OpenAI-compatible backend (a local vLLM tier, the simulator)
 goes out as a chat completion and comes back as a Message; an OpenAI chat call to an Anthropic
-backend the other way round; streams are translated event by event as they arrive.
+backend the other way round; streams are translated event by event as they arrive. A Responses
+API call goes to a backend that speaks it as it is, and to any other as a chat completion (then,
+for an Anthropic backend, as a Message), its answer re-spoken as a Response.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from gateway.backends.sse import EventSplitter, event_data
 from gateway.call import ResponseMeta, Usage
 from gateway.dialects.requests import chat_to_messages, messages_to_chat
 from gateway.dialects.responses import chat_completion_to_message, message_to_chat_completion
+from gateway.dialects.responses_api import Unsupported, chat_to_response, responses_to_chat
+from gateway.dialects.responses_stream import ChunksToResponseEvents
 from gateway.dialects.streams import ChunksToEvents, EventsToChunks
 from gateway.errors import InvalidRequest, UpstreamBadResponse
 
@@ -34,6 +38,8 @@ def dialect_of(backend: Backend) -> str:
 async def send(
     backend: Backend, request: UpstreamRequest, tokens: TokenCounter
 ) -> UpstreamResponse:
+    if request.endpoint == "responses":
+        return await _responses(backend, request, tokens)
     native = dialect_of(backend)
     if request.dialect == native:
         return await backend.send(request)
@@ -100,6 +106,47 @@ async def _openai_via_anthropic(backend: Backend, request: UpstreamRequest) -> U
     return replace(response, body=body, headers=JSON)
 
 
+async def _responses(
+    backend: Backend, request: UpstreamRequest, tokens: TokenCounter
+) -> UpstreamResponse:
+    if backend.capabilities.responses:
+        return await _native_responses(backend, request)
+    try:
+        chat = _translated(responses_to_chat, dict(request.body))
+    except InvalidRequest as exc:
+        if isinstance(exc.__cause__, Unsupported):
+            raise InvalidRequest(
+                f"{exc.__cause__} (the model's backend {backend.name} serves chat completions); "
+                "route this model to a backend with the Responses API",
+                param="tools",
+            ) from exc
+        raise
+    upstream = replace(request, endpoint="chat.completions", body=chat, client_wants_usage=True)
+    response = await send(backend, upstream, tokens)
+    if response.stream is not None:
+        events = ChunksToResponseEvents(dict(request.body))
+        stream = Translated(response.stream, _ResponsesOut(events))
+        return replace(response, headers=_stream_headers(response), stream=stream)
+    if response.status >= 400:
+        return response
+    usage = response.usage or Usage()
+    answer = chat_to_response(_json(response.body, "choices"), dict(request.body), usage)
+    return replace(response, body=orjson.dumps(answer), headers=JSON)
+
+
+async def _native_responses(backend: Backend, request: UpstreamRequest) -> UpstreamResponse:
+    """As it is, but for the conversation: Tollgate keeps it and sends it whole (the upstream
+    never saw Tollgate's response ids), and echoes the client's `previous_response_id`."""
+    body = dict(request.body)
+    previous = body.pop("previous_response_id", None)
+    response = await backend.send(replace(request, body=body))
+    if previous is None or response.stream is not None or response.status >= 400:
+        return response
+    answer = _json(response.body, "output")
+    answer["previous_response_id"] = previous
+    return replace(response, body=orjson.dumps(answer))
+
+
 def _translated(translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """A request said in the other dialect. The edge checks the fields translation reads; a
     shape it did not foresee is still the request's fault (a 400), never a 500."""
@@ -145,6 +192,19 @@ class _ChunksIn:
     """OpenAI chunks -> Anthropic events; the closing events come at `[DONE]`."""
 
     def __init__(self, inner: ChunksToEvents) -> None:
+        self._inner = inner
+
+    def feed(self, payload: dict[str, Any]) -> bytes:
+        return self._inner.feed(payload)
+
+    def end(self, usage: Usage) -> bytes:
+        return self._inner.finish(usage)
+
+
+class _ResponsesOut:
+    """OpenAI chunks -> Responses events; `response.completed` comes at `[DONE]`."""
+
+    def __init__(self, inner: ChunksToResponseEvents) -> None:
         self._inner = inner
 
     def feed(self, payload: dict[str, Any]) -> bytes:

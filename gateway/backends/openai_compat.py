@@ -27,6 +27,7 @@ _PATHS = {
     "chat.completions": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    "responses": "/responses",
 }
 # Upstream response headers worth relaying; hop-by-hop and length headers are the server's job.
 _RELAY = frozenset(
@@ -84,7 +85,7 @@ class OpenAICompatBackend:
         else:
             body = dict(request.body)
         body["model"] = request.model
-        if request.stream and request.endpoint != "embeddings":
+        if request.stream and request.endpoint not in ("embeddings", "responses"):
             options = body.get("stream_options")
             body["stream_options"] = {
                 **(options if isinstance(options, dict) else {}),

@@ -104,6 +104,8 @@ class StreamRelay:
             if not isinstance(chunk, dict):
                 continue
             usage = usage_from_openai(chunk.get("usage"))
+            if usage is None and isinstance(chunk.get("response"), dict):
+                usage = usage_from_openai(chunk["response"].get("usage"))  # Responses events
             if usage is None:
                 continue
             if usage.anomaly is not None:  # implausible: estimated from the stream instead

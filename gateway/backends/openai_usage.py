@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.accounting.tokens import TokenCounter, content_text
+from gateway.accounting.tokens import TokenCounter, content_text, prompt_tokens
 from gateway.accounting.usage_guard import estimated_instead, flagged, read_count, trusted
 from gateway.backends.base import UpstreamRequest
 from gateway.call import ResponseMeta, Usage
@@ -15,21 +15,29 @@ from gateway.errors import UpstreamBadResponse
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
-    """OpenAI's usage object (incl. prompt_tokens_details.cached_tokens) in internal form;
-    implausible counts give a usage flagged with the anomaly (usage_guard.py)."""
-    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+    """OpenAI's usage object (incl. prompt_tokens_details.cached_tokens), or the Responses
+    API's (input_tokens, output_tokens, input_tokens_details), in internal form; implausible
+    counts give a usage flagged with the anomaly (usage_guard.py)."""
+    if not isinstance(usage, dict):
+        return None
+    if "prompt_tokens" in usage:
+        names = ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
+    elif "input_tokens" in usage and "output_tokens" in usage:
+        names = ("input_tokens", "output_tokens", "input_tokens_details")
+    else:
         return None
     bad: list[str] = []
     reported = Usage(
-        input_tokens=read_count(usage, "prompt_tokens", bad),
-        output_tokens=read_count(usage, "completion_tokens", bad),
-        cached_tokens=read_count(usage.get("prompt_tokens_details"), "cached_tokens", bad),
+        input_tokens=read_count(usage, names[0], bad),
+        output_tokens=read_count(usage, names[1], bad),
+        cached_tokens=read_count(usage.get(names[2]), "cached_tokens", bad),
     )
     return flagged(reported, bad)
 
 
 # What a successful answer of each endpoint holds, at the least.
-_REQUIRED = {"chat.completions": "choices", "completions": "choices", "embeddings": "data"}
+_REQUIRED = {"chat.completions": "choices", "completions": "choices", "embeddings": "data",
+             "responses": "output"}  # fmt: skip
 
 
 def usage_of_body(
@@ -56,6 +64,8 @@ def usage_of_body(
         return believed, meta
     choices = payload.get("choices")
     texts = [choice_text(c, "message") for c in choices] if isinstance(choices, list) else []
+    if request.endpoint == "responses":
+        texts = [output_text(item) for item in payload.get("output") or ()]
     return estimated_instead(estimate(request, tokens, "".join(texts)), reported), meta
 
 
@@ -88,16 +98,27 @@ def usage_of_chunks(
             continue
         if isinstance(chunk, dict):
             text.extend(choice_text(c, "delta") for c in chunk.get("choices") or ())
+            delta = chunk.get("delta")  # a Responses event's text or arguments
+            if isinstance(delta, str) and str(chunk.get("type", "")).endswith(".delta"):
+                text.append(delta)
     return estimate(request, tokens, "".join(text))
 
 
 def estimate(request: UpstreamRequest, tokens: TokenCounter, completion: str) -> Usage:
-    body = request.body
-    if request.endpoint == "chat.completions":
-        prompt = tokens.count_messages(body.get("messages") or ())
-    else:
-        prompt = tokens.count_prompt(body.get("prompt", body.get("input")))
-    return Usage(prompt, tokens.count(completion), estimated=True)
+    return Usage(
+        prompt_tokens(request.endpoint, request.body, tokens),
+        tokens.count(completion),
+        estimated=True,
+    )
+
+
+def output_text(item: Any) -> str:
+    """A Responses output item's generated text (message text, function call arguments)."""
+    if not isinstance(item, dict):
+        return ""
+    if item.get("type") == "function_call":
+        return str(item.get("arguments") or "")
+    return content_text(item.get("content"))
 
 
 def choice_text(choice: Any, key: str) -> str:

@@ -91,10 +91,12 @@ def _openai(name: str, s: OpenAIBackend, ctx: BuildContext) -> Backend:
 
 def _openai_capabilities(s: OpenAIBackend) -> Capabilities:
     """What this OpenAI-compatible server takes beyond the API every one of them serves."""
-    keyed = s.prompt_cache_key
-    if keyed is None:
-        keyed = urlsplit(s.base_url).hostname == "api.openai.com"
-    return dataclasses.replace(OPENAI, cache_salt=s.cache_salt, prompt_cache_key=keyed)
+    vendor = urlsplit(s.base_url).hostname == "api.openai.com"
+    keyed = vendor if s.prompt_cache_key is None else s.prompt_cache_key
+    responses = vendor if s.responses is None else s.responses
+    return dataclasses.replace(
+        OPENAI, cache_salt=s.cache_salt, prompt_cache_key=keyed, responses=responses
+    )
 
 
 def _anthropic(name: str, s: AnthropicBackend, ctx: BuildContext) -> Backend:
@@ -119,7 +121,7 @@ def _azure(name: str, s: AzureOpenAIBackend, ctx: BuildContext) -> Backend:
 def _sim(name: str, s: SimBackend, ctx: BuildContext) -> Backend:
     return SimAdapter(
         name, s, tokens=ctx.tokens, timeout=_timeout(s.timeouts), total_timeout=s.timeouts.total,
-        capabilities=SIM,
+        capabilities=capabilities_of(s),
     )  # fmt: skip
 
 
@@ -155,6 +157,8 @@ def capabilities_of(settings: Settings) -> Capabilities:
     """What a backend with these settings can do (its kind's, and its own switches)."""
     if isinstance(settings, OpenAIBackend):
         return _openai_capabilities(settings)
+    if isinstance(settings, SimBackend):
+        return dataclasses.replace(SIM, responses=settings.responses)
     return kind_of(settings).capabilities
 
 

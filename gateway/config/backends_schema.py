@@ -93,6 +93,9 @@ class OpenAIBackend(NetworkBackendBase):
     # The server takes OpenAI's `prompt_cache_key` (rules' `prompt_cache` action sets it to the
     # tenant's). Unset: yes for api.openai.com, no elsewhere (other servers may refuse it).
     prompt_cache_key: bool | None = None
+    # The server serves the Responses API itself (/v1/responses: OpenAI, recent vLLM);
+    # otherwise Responses calls reach it as chat completions. Unset: yes for api.openai.com.
+    responses: bool | None = None
 
 
 class AnthropicBackend(NetworkBackendBase):
@@ -117,6 +120,7 @@ class SimBackend(SimConfig):
     """The built-in GPU simulator, run in-process behind the gateway (no socket)."""
 
     type: Literal["sim"]
+    responses: bool = False  # Responses calls sent to its own /v1/responses, not translated
     timeouts: Timeouts = Timeouts()
     health: HealthCheck | None = None
     load_metrics: LoadMetrics | None = None

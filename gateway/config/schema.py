@@ -162,6 +162,15 @@ class ServerConfig(Strict):
     max_completions: int = Field(128, ge=1, le=10_000)
 
 
+class ResponsesConfig(Strict):
+    """The Responses API's stored responses (docs/responses.md): kept per key for
+    `retention_days` unless the request says `store: false`; `store: false` here keeps none
+    (then `previous_response_id` is refused)."""
+
+    store: bool = True
+    retention_days: float = Field(30.0, gt=0, le=3650)
+
+
 class LoggingConfig(Strict):
     json_lines: bool = Field(False, alias="json")
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -188,6 +197,7 @@ class Config(Strict):
     admin: AdminConfig = AdminConfig()
     audit: AuditConfig = AuditConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class PolicyFile(Strict):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from gateway.accounting.request_size import OUTPUT_FIELDS, output_field
 from gateway.call import NOTICE, Call, Decision, Deny, Verdict
 from gateway.policies.base import PluginOptions, PolicyPlugin
-
-_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 class MaxTokensOptions(PluginOptions):
@@ -32,12 +31,13 @@ class MaxTokensCap(PolicyPlugin):
         if call.endpoint == "embeddings":
             return None
         limit = self._limit_for(call)
-        field = next((f for f in _FIELDS if call.body.get(f) is not None), None)
+        field = next((f for f in OUTPUT_FIELDS if call.body.get(f) is not None), None)
         if field is None:
             if self.options.default is not None:
                 value = min(self.options.default, limit)
-                call.body["max_tokens"] = value
-                call.decide(Decision(self.name, "modify", f"max_tokens defaulted to {value}"))
+                field = output_field(call.endpoint, call.body)
+                call.body[field] = value
+                call.decide(Decision(self.name, "modify", f"{field} defaulted to {value}"))
             return None
         requested = call.body[field]
         if not isinstance(requested, int) or requested <= limit:

@@ -32,6 +32,7 @@ from gateway.sim.responses import (
     timing_headers,
     usage,
 )
+from gateway.sim.responses_api import as_chat, as_response
 from gateway.sim.text import embedding, lexical_embedding, pack_base64
 
 Handler = Callable[[dict[str, Any], SimModel, Replica], Awaitable[Response]]
@@ -65,6 +66,7 @@ class SimServer:
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/sim/restart", self._restart, methods=["POST"]),
@@ -85,6 +87,13 @@ class SimServer:
 
     async def _embeddings(self, request: Request) -> Response:
         return await self._guarded(request, self._embed)
+
+    async def _responses(self, request: Request) -> Response:
+        async def answer(body: dict[str, Any], model: SimModel, replica: Replica) -> Response:
+            chat = {**as_chat(body), "model": model.name}
+            return as_response(await self._openai_chat(chat, model, replica), body)
+
+        return await self._guarded(request, answer)
 
     async def _messages(self, request: Request) -> Response:
         return await self._guarded(request, self._anthropic, anthropic=True)

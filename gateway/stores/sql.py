@@ -46,6 +46,20 @@ api_keys = Table(
     Column("rotated_at", Float),
 )
 
+# The Responses API's stored responses (stores/responses.py): JSON documents, read by id.
+responses = Table(
+    "tollgate_responses",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("model", String(200), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("conversation", Text, nullable=False),
+)
+
 # A budget alert threshold (percent) that fired in a window: the primary key makes it once per
 # budget, subject and window across the fleet.
 budget_alerts = Table(

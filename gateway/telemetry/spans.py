@@ -32,6 +32,7 @@ OPERATIONS = {
     "completions": "text_completion",
     "embeddings": "embeddings",
     "count_tokens": "chat",
+    "responses": "chat",
 }
 # Request parameters reported as gen_ai.request.* (OpenAI and Anthropic spell them alike).
 _PARAMS = (

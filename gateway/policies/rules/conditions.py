@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from gateway.accounting.request_size import OUTPUT_FIELDS
 from gateway.accounting.tokens import TokenCounter, prompt_tokens
 from gateway.call import Call
 from gateway.policies.rules.schema import DAYS, Match, OneOrMore, Range, TimeWindow
-
-_MAX_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 @dataclass(slots=True)
@@ -43,7 +42,7 @@ class Facts:
 
 
 def requested_max_tokens(call: Call) -> int | None:
-    for name in _MAX_FIELDS:
+    for name in OUTPUT_FIELDS:
         value = call.body.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -195,6 +194,9 @@ def _tools(call: Call) -> bool:
 
 def _json_mode(call: Call) -> bool:
     fmt = call.body.get("response_format")
+    text = call.body.get("text")  # the Responses API's `text.format`
+    if fmt is None and isinstance(text, dict):
+        fmt = text.get("format")
     return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
 

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.limits import budget_counter, budget_subject
+from gateway.accounting.request_size import output_field
 from gateway.call import (
     NOTICE,
     Call,
@@ -290,8 +291,7 @@ async def _fraction(limits: LimitsContext, key: str, limit: int | None) -> float
 
 
 def _max_tokens(call: Call, value: int, force: bool) -> str:
-    field = next((f for f in ("max_tokens", "max_completion_tokens") if f in call.body),
-                 "max_tokens")  # fmt: skip
+    field = output_field(call.endpoint, call.body)
     requested = requested_max_tokens(call)
     if force:
         call.body[field] = value
