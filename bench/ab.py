@@ -64,7 +64,8 @@ def compare(
             text = v.transform(base) if v.transform is not None else base
             (work / f"{v.name}.yaml").write_text(text + v.extra_yaml)
             env = {"BENCH_KEY": KEY, "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/{v.name}.db",
-                   "TOLLGATE_AUDIT_DIR": str(work / f"{v.name}-audit"), **v.env}  # fmt: skip
+                   "TOLLGATE_AUDIT_DIR": str(work / f"{v.name}-audit"),
+                   "TOLLGATE_SECRET": "bench", **v.env}  # fmt: skip
             cmd = [py, "-m", "gateway", "serve", "--config", str(work / f"{v.name}.yaml")]
             proc = stack.enter_context(
                 process(

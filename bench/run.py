@@ -267,6 +267,8 @@ def _gateway(py: str, config: Path, port: int, transport: str, work: Path, name:
             "BENCH_KEY": KEY,
             "TOLLGATE_DATABASE_URL": f"sqlite:///{work}/{name}.db",
             "TOLLGATE_AUDIT_DIR": str(work / f"{name}-audit"),
+            # The fleet configuration shares counters in Redis: a fleet member needs the secret.
+            "TOLLGATE_SECRET": "bench",
         },
         log=work / f"{name}.log",
     )  # fmt: skip

@@ -121,6 +121,8 @@ async def _responses(
                 param="tools",
             ) from exc
         raise
+    if "cache_salt" in request.body:  # the tenant's KV salt (executor.py) goes along
+        chat["cache_salt"] = request.body["cache_salt"]
     upstream = replace(request, endpoint="chat.completions", body=chat, client_wants_usage=True)
     response = await send(backend, upstream, tokens)
     if response.stream is not None:

@@ -61,22 +61,27 @@ def prompt_parts(call: Call) -> tuple[list[bytes], int] | None:
             return None
         data = prompt.encode()
         return [data], len(data)
-    if call.endpoint not in ("chat.completions", "messages"):
+    if call.endpoint not in ("chat.completions", "messages", "responses"):
         return None
     parts: list[bytes] = []
     anchor = 0
     tools = body.get("tools")
     if tools:
         parts += (orjson.dumps(tools), b"\x1d")
-    system = body.get("system")
+    system = body.get("system") or body.get("instructions")
     if system:
         parts += (_text(system).encode(), b"\x1d")
-    messages = body.get("messages")
+    # A Responses call's input items (its whole conversation, earlier turns first) lay out
+    # like messages: a function call's arguments or output are its content.
+    messages = body.get("input") if call.endpoint == "responses" else body.get("messages")
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
     if isinstance(messages, list):
         for m in messages:
             if isinstance(m, dict):
-                role = m.get("role")
-                parts += (str(role).encode(), b"\x1e", _text(m.get("content")).encode())
+                role = m.get("role") or m.get("type")
+                content = m.get("content", m.get("arguments", m.get("output")))
+                parts += (str(role).encode(), b"\x1e", _text(content).encode())
                 if m.get("tool_calls"):
                     parts.append(orjson.dumps(m["tool_calls"]))
                 parts.append(b"\x1d")

@@ -25,6 +25,8 @@ def as_chat(body: dict[str, Any]) -> dict[str, Any]:
         raise invalid(str(exc)) from exc
     except (KeyError, TypeError, AttributeError) as exc:
         raise invalid(f"invalid request: {type(exc).__name__}: {exc}") from exc
+    if isinstance(body.get("cache_salt"), str):  # vLLM takes its KV salt on every endpoint
+        chat["cache_salt"] = body["cache_salt"]
     return chat
 
 

@@ -100,3 +100,33 @@ def test_a_prompt_is_known_by_its_start_and_by_its_conversation() -> None:
     assert first.root == later.root == other.root  # one system prompt
     elsewhere = block_hashes([b"another system prompt " * 40], 2048, "s")
     assert elsewhere.root != first.root
+
+
+def test_a_responses_conversation_lays_out_like_its_chat_and_grows_on_its_prefix() -> None:
+    """A Responses call's turns (its whole conversation as input items) key the same blocks as
+    the chat messages it is translated to, and a later turn extends the earlier one's."""
+    from gateway.call import Call
+    from gateway.routing.prefix import prompt_parts
+
+    history = "long shared context " * 400
+
+    def responses(items: list[object]) -> Call:
+        return Call("r", "openai", "responses", "chat",
+                    {"instructions": "Be brief.", "input": items}, False, False)  # fmt: skip
+
+    first = responses([{"role": "user", "content": history}])
+    second = responses([
+        {"role": "user", "content": history},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "ok"}]},
+        {"type": "function_call_output", "call_id": "c", "output": "42"},
+    ])  # fmt: skip
+    chat = Call("c", "openai", "chat.completions", "chat", {"system": "Be brief.", "messages": [
+        {"role": "user", "content": history}]}, False, False)  # fmt: skip
+    one, two, same = (prompt_parts(c) for c in (first, second, chat))
+    assert one is not None and two is not None and same is not None
+    a = block_hashes(one[0], 2048, "").hashes
+    b = block_hashes(two[0], 2048, "").hashes
+    assert a and b[: len(a)] == a and len(b) >= len(a)
+    assert block_hashes(same[0], 2048, "").hashes == a
+    assert prompt_parts(responses("just text")) is not None  # type: ignore[arg-type]
