@@ -10,6 +10,7 @@ backend without the Responses API (backends/bridge.py), as it is for one with it
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.runtime import Runtime
 from gateway.services import Services
 from gateway.stores.responses import StoredResponse, load, save
 
+log = logging.getLogger("gateway.responses")
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 _STATE = "responses"
 
@@ -155,7 +157,11 @@ class _Keeper:
             input_items=[_with_id(i) for i in self._items],
             conversation=[*self._earlier, *self._items, *output],
         )
-        await asyncio.to_thread(save, self._engine, stored)
+        try:
+            await asyncio.to_thread(save, self._engine, stored)
+        except Exception:  # the answer still goes out (and the call is settled); not kept
+            log.exception("storing response %s failed: it cannot be retrieved or continued",
+                          stored.id)  # fmt: skip
 
 
 def _parsed(body: bytes) -> dict[str, Any] | None:

@@ -243,3 +243,20 @@ async def test_builtin_tools_need_a_native_backend(gw: InProcess) -> None:
     )
     assert r.status_code == 400, r.text
     assert "web_search" in r.json()["error"]["message"]
+
+
+async def test_a_store_that_fails_costs_the_retrieval_not_the_answer(
+    gw: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("gateway.api.responses.save", broken)
+    client = sdk(gw)
+    whole = await client.responses.create(model="chat", input="hi", max_output_tokens=2)
+    assert whole.output_text
+    stream = await client.responses.create(model="chat", input="hi", stream=True,
+                                           max_output_tokens=2)  # fmt: skip
+    assert [e.type async for e in stream][-1] == "response.incomplete"
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(whole.id)
