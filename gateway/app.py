@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.accounting.tokens import TokenCounter
 from gateway.api.admin import admin_routes
 from gateway.api.anthropic import MessagesEndpoint
+from gateway.api.batches import batch_routes
 from gateway.api.dashboard import dashboard_routes
 from gateway.api.errors import openai_error_body
 from gateway.api.health import healthz, readyz
@@ -63,6 +64,7 @@ def create_app(
         Route("/v1/messages/count_tokens", MessagesEndpoint(count=True), methods=["POST"]),
         Route("/v1/responses", ResponsesEndpoint(), methods=["POST"]),
         *stored_response_routes(),
+        *batch_routes(),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -23,6 +23,7 @@ from gateway.audit.service import AuditLog
 from gateway.audit.signing import signing_key
 from gateway.auth import KeyRing
 from gateway.backends.aiohttp_transport import AiohttpTransport
+from gateway.batches.runner import BatchRunner
 from gateway.cache.stage import ResponseCache
 from gateway.cache.stores import EntryStore, MemoryEntries
 from gateway.config.accounting_schema import DatabaseConfig, LimitsConfig
@@ -77,6 +78,7 @@ class Services:
     watcher: Watcher | None = None
     prefix_feed: PrefixFeed | None = None
     alerter: Alerter | None = None
+    batches: BatchRunner | None = None
     housekeeping: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -132,6 +134,10 @@ class Services:
             watcher.changed()
             return runtime
 
+        pipeline = Pipeline(
+            Recorder(sinks, tokens, audit.journal if audit else None),
+            telemetry.starter if telemetry is not None else None,
+        )
         reloader: Reloader[Runtime] = Reloader(
             loaded.source, ref, rebuild, config.server.reload_poll_seconds
         )
@@ -142,10 +148,7 @@ class Services:
             sinks,
             ref,
             reloader,
-            Pipeline(
-                Recorder(sinks, tokens, audit.journal if audit else None),
-                telemetry.starter if telemetry is not None else None,
-            ),
+            pipeline,
             ledger,
             accounts,
             audit,
@@ -155,9 +158,12 @@ class Services:
             watcher=watcher,
             prefix_feed=feed,
             alerter=alerter,
+            batches=BatchRunner(accounts.engine, pipeline, lambda: ref.current, ledger),
         )
         watcher.start()
         alerter.start()
+        if config.batch.enabled and services.batches is not None:
+            services.batches.start()
         services.housekeeping.append(
             asyncio.get_running_loop().create_task(_prune_responses(accounts.engine))
         )
@@ -175,6 +181,8 @@ class Services:
         await self.reloader.aclose()
         if self.alerter is not None:
             await self.alerter.aclose()
+        if self.batches is not None:
+            await self.batches.aclose()
         for task in self.housekeeping:
             task.cancel()
         await asyncio.gather(*self.housekeeping, return_exceptions=True)

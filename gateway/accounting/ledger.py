@@ -130,7 +130,9 @@ class Ledger:
     def shared(self) -> bool:
         return self.store is not self.local
 
-    async def reserve(self, lines: Sequence[Line]) -> Hold | Denial:
+    async def reserve(self, lines: Sequence[Line], lasting: bool = False) -> Hold | Denial:
+        """`lasting`: a batch's reservation, settled line by line over hours by whichever
+        gateway runs it, so never released as a dead gateway's hold."""
         charges = [line.charge for line in lines]
         store = self._pick()
         fresh = [
@@ -138,7 +140,7 @@ class Ledger:
         ]
         if fresh and store is self.store:
             await self._seed(fresh)
-        tag = self._tag() if store is not self.local else None
+        tag = self._tag() if store is not self.local and not lasting else None
         try:
             result = await store.reserve(charges, tag)
         except StoreUnavailable as exc:
@@ -204,6 +206,15 @@ class Ledger:
         if spent is not None:
             self.book.add(spent)
         self.settles.add(hold.store, Settlement(hold.tag, tuple(lines)))
+
+    def settle_reserved(
+        self, counters: Sequence[tuple[str, int, int, int]], spent: Spent | None
+    ) -> None:
+        """Part of a lasting reservation settled: (key, reserved, actual, ttl) per counter."""
+        if spent is not None:
+            self.book.add(spent)
+        if counters:
+            self.settles.add(self.store, Settlement(None, tuple(counters)))
 
     def record(self, spent: Spent) -> None:
         """Spend of a call no budget applied to: tallies only (shipped in the next batch)."""

@@ -32,6 +32,7 @@ from gateway.config.backends_schema import (
     SimBackend,
     Timeouts,
 )
+from gateway.config.batch_schema import BatchConfig
 from gateway.config.cache_schema import CacheStoreConfig
 from gateway.config.models_schema import ModelConfig
 from gateway.config.telemetry_schema import TelemetryConfig
@@ -198,6 +199,7 @@ class Config(Strict):
     audit: AuditConfig = AuditConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    batch: BatchConfig = BatchConfig()
 
 
 class PolicyFile(Strict):

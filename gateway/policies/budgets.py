@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.accounting.context import LimitsContext
 from gateway.accounting.ledger import Denial, Hold, StoreDown
@@ -24,6 +24,13 @@ from gateway.policies.limit_headers import rate_headers
 from gateway.stores.counters import StoreRejected
 
 _NAME = "budgets"
+BATCH = "batch"  # call.state: a batch line's share of its job's reservation (batches/money.py)
+
+
+class BatchShare(Protocol):
+    def settle(self, spent: Spent | None) -> None: ...
+
+
 log = logging.getLogger("gateway.budgets")
 
 
@@ -58,10 +65,12 @@ class BudgetGuard(PolicyPlugin):
         return self._planner
 
     async def on_request(self, call: Call) -> Verdict | None:
+        if BATCH in call.state:
+            return None  # a batch line: its job reserved its worst case when it was submitted
         planner = self.planner()
         if not planner:
             return None
-        ask = self._ask(call)
+        ask = self.ask(call)
         lines = planner.lines(call.principal, call.model, ask)
         if not lines:
             return None
@@ -94,6 +103,10 @@ class BudgetGuard(PolicyPlugin):
     async def on_response(self, call: Call, outcome: Outcome) -> None:
         held: tuple[Hold, int] | None = call.state.pop(_NAME, None)
         spent = self._spent(call, outcome)
+        line = call.state.get(BATCH)
+        if line is not None:
+            line.settle(spent)
+            return
         if held is not None:
             hold, reserved_prompt = held
             self.limits.ledger.settle(hold, spent)
@@ -103,7 +116,7 @@ class BudgetGuard(PolicyPlugin):
         elif spent is not None:
             self.limits.ledger.record(spent)
 
-    def _ask(self, call: Call) -> Ask:
+    def ask(self, call: Call) -> Ask:
         """The call's worst case on any replica its plan may reach (tiers, fallbacks): its
         prompt as counted, plus the margin and the replica's learnt template overhead; every
         completion it can generate (n, best_of, a prompt array) at its max tokens."""

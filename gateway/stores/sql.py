@@ -14,6 +14,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -58,6 +59,56 @@ responses = Table(
     Column("response", Text, nullable=False),
     Column("input_items", Text, nullable=False),
     Column("conversation", Text, nullable=False),
+)
+
+# The batched tier (stores/batches.py): uploaded files, jobs, and each job's lines.
+files = Table(
+    "tollgate_files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(300), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+batches = Table(
+    "tollgate_batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("principal", Text, nullable=False),  # JSON: who submitted it (its lines run as them)
+    Column("dialect", String(16), nullable=False),
+    Column("endpoint", String(32), nullable=False),
+    Column("input_file_id", String(64)),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("times", Text, nullable=False),  # JSON: when each status began
+    Column("metadata", Text),
+    Column("errors", Text),  # JSON: why validation failed it, line by line
+    Column("total", Integer, nullable=False),
+    Column("reservation", Text, nullable=False),  # JSON: the budget counters it reserved
+    Column("placement", Text, nullable=False, server_default=""),
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("owner", String(64)),
+    Column("lease_until", Float, nullable=False, server_default="0"),
+)
+batch_lines = Table(
+    "tollgate_batch_lines",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("worst_nanousd", BigInteger, nullable=False),
+    Column("worst_tokens", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(64)),
+    Column("result", Text),
+    Column("finished_at", Float),
 )
 
 # A budget alert threshold (percent) that fired in a window: the primary key makes it once per

@@ -1,0 +1,1 @@
+"""The batched tier: jobs of many calls run on spare capacity (docs/batch.md)."""
