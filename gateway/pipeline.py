@@ -41,6 +41,7 @@ from gateway.policies.limit_headers import cost_headers, limit_headers
 from gateway.recorder import Recorder
 from gateway.relay import StreamReply
 from gateway.routing.executor import Executor
+from gateway.routing.flex import flex_wait, wait_for_room
 from gateway.runtime import Runtime
 from gateway.telemetry.context import TraceStarter
 
@@ -217,6 +218,10 @@ class Pipeline:
             call.lookups = [*(call.lookups or ()), ("cache", started, time.time())]
         if entry is not None:
             return _replayed(entry, call, outcome, finish)
+        settings = runtime.config.batch
+        wait = flex_wait(call, settings.flex_max_wait_seconds)
+        if wait is not None:
+            await _flexed(call, runtime, wait, settings.spare_below)
         sent = dict(call.forward) if call.forward else {}
         if call.trace is not None:
             sent["traceparent"] = TraceStarter.header(call.trace)
@@ -271,6 +276,15 @@ class Pipeline:
         if call.capture != "none" or call.keep_response:
             outcome.response_body = response.body
         return Reply(response.status, headers, response.body)
+
+
+async def _flexed(call: Call, runtime: Runtime, most_s: float, below: int) -> None:
+    """A call that can wait waits for spare capacity (bounded), then goes on as any call."""
+    if call.body.get("service_tier") == "flex":
+        del call.body["service_tier"]  # Tollgate's own wait, not the upstream's tier
+    waited, room = await wait_for_room(runtime.router, call.model, below, most_s)
+    how = "found spare capacity" if room else f"reached its {most_s:g} s bound; served now"
+    call.decide(Decision("flex", "note", f"flex: waited {waited:.2f} s, {how}"))
 
 
 def _verdict_reply(verdict: Deny | Answer, outcome: Outcome, call: Call) -> Reply:

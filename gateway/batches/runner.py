@@ -180,7 +180,7 @@ class _Job:
         for number, alias in peeked:
             if started >= room:
                 break
-            if not rush and not _spare(runtime, alias, settings.spare_below):
+            if not rush and not runtime.router.has_room(alias, settings.spare_below):
                 continue
             line = await asyncio.to_thread(store.take_line, self.r._engine, self.ident, number,
                                            self.r.owner)  # fmt: skip
@@ -257,12 +257,3 @@ class _Job:
         if await asyncio.to_thread(store.finalize, self.r._engine, self.ident, self.r.owner,
                                    status, self.r._clock(), output, errors):  # fmt: skip
             log.info("batch %s %s: %d lines", self.ident, status, len(lines))
-
-
-def _spare(runtime: Runtime, alias: str, below: int) -> bool:
-    """Some replica of the alias has room (an unknown alias fails at once: it costs nothing)."""
-    if alias not in runtime.router:
-        return True
-    return any(
-        s.available() and max(s.in_flight, s.load) < below for s in runtime.router.states(alias)
-    )

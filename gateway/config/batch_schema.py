@@ -24,3 +24,6 @@ class BatchConfig(BaseModel):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     max_lines: int = Field(50_000, ge=1, le=1_000_000)
     max_window_hours: int = Field(168, ge=1, le=8760)
+    # A flex call (`service_tier: "flex"`) waits for spare capacity at most this long, then is
+    # served normally (a rule's `defer` action sets its own bound).
+    flex_max_wait_seconds: float = Field(30.0, ge=0, le=3600)

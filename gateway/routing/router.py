@@ -135,6 +135,14 @@ class Router:
         """The live state of every replica of the alias."""
         return [self._states[r.key] for t in self.table[alias].tiers.values() for r in t.replicas]
 
+    def has_room(self, alias: str, below: int) -> bool:
+        """Some available replica of the alias has fewer than `below` calls in flight (ours,
+        and the engine's own running and waiting ones as its load metrics say): room for work
+        that can wait (batch lines, flex calls) without delaying live traffic."""
+        if alias not in self.table:
+            return True  # nothing to wait for: the call fails at once
+        return any(s.available() and max(s.in_flight, s.load) < below for s in self.states(alias))
+
     def replica_states(self) -> list[ReplicaState]:
         """Every replica's live state once (for /readyz, the admin API, metrics, checks)."""
         return list(self._states.values())

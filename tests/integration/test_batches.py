@@ -43,15 +43,23 @@ limits:
   prompt_overhead_tokens: 0
   budgets:
     - {name: qa-day, scope: team, subject: qa, usd: "BUDGET", window: day}
-batch: {poll_seconds: 0.05, spare_below: SPARE, concurrency: 2, lease_seconds: 2}
+batch: {poll_seconds: 0.05, spare_below: SPARE, concurrency: 2, lease_seconds: 2,
+        flex_max_wait_seconds: FLEX}
+policies:
+  - use: rules
+    with:
+      rules:
+        - name: low-priority-waits
+          match: {headers: {x-priority: low}}
+          actions: {defer: {max_wait_seconds: 30}}
 """
 
 
 async def _gateway(
-    tmp: Path, time_scale: float = 0, budget: str = "1", spare: int = 4
+    tmp: Path, time_scale: float = 0, budget: str = "1", spare: int = 4, flex: float = 30
 ) -> AsyncIterator[InProcess]:
     text = (CONFIG.replace("TIME_SCALE", str(time_scale)).replace("BUDGET", budget)
-            .replace("SPARE", str(spare)))  # fmt: skip
+            .replace("SPARE", str(spare)).replace("FLEX", str(flex)))  # fmt: skip
     config = tmp / "tollgate.yaml"
     config.write_text(text)
     async with in_process(
@@ -396,7 +404,8 @@ def _key_id(gw: InProcess) -> str:
 
 async def test_batches_can_be_switched_off(tmp_path: Path) -> None:
     config = tmp_path / "tollgate.yaml"
-    text = CONFIG.replace("TIME_SCALE", "0").replace("BUDGET", "1").replace("SPARE", "2")
+    text = (CONFIG.replace("TIME_SCALE", "0").replace("BUDGET", "1").replace("SPARE", "2")
+            .replace("FLEX", "1"))  # fmt: skip
     config.write_text(text.replace("batch: {", "batch: {enabled: false, "))
     async with in_process(config, tmp_path, {"TG_KEY": KEY, "TG_OTHER": OTHER}) as gw:
         r = await gw.client.get("/v1/batches", headers={"authorization": f"Bearer {KEY}"})
@@ -407,3 +416,37 @@ async def test_an_upload_without_a_file_is_a_400(gw: InProcess) -> None:
     r = await gw.client.post("/v1/files", headers={"authorization": f"Bearer {KEY}"},
                              data={"purpose": "batch"})  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+
+
+async def _flex_call(gw: InProcess, **kw: Any) -> float:
+    """A short call that can wait; when it was answered (loop time)."""
+    await sdk(gw).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "whenever"}], max_tokens=3, **kw
+    )
+    return asyncio.get_running_loop().time()
+
+
+@pytest.mark.parametrize(
+    "how", [{"service_tier": "flex"}, {"extra_headers": {"x-priority": "low"}}]
+)
+async def test_a_call_that_can_wait_waits_for_spare_capacity(
+    tmp_path: Path, how: dict[str, Any]
+) -> None:
+    """`service_tier: flex`, or a rule's `defer`: the call waits while the alias's only room is
+    taken by a live call, and is answered once that one is."""
+    async for gw in _gateway(tmp_path, time_scale=0.1, spare=1):
+        live = await _live_call(gw)
+        flex = asyncio.create_task(_flex_call(gw, **how))
+        answered_live = (await asyncio.gather(live, asyncio.sleep(0)))[0]
+        live_at = asyncio.get_running_loop().time()
+        assert answered_live.choices and not flex.done(), "the flex call went ahead of it"
+        assert await flex >= live_at
+
+
+async def test_a_flex_call_waits_no_longer_than_its_bound(tmp_path: Path) -> None:
+    async for gw in _gateway(tmp_path, time_scale=0.1, spare=1, flex=0.2):
+        live = await _live_call(gw)
+        answered = await _flex_call(gw, service_tier="flex")
+        assert not live.done(), "served at its bound, while the live call still ran"
+        assert answered > 0
+        await live

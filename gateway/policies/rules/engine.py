@@ -44,6 +44,7 @@ from gateway.policies.rules.conditions import (
 from gateway.policies.rules.guard import GUARD_LABEL, Guard, GuardState
 from gateway.policies.rules.index import RuleIndex
 from gateway.policies.rules.schema import CACHE_LABEL, Rule, RulesOptions
+from gateway.routing.flex import FLEX_LABEL
 from gateway.stores.counters import StoreUnavailable
 from gateway.tenancy import PromptCacheAsk, tenant_key
 
@@ -214,6 +215,13 @@ class Rules(PolicyPlugin):
                 done.append(f"cache mode {actions.cache}")
             else:
                 done.append("cache mode set by an earlier rule")
+        if actions.defer is not None:
+            if FLEX_LABEL not in call.labels:
+                call.labels[FLEX_LABEL] = f"{actions.defer.max_wait_seconds:g}"
+                done.append(f"deferred: waits up to {actions.defer.max_wait_seconds:g} s for "
+                            "spare capacity")  # fmt: skip
+            else:
+                done.append("deferred by an earlier rule")
         if actions.tags:
             call.labels["rule.tags"] = ",".join(
                 dict.fromkeys([*call.labels.get("rule.tags", "").split(","), *actions.tags])

@@ -123,6 +123,13 @@ class PromptCacheAction(PluginOptions):
     key: Literal["team", "key", "org"] = "team"
 
 
+class DeferAction(PluginOptions):
+    """The call can wait: it waits for spare capacity (up to `max_wait_seconds`), then is served
+    normally (docs/batch.md, "Flex calls")."""
+
+    max_wait_seconds: float = Field(ge=0, le=3600, strict=False)
+
+
 # The call label a rule's `cache` action sets; the cache stage reads it (gateway/cache).
 CACHE_LABEL = "cache.mode"
 
@@ -134,13 +141,14 @@ class Actions(PluginOptions):
     max_tokens: MaxTokensAction | None = None
     deny: DenyAction | None = None
     prompt_cache: PromptCacheAction | None = None
+    defer: DeferAction | None = None  # wait for spare capacity (a flex call)
     tags: tuple[str, ...] = ()  # added to the call's labels (`rule.tags`), for sinks
     labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _something(self) -> Actions:
         acts = (self.route, self.max_tokens, self.deny, self.prompt_cache, self.cache,
-                self.tags, self.labels)  # fmt: skip
+                self.defer, self.tags, self.labels)  # fmt: skip
         if not any(acts):
             raise ValueError("a rule needs at least one action")
         return self
