@@ -113,6 +113,10 @@ def render(result: dict[str, object]) -> str:
     if cap:
         how = f"set to {cap['set']}" if "set" in cap else f"capped at {cap['cap']}"  # type: ignore[operator,index]
         lines.append(f"max_tokens: {how} (rule {cap['rule']})")  # type: ignore[index]
+    deferred = result.get("deferred")
+    if deferred:
+        lines.append(f"waits: up to {deferred['max_wait_seconds']:g} s for spare capacity "  # type: ignore[index]
+                     f"(rule {deferred['rule']})")  # type: ignore[index]  # fmt: skip
     for step in result["plan"]:  # type: ignore[attr-defined]
         replicas = ", ".join(f"{r['backend']}/{r['model']} ({r['circuit']})"
                              for r in step["replicas"])  # fmt: skip

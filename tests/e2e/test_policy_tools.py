@@ -38,7 +38,7 @@ policies:
       rules:
         - name: bulk-to-int4
           match: {model: chat, tags: [bulk]}
-          actions: {route: {tier: int4}, max_tokens: {cap: 256}}
+          actions: {route: {tier: int4}, max_tokens: {cap: 256}, defer: {max_wait_seconds: 60}}
         - name: everything-stops
           match: {model: chat}
           actions: {labels: {seen: "yes"}}

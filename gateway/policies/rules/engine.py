@@ -331,6 +331,8 @@ def describe_actions(rule: Rule) -> str:
         parts.append(f"vendor prompt cache (prefixes of {a.prompt_cache.min_tokens}+ tokens)")
     if a.cache is not None:
         parts.append(f"cache mode {a.cache}")
+    if a.defer is not None:
+        parts.append(f"defer (waits up to {a.defer.max_wait_seconds:g} s for spare capacity)")
     if a.tags:
         parts.append(f"tags {list(a.tags)}")
     if a.labels:

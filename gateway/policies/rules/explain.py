@@ -78,10 +78,13 @@ class Explanation:
     denied: tuple[str, int, str] | None  # (rule, status, message)
     route: str | None
     max_tokens: tuple[str, int, bool] | None  # (rule, value, set rather than capped)
+    deferred: tuple[str, float] | None = None  # (rule, most seconds it waits for room)
 
     def public(self) -> dict[str, Any]:
-        denied, cap = self.denied, self.max_tokens
+        denied, cap, deferred = self.denied, self.max_tokens, self.deferred
         return {
+            "deferred": None if deferred is None
+            else {"rule": deferred[0], "max_wait_seconds": deferred[1]},
             "rules": [r.public() for r in self.rules],
             "denied": None if denied is None
             else {"rule": denied[0], "status": denied[1], "message": denied[2]},
@@ -98,6 +101,7 @@ async def explain(rules: list[Rules], probe: Probe) -> tuple[Explanation, Route 
     out: list[RuleSeen] = []
     route: Route | None = None
     cap: tuple[str, int, bool] | None = None
+    deferred: tuple[str, float] | None = None
     denied: tuple[str, int, str] | None = None
     stopped = False
     for plugin in rules:
@@ -134,6 +138,8 @@ async def explain(rules: list[Rules], probe: Probe) -> tuple[Explanation, Route 
             if actions.max_tokens is not None and cap is None:
                 m = actions.max_tokens
                 cap = (rule.name, m.set or m.cap or 0, m.set is not None)
+            if actions.defer is not None and deferred is None:
+                deferred = (rule.name, actions.defer.max_wait_seconds)
             stopped = rule.stop
     shown = describe_route(route).removeprefix("route to ") if route else None
-    return Explanation(tuple(out), denied, shown, cap), route
+    return Explanation(tuple(out), denied, shown, cap, deferred), route
