@@ -274,6 +274,10 @@ async def test_a_shadow_rule_changes_nothing_and_is_recorded_with_what_it_would_
         ("{name: r, match: {time: {hours: '9-17'}}, actions: {route: {alias: cheap}}}",
          "rules[0].match.time.hours: Value error, hours must be HH:MM-HH:MM"),
         ("{name: r, match: {model: chat}}", "rules[0].actions: required key is missing"),
+        ("{name: r, actions: {defer: {max_wait_seconds: -1}}}",
+         "rules[0].actions.defer.max_wait_seconds: Input should be greater than or equal to 0"),
+        ("{name: r, actions: {defer: {wait: 5}}}",
+         "rules[0].actions.defer.max_wait_seconds: required key is missing"),
     ],
 )  # fmt: skip
 def test_bad_rules_are_config_errors_at_file_and_line(
