@@ -304,6 +304,12 @@ class Ledger:
             log.warning("released %d reservations left by calls that never settled", released)
         return released
 
+    async def ship(self) -> None:
+        """Ship pending settlements and spend now, keeping the ledger running (a batch line's:
+        its gateway may be killed right after, and nothing else would settle it)."""
+        await self.settles.flush()
+        await self.book.flush()
+
     async def flush(self) -> None:
         """Ship pending settlements and spend now (shutdown, before persisting counters)."""
         if self._task is not None:

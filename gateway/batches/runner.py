@@ -230,6 +230,7 @@ class _Job:
             await done()  # the budgets policy hands the share what the line spent
         if won:
             share.apply(r._ledger)
+            await r._ledger.ship()  # before the next line: a kill loses none of this one's
             r.lines_run += 1
         else:
             log.warning("batch %s line %d: another gateway owns it now; its result stands",

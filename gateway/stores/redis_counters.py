@@ -84,11 +84,22 @@ class RedisCounters:
         return [int(v) for v in result[1:]]
 
     async def release(self, settlements: Sequence[Settlement]) -> None:
+        # A reservation without a hold (a batch's: no sweeper ever releases it) just takes
+        # the differences; a held one is released with its hold, once.
+        untagged = [
+            Charge(key, actual - reserved, None, ttl)
+            for s in settlements if s.hold is None
+            for key, reserved, actual, ttl in s.lines if actual != reserved
+        ]  # fmt: skip
+        if untagged:
+            await self.settle(untagged, ())
+        settlements = [s for s in settlements if s.hold is not None]
         keys: list[str] = [self._holds]
         args: list[Any] = [len(settlements)]
         for settlement in settlements:
             tag = settlement.hold
-            keys.append(self._hold_key(tag) if tag is not None else self._k("hold:none"))
+            assert tag is not None
+            keys.append(self._hold_key(tag))
             args.append(len(settlement.lines))
             for key, reserved, actual, ttl in settlement.lines:
                 keys.append(self._k(key))

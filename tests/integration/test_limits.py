@@ -209,6 +209,24 @@ async def test_a_call_settling_after_its_hold_was_swept_is_charged_once(
     assert await ledger.values([key]) == [250], "its real cost, neither 400 nor -150"
 
 
+async def test_a_lasting_reservation_outlives_holds_and_settles_by_parts(
+    make_store: StoreFactory,
+) -> None:
+    """A batch's reservation: never swept as a dead gateway's hold; each part settled takes
+    only its difference, on every store."""
+    clock = Clock("2026-05-05T12:00:00")
+    ledger, planner = setup(make_store, clock, [budget("b", "team", "ml", usd_nanos=1000)])
+    key = planner.lines(ALICE, "c", Ask(0, 0))[0].charge.key
+    held = await ledger.reserve(planner.lines(ALICE, "c", Ask(600, 0)), lasting=True)
+    assert isinstance(held, Hold) and held.tag is None
+    clock.set("2026-05-05T18:00:00")  # long past any hold's expiry (60 s here)
+    assert await ledger.sweep() == 0
+    spent = Spent(130, 0, 0, 0, "ml", "alice", "c")
+    ledger.settle_reserved([(key, 200, 130, 3600)], spent)  # one line: worst 200, cost 130
+    ledger.settle_reserved([(key, 400, 0, 3600)], None)  # the rest never ran
+    assert await ledger.values([key]) == [130]
+
+
 async def test_a_budget_created_mid_window_starts_from_what_was_spent(
     make_store: StoreFactory,
 ) -> None:
