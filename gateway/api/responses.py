@@ -15,17 +15,15 @@ import time
 from typing import Any
 
 import orjson
-from starlette.types import Scope, Send
+from starlette.types import Scope
 
 from gateway.api.asgi import RequestHeaders
 from gateway.api.bodies import parse_json_object
-from gateway.api.endpoint import DialectEndpoint
-from gateway.api.errors import openai_error_event
-from gateway.api.openai import send_openai_error
+from gateway.api.openai import OpenAIEndpoint
 from gateway.call import Call, Principal
 from gateway.dialects.responses_api import input_items, item_type, new_id
 from gateway.dialects.responses_stream import FINAL_EVENTS
-from gateway.errors import InvalidRequest, TollgateError
+from gateway.errors import InvalidRequest
 from gateway.pipeline import Reply
 from gateway.runtime import Runtime
 from gateway.services import Services
@@ -43,17 +41,11 @@ def not_found(ident: str, param: str | None = None) -> InvalidRequest:
     )
 
 
-class ResponsesEndpoint(DialectEndpoint):
-    error_event = staticmethod(openai_error_event)
-    dialect = "openai"
-    endpoint = "responses"
+class ResponsesEndpoint(OpenAIEndpoint):
+    """OpenAI's ids and errors; its own body, and the stored conversation around the call."""
 
-    def id_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
-        encoded = request_id.encode()
-        return [(b"x-tollgate-request-id", encoded), (b"x-request-id", encoded)]
-
-    async def send_error(self, send: Send, err: TollgateError, request_id: str) -> None:
-        await send_openai_error(send, err, request_id)
+    def __init__(self) -> None:
+        super().__init__("responses")
 
     def build(
         self,

@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import Any
 
+from gateway.accounting.tokens import content_text
 from gateway.call import Usage
 from gateway.errors import Fault
 
@@ -101,7 +102,7 @@ def _add_item(item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
     elif kind == "function_call_output":
         output = item.get("output")
-        text = output if isinstance(output, str) else _text_of(output)
+        text = output if isinstance(output, str) else content_text(output)
         messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
     elif kind == "reasoning":
         return  # a native backend's own reasoning: nothing a chat backend can take
@@ -113,7 +114,7 @@ def _chat_content(content: Any, role: str) -> Any:
     if isinstance(content, str) or content is None:
         return content or ""
     if role != "user":  # system, developer and assistant content is text
-        return _text_of(content)
+        return content_text(content)
     parts = []
     for part in content:
         kind = part.get("type")
@@ -128,14 +129,6 @@ def _chat_content(content: Any, role: str) -> Any:
         else:
             raise Unsupported(f"content parts of type {kind!r} need a Responses-native backend")
     return parts
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +226,7 @@ def chat_to_response(
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
-    text = _text_of(message.get("content"))
+    text = content_text(message.get("content"))
     if text:
         output.append(message_item(new_id("msg"), text))
     for call in message.get("tool_calls") or ():
