@@ -10,6 +10,7 @@ import orjson
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.backends.base import Capabilities, UpstreamRequest, UpstreamResponse
+from gateway.backends.coalesce import Coalescer
 from gateway.backends.http import (
     body_chunks,
     open_response,
@@ -60,6 +61,7 @@ class OpenAICompatBackend:
         max_connections: int,
         url_for: Callable[[str, str], str] | None = None,
         capabilities: Capabilities,
+        coalesce: tuple[float, int] | None = None,
     ) -> None:
         self.name = name
         self.capabilities = capabilities
@@ -77,8 +79,20 @@ class OpenAICompatBackend:
         if api_key:
             fixed["authorization"] = f"Bearer {api_key}"
         self._headers = httpx.Headers(fixed)  # normalised once, copied cheaply per request
+        # Concurrent embedding calls merged into one upstream call (window seconds, inputs).
+        self._coalescer = Coalescer(self._send, tokens, *coalesce) if coalesce else None
+
+    @property
+    def coalesced(self) -> int:
+        """Upstream embedding calls that carried more than one caller's inputs."""
+        return self._coalescer.merged if self._coalescer is not None else 0
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if self._coalescer is not None and request.endpoint == "embeddings":
+            return await self._coalescer.send(request)
+        return await self._send(request)
+
+    async def _send(self, request: UpstreamRequest) -> UpstreamResponse:
         ask = request.prompt_cache
         if ask is not None and self.capabilities.prompt_cache_key:
             body = openai_cache_key(request.body, ask.key)

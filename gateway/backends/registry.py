@@ -29,6 +29,7 @@ from gateway.config.backends_schema import (
     OpenAIBackend,
     SimBackend,
     Timeouts,
+    coalescing,
 )
 
 # Headers whose values are credentials (kept out of everything clients see, logs, records).
@@ -86,17 +87,22 @@ def _openai(name: str, s: OpenAIBackend, ctx: BuildContext) -> Backend:
         api_key=_api_key(s, ctx), headers=s.headers, timeout=_timeout(s.timeouts),
         total_timeout=s.timeouts.total, max_connections=s.limits.max_connections,
         capabilities=_openai_capabilities(s),
+        coalesce=coalescing(s.coalesce_embeddings, not _vendor(s.base_url)),
     )  # fmt: skip
 
 
 def _openai_capabilities(s: OpenAIBackend) -> Capabilities:
     """What this OpenAI-compatible server takes beyond the API every one of them serves."""
-    vendor = urlsplit(s.base_url).hostname == "api.openai.com"
+    vendor = _vendor(s.base_url)
     keyed = vendor if s.prompt_cache_key is None else s.prompt_cache_key
     responses = vendor if s.responses is None else s.responses
     return dataclasses.replace(
         OPENAI, cache_salt=s.cache_salt, prompt_cache_key=keyed, responses=responses
     )
+
+
+def _vendor(base_url: str) -> bool:
+    return urlsplit(base_url).hostname == "api.openai.com"
 
 
 def _anthropic(name: str, s: AnthropicBackend, ctx: BuildContext) -> Backend:
@@ -115,13 +121,14 @@ def _azure(name: str, s: AzureOpenAIBackend, ctx: BuildContext) -> Backend:
         headers={**s.headers, **({"api-key": api_key} if api_key else {})},
         timeout=_timeout(s.timeouts), total_timeout=s.timeouts.total,
         max_connections=s.limits.max_connections, url_for=azure_urls(s), capabilities=AZURE,
+        coalesce=coalescing(s.coalesce_embeddings, local=False),
     )  # fmt: skip
 
 
 def _sim(name: str, s: SimBackend, ctx: BuildContext) -> Backend:
     return SimAdapter(
         name, s, tokens=ctx.tokens, timeout=_timeout(s.timeouts), total_timeout=s.timeouts.total,
-        capabilities=capabilities_of(s),
+        capabilities=capabilities_of(s), coalesce=coalescing(s.coalesce_embeddings, local=True),
     )  # fmt: skip
 
 

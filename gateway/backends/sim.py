@@ -23,6 +23,7 @@ class SimBackend(OpenAICompatBackend):
         timeout: httpx.Timeout,
         total_timeout: float,
         capabilities: Capabilities,
+        coalesce: tuple[float, int] | None = None,
     ) -> None:
         self.server = SimServer(config, tokens)
         self._own_transport = StreamingASGITransport(self.server.app)
@@ -35,6 +36,7 @@ class SimBackend(OpenAICompatBackend):
             total_timeout=total_timeout,
             max_connections=1_000_000,
             capabilities=capabilities,
+            coalesce=coalesce,
         )
 
     async def aclose(self) -> None:

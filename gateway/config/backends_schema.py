@@ -68,6 +68,28 @@ class LoadMetrics(Strict):
     interval_seconds: float = Field(5.0, gt=0, le=3600)
 
 
+class CoalesceEmbeddings(Strict):
+    """Concurrent small embedding calls to one model merged into one upstream call: calls that
+    arrive while one is in flight gather for `window_ms` (or `max_inputs`) and go together (a
+    lone call goes at once). On by default for local engines, off for vendors (`false`)."""
+
+    window_ms: float = Field(2.0, gt=0, le=1000)
+    max_inputs: int = Field(256, ge=2, le=100_000)
+
+
+Coalescing = CoalesceEmbeddings | bool | None  # None: the backend kind's default
+
+
+def coalescing(setting: Coalescing, local: bool) -> tuple[float, int] | None:
+    """(window in seconds, most inputs) if embedding calls are merged, else None."""
+    if setting is None:
+        setting = local
+    if setting is False:
+        return None
+    chosen = setting if isinstance(setting, CoalesceEmbeddings) else CoalesceEmbeddings()
+    return chosen.window_ms / 1000, chosen.max_inputs
+
+
 class NetworkBackendBase(Strict):
     """What every backend reached over HTTP has: a secret by name, headers, timeouts, a pool."""
 
@@ -80,6 +102,7 @@ class NetworkBackendBase(Strict):
     # KV tokens the engine holds (prefix-aware routing sizes its index from it, unless the
     # engine reports vllm:cache_config_info on its polled metrics).
     kv_capacity_tokens: int | None = Field(None, ge=1, le=10_000_000_000)
+    coalesce_embeddings: Coalescing = None
 
 
 class OpenAIBackend(NetworkBackendBase):
@@ -121,6 +144,7 @@ class SimBackend(SimConfig):
 
     type: Literal["sim"]
     responses: bool = False  # Responses calls sent to its own /v1/responses, not translated
+    coalesce_embeddings: Coalescing = None
     timeouts: Timeouts = Timeouts()
     health: HealthCheck | None = None
     load_metrics: LoadMetrics | None = None

@@ -18,6 +18,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -27,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 class InProcess:
     client: httpx.AsyncClient
     base_url: str  # for SDKs: their base_url, with /v1
+    services: Any = None  # the running gateway's Services (for what only it can tell)
 
 
 @contextlib.contextmanager
@@ -69,4 +71,4 @@ async def in_process(
 
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-                yield InProcess(client, "http://gateway/v1")
+                yield InProcess(client, "http://gateway/v1", (state or {}).get("services"))
