@@ -54,8 +54,19 @@ class Faults(_Strict):
     drop_rate: float = Field(0.0, ge=0, le=1)
 
 
+class SimBatch(_Strict):
+    """The simulator's OpenAI Batch API: a job waits `completion_delay_seconds` (scaled by
+    time_scale) before its lines run; `failure_rate` of its lines fail (as a vendor's do); the
+    vendor's batch `discount`, listed with the models for whoever prices the results."""
+
+    completion_delay_seconds: float = Field(2.0, ge=0)
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    discount: float = Field(0.5, ge=0, lt=1)
+
+
 class SimConfig(_Strict):
     time_scale: float = Field(1.0, ge=0)
     seed: int = 0
     models: tuple[SimModel, ...] = Field(min_length=1)
     faults: Faults = Faults()
+    batch: SimBatch = SimBatch()

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from gateway.accounting.tokens import TokenCounter
 from gateway.sim import messages
+from gateway.sim.batch_api import SimBatches
 from gateway.sim.config import SimConfig, SimModel
 from gateway.sim.engine import Replica, Timing
 from gateway.sim.generate import Planned, plan
@@ -59,6 +60,7 @@ class SimServer:
         # The faults in force: the config's, until a test (or an operator rehearsing an
         # outage) sets others on the running server.
         self.faults = config.faults
+        self.batches = SimBatches(config.batch, config.time_scale, self.answer_line, config.seed)
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -67,6 +69,7 @@ class SimServer:
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/responses", self._responses, methods=["POST"]),
+                *self.batches.routes(),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/sim/restart", self._restart, methods=["POST"]),
@@ -95,6 +98,17 @@ class SimServer:
 
         return await self._guarded(request, answer)
 
+    async def answer_line(self, url: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        """One batch line, answered as the live endpoint would answer it."""
+        handler = {"/v1/chat/completions": self._openai_chat, "/v1/embeddings": self._embed,
+                   "/v1/completions": self._openai_completion}[url]  # fmt: skip
+        try:
+            model = self._model(body)
+            answer = await handler({**body, "stream": False}, model, self._replica(model, None))
+        except SimError as exc:
+            return exc.status, error_body(exc.message, exc.error_type, exc.code, exc.param)
+        return answer.status_code, bytes(answer.body)
+
     async def _messages(self, request: Request) -> Response:
         return await self._guarded(request, self._anthropic, anthropic=True)
 
@@ -118,6 +132,7 @@ class SimServer:
                 "replicas": m.replicas,
                 "input_price_per_mtok": m.input_price_per_mtok,
                 "output_price_per_mtok": m.output_price_per_mtok,
+                "batch_discount": self.config.batch.discount,
             }
             for m in self.models.values()
         ]
