@@ -170,6 +170,7 @@ class Pipeline:
                 call.decide(Decision("gateway", "note", runtime.scrub(err.detail)))
                 log.warning("call failed: %s", runtime.scrub(err.detail))
             await finish()
+            err.headers.update(cost_headers(outcome.money))  # recorded: what it cost is known
             raise
         except asyncio.CancelledError:
             # The client went away (or the server is stopping): record it, then unwind.

@@ -100,6 +100,7 @@ async def test_rate_limit_refusal_says_none_remain(gw: InProcess) -> None:
     with pytest.raises(openai.RateLimitError) as info:
         await oai(gw).chat.completions.create(model="chat", messages=HI, max_tokens=2)
     headers = info.value.response.headers
+    assert headers["x-tollgate-cost-usd"] == "0", "a refused call is told it cost nothing"
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-limit-requests"] == "3"
     assert "retry-after" in headers
