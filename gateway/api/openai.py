@@ -58,14 +58,7 @@ class OpenAIEndpoint(DialectEndpoint):
             raise InvalidRequest("Missing required parameter: 'model'.", param="model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' must be a non-empty string.", param="model")
-        required = _REQUIRED[self.endpoint]
-        if required not in body:
-            raise InvalidRequest(f"Missing required parameter: '{required}'.", param=required)
-        _check_fields(self.endpoint, body)
-        check_completions(self.endpoint, body, runtime.config.server.max_completions)
-        stream = body.get("stream") is True
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.check(body, runtime)
         client = scope.get("client")
         return Call(
             request_id=request_id,
@@ -73,8 +66,8 @@ class OpenAIEndpoint(DialectEndpoint):
             endpoint=self.endpoint,
             model=model,
             body=body,
-            stream=stream,
-            client_wants_usage=wants_usage,
+            stream=body.get("stream") is True,
+            client_wants_usage=self.wants_usage(body),
             principal=principal,
             client_ip=client[0] if client else None,
             user_agent=headers.user_agent,
@@ -83,6 +76,19 @@ class OpenAIEndpoint(DialectEndpoint):
             tracestate=headers.tracestate,
             raw_headers=scope["headers"],
         )
+
+    def check(self, body: dict[str, Any], runtime: Runtime) -> None:
+        """The fields this endpoint reads, in the shapes OpenAI accepts (a 400 otherwise)."""
+        required = _REQUIRED[self.endpoint]
+        if required not in body:
+            raise InvalidRequest(f"Missing required parameter: '{required}'.", param=required)
+        _check_fields(self.endpoint, body)
+        check_completions(self.endpoint, body, runtime.config.server.max_completions)
+
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        """Whether the client asked for a stream's usage chunk (relayed only then)."""
+        options = body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _check_fields(endpoint: Endpoint, body: dict[str, Any]) -> None:

@@ -15,12 +15,9 @@ import time
 from typing import Any
 
 import orjson
-from starlette.types import Scope
 
-from gateway.api.asgi import RequestHeaders
-from gateway.api.bodies import parse_json_object
 from gateway.api.openai import OpenAIEndpoint
-from gateway.call import Call, Principal
+from gateway.call import Call
 from gateway.dialects.responses_api import input_items, item_type, new_id
 from gateway.dialects.responses_stream import FINAL_EVENTS
 from gateway.errors import InvalidRequest
@@ -47,34 +44,11 @@ class ResponsesEndpoint(OpenAIEndpoint):
     def __init__(self) -> None:
         super().__init__("responses")
 
-    def build(
-        self,
-        raw: bytes,
-        principal: Principal,
-        request_id: str,
-        scope: Scope,
-        headers: RequestHeaders,
-        runtime: Runtime,
-    ) -> Call:
-        body = parse_json_object(raw)
+    def check(self, body: dict[str, Any], runtime: Runtime) -> None:
         check_request(body)
-        client = scope.get("client")
-        return Call(
-            request_id=request_id,
-            dialect="openai",
-            endpoint="responses",
-            model=body["model"],
-            body=body,
-            stream=body.get("stream") is True,
-            client_wants_usage=True,  # a Response carries its usage: never hidden
-            principal=principal,
-            client_ip=client[0] if client else None,
-            user_agent=headers.user_agent,
-            raw_body=raw,
-            traceparent=headers.traceparent,
-            tracestate=headers.tracestate,
-            raw_headers=scope["headers"],
-        )
+
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        return True  # a Response carries its usage: never hidden
 
     async def before(self, call: Call, services: Services, runtime: Runtime) -> None:
         """The whole conversation as the input, this turn's items kept aside for storing."""
@@ -194,12 +168,8 @@ def _with_id(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_request(body: dict[str, Any]) -> None:
-    """The fields Tollgate reads or translates, in the shapes OpenAI accepts (400 otherwise)."""
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    """The fields Tollgate reads or translates (past `model`, which every OpenAI endpoint
+    checks), in the shapes OpenAI accepts (400 otherwise)."""
     raw = body.get("input")
     if raw is None:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gateway.batches.lines import URLS
 from gateway.stores.batches import BatchRow, FileRow, LineRow
 
 
@@ -46,8 +47,6 @@ def openai_batch(job: BatchRow) -> dict[str, Any]:
 
 
 def _url(endpoint: str) -> str:
-    from gateway.batches.lines import URLS
-
     return next((u for u, e in URLS.items() if e == endpoint), "/v1/messages")
 
 

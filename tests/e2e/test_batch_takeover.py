@@ -40,7 +40,7 @@ limits:
   store: redis
   key_prefix: {prefix}
   prompt_margin: 0
-  budgets: [{{name: qa-day, scope: team, subject: qa, usd: "5", window: day}}]
+  budgets: [{{name: qa-day, scope: team, subject: qa, usd: "5", window: total}}]
 audit: {{ship_interval_ms: 20}}
 batch: {{poll_seconds: 0.1, lease_seconds: 2, concurrency: {concurrency}, spare_below: 16}}
 """
@@ -112,7 +112,7 @@ def test_a_killed_owners_job_is_finished_by_another_gateway_once(tmp_path: Path)
                 headers = {"authorization": f"Bearer {ADMIN}"}
                 budget = httpx.get(second.url + "/admin/budgets/qa-day?for=qa",
                                    headers=headers).json()  # fmt: skip
-                spend = httpx.get(second.url + "/admin/spend?group_by=team&window=day",
+                spend = httpx.get(second.url + "/admin/spend?group_by=team&window=total",
                                   headers=headers).json()  # fmt: skip
                 counter, spent = Decimal(budget["usage"]["usd"]), Decimal(spend["total"]["usd"])
                 assert counter == spent > 0, "every line settled once; nothing left reserved"

@@ -55,7 +55,7 @@ limits:
   prompt_margin: 0
   prompt_overhead_tokens: 0
   budgets:
-    - {{name: ml-month, scope: team, subject: ml, usd: "0.0001", window: month,
+    - {{name: ml-month, scope: team, subject: ml, usd: "0.0001", window: total,
        alert_at: [50, 80]}}
   alerts:
     webhooks:
